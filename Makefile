@@ -1,0 +1,125 @@
+# peerprep-init: see README.md. `make` builds the static musl binary;
+# `make check` runs every test; `make demo` runs the main job on localhost.
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+DEPS      ?= vendored
+SECONDS   ?= 60
+PYTHON    ?= /usr/bin/python3
+
+BUILD     := build
+DEPDIR    := $(BUILD)/deps
+
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+             -Wpointer-arith -Wformat=2 -Wno-unused-parameter
+ifeq ($(CI),true)
+WARN      += -Werror
+endif
+INIH_DEFS := -DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 \
+             -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0
+COMMON    := -std=c11 -D_GNU_SOURCE -DPI_VERSION='"$(VERSION)"' $(INIH_DEFS) -I. $(WARN)
+
+SRC       := $(sort $(wildcard init/*.c envsubst/*.c health/*.c))
+LIBSRC    := $(filter-out init/main.c,$(SRC))
+HDR       := $(wildcard init/*.h envsubst/*.h health/*.h)
+
+ifeq ($(DEPS),system)
+CC        ?= cc
+REL_CC    := $(CC)
+REL_INC   :=
+REL_LIBS  := -luv -linih
+DEPSTAMP  :=
+else
+REL_CC    := musl-gcc
+REL_INC   := -isystem $(DEPDIR)/musl/include
+REL_LIBS  := $(DEPDIR)/musl/lib/libuv.a $(DEPDIR)/musl/lib/libinih.a
+DEPSTAMP  := $(DEPDIR)/musl/lib/libuv.a
+endif
+REL_CFLAGS := $(COMMON) -Os -ffunction-sections -fdata-sections $(REL_INC)
+REL_LDFLAGS := -static -s -Wl,--gc-sections
+
+# The sanitizer build links gcc-built copies of the same pinned sources.
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_INC  := -isystem $(DEPDIR)/glibc/include
+ASAN_LIBS := $(DEPDIR)/glibc/lib/libuv.a $(DEPDIR)/glibc/lib/libinih.a -lpthread -ldl
+ASAN_CFLAGS := $(COMMON) -O1 -g $(SAN) $(ASAN_INC)
+
+REL_OBJ   := $(SRC:%.c=$(BUILD)/rel/%.o)
+ASAN_OBJ  := $(SRC:%.c=$(BUILD)/asan/%.o)
+ASAN_LIBOBJ := $(LIBSRC:%.c=$(BUILD)/asan/%.o)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all deps check check-unit check-it check-asan fuzz fuzz-smoke bench demo install clean format
+
+all: $(BUILD)/peerprep-init
+
+deps:
+	@sh mk/deps.sh $(abspath $(DEPDIR))
+
+$(DEPDIR)/musl/lib/libuv.a $(DEPDIR)/glibc/lib/libuv.a:
+	@sh mk/deps.sh $(abspath $(DEPDIR))
+
+$(BUILD)/rel/%.o: %.c $(HDR) $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(REL_CC) $(REL_CFLAGS) -c $< -o $@
+
+$(BUILD)/peerprep-init: $(REL_OBJ)
+	$(REL_CC) $(REL_CFLAGS) $(REL_LDFLAGS) -o $@ $(REL_OBJ) $(REL_LIBS)
+	@size=$$(stat -c %s $@); echo "built $@ ($$size bytes)"; \
+	  if [ $$size -gt 307200 ]; then echo "error: $@ is over the 300 KiB budget" >&2; exit 1; fi
+
+$(BUILD)/asan/%.o: %.c $(HDR) $(DEPDIR)/glibc/lib/libuv.a
+	@mkdir -p $(dir $@)
+	gcc $(ASAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/asan/peerprep-init: $(ASAN_OBJ)
+	gcc $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ) $(ASAN_LIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/tap.h $(ASAN_LIBOBJ)
+	@mkdir -p $(dir $@)
+	gcc $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(ASAN_LIBOBJ) $(ASAN_LIBS)
+
+# libFuzzer harnesses: clang, ASan+UBSan, linked with the library sources.
+FUZZ_CFLAGS := $(COMMON) -O1 -g -fsanitize=fuzzer,address,undefined $(ASAN_INC)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIBSRC) $(HDR) $(DEPDIR)/glibc/lib/libuv.a
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(ASAN_LIBS)
+
+check-unit: deps $(UNIT_BIN)
+	prove -f $(UNIT_BIN)
+
+check-it: deps $(BUILD)/peerprep-init
+	PI_BINARY=$(abspath $(BUILD)/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
+
+check-asan: deps $(BUILD)/asan/peerprep-init
+	PI_BINARY=$(abspath $(BUILD)/asan/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
+
+fuzz-smoke: deps $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
+	  seeds=tests/fuzz/seeds/$$n; [ -d $$seeds ] || seeds=; \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-10} -print_final_stats=1 $(BUILD)/corpus/$$n $$seeds 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY" || exit 1; done
+
+fuzz: deps $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)
+
+check: deps all check-unit fuzz-smoke check-it
+
+bench: deps all
+	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)
+
+demo: deps all
+	$(PYTHON) tests/demo.py $(abspath $(BUILD)/peerprep-init)
+
+install: $(BUILD)/peerprep-init
+	install -D -m 0755 $(BUILD)/peerprep-init $(DESTDIR)$(PREFIX)/bin/peerprep-init
+	install -D -m 0644 deploy/peerprep-init.ini $(DESTDIR)/etc/peerprep-init.ini
+
+format:
+	clang-format -i $(SRC) $(HDR) $(UNIT_SRC) $(FUZZ_SRC)
+
+clean:
+	rm -rf $(BUILD)/rel $(BUILD)/asan $(BUILD)/unit $(BUILD)/fuzz $(BUILD)/peerprep-init

@@ -1,0 +1,33 @@
+/* The health view: a small status record the supervisor owns and writes,
+ * and the health server only reads (SPEC §6). Everything runs on one libuv
+ * loop, so no locking: the server reads it while answering a request. */
+#ifndef PI_HEALTH_STATUS_H
+#define PI_HEALTH_STATUS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define PI_HEALTH_MAX_ADDRS 16
+
+struct pi_health_upstream {
+	const char *var;  /* variable name, owned by the supervisor */
+	const char *host; /* its value, owned by the supervisor */
+	int resolved;	  /* 1: last lookup succeeded */
+	time_t checked;	  /* time of the last lookup, 0 before the first */
+	size_t n_addrs;	  /* addresses of the last successful lookup */
+	char addrs[PI_HEALTH_MAX_ADDRS][48];
+	char error[128]; /* the resolver's error when !resolved */
+};
+
+struct pi_health_view {
+	pid_t child_pid;       /* 0 when no child runs */
+	int stopping;	       /* 1 from the first SIGTERM/SIGINT */
+	int reload_ok;	       /* 1 unless the last reload was rejected */
+	time_t reload_time;    /* last reload attempt, or start */
+	char reload_error[256]; /* why the last reload was rejected */
+	size_t n_upstreams;
+	struct pi_health_upstream *upstreams;
+};
+
+#endif
