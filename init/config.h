@@ -54,6 +54,9 @@ int pi_config_duration(const char *s, uint64_t *ms);
 /* Parses "QUIT", "SIGQUIT" or a number; returns the signal or -EINVAL. */
 int pi_config_signal(const char *s);
 
+/* The name without "SIG" of the signals the init deals with, else "?". */
+const char *pi_config_signal_name(int sig);
+
 /* Prints one line per key (name, default, environment name, meaning). */
 void pi_config_help(FILE *out);
 

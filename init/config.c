@@ -1,0 +1,425 @@
+#include "init/config.h"
+#include "init/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum key_type { T_STRING, T_DURATION, T_SIGNAL, T_LEVEL, T_FORMAT };
+
+struct key {
+	const char *section;
+	const char *name;
+	enum key_type type;
+	size_t offset;
+	const char *def;
+	const char *alias; /* an official-nginx-image variable that also sets it */
+	const char *help;
+};
+
+#define F(field) offsetof(struct pi_config, field)
+
+/* The one table of configuration keys: defaults, parsing, environment names
+ * and --help all come from here. */
+static const struct key keys[] = {
+	{"templates", "dir", T_STRING, F(templates_dir), "/etc/nginx/templates",
+	 "NGINX_ENVSUBST_TEMPLATE_DIR", "rendered recursively; sub-folders are mirrored"},
+	{"templates", "suffix", T_STRING, F(templates_suffix), ".template",
+	 "NGINX_ENVSUBST_TEMPLATE_SUFFIX", "files with this suffix are rendered, suffix removed"},
+	{"templates", "output_dir", T_STRING, F(templates_output_dir), "/etc/nginx/conf.d",
+	 "NGINX_ENVSUBST_OUTPUT_DIR", "where rendered files go"},
+	{"templates", "stream_suffix", T_STRING, F(templates_stream_suffix), ".stream-template",
+	 "NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX", "rendered into stream_output_dir"},
+	{"templates", "stream_output_dir", T_STRING, F(templates_stream_output_dir),
+	 "/etc/nginx/stream-conf.d", "NGINX_ENVSUBST_STREAM_OUTPUT_DIR",
+	 "where rendered stream templates go"},
+	{"templates", "prefix", T_STRING, F(templates_prefix), "NGINX_", NULL,
+	 "only variables whose names start with this are substituted"},
+	{"upstreams", "hosts", T_STRING, F(upstreams_hosts), "NGINX_*_HOST", NULL,
+	 "space-separated glob patterns over variable names; their values must resolve"},
+	{"upstreams", "wait", T_DURATION, F(upstreams_wait_ms), "60s", NULL,
+	 "how long run waits for all hosts to resolve before giving up"},
+	{"upstreams", "recheck", T_DURATION, F(upstreams_recheck_ms), "30s", NULL,
+	 "after start, re-resolve this often; 0 turns it off"},
+	{"nginx", "command", T_STRING, F(nginx_command), "nginx -g 'daemon off;'", NULL,
+	 "the child, split like a shell splits words; -- COMMAND overrides"},
+	{"nginx", "test", T_STRING, F(nginx_test), "nginx -t -q", NULL,
+	 "config test run before start and before every reload; empty skips it"},
+	{"nginx", "stop_signal", T_SIGNAL, F(nginx_stop_signal), "QUIT", NULL,
+	 "sent to the child on SIGTERM or SIGINT (graceful stop)"},
+	{"nginx", "stop_delay", T_DURATION, F(nginx_stop_delay_ms), "0s", NULL,
+	 "on SIGTERM/SIGINT, /health turns 503 at once and the stop signal waits this long"},
+	{"nginx", "stop_timeout", T_DURATION, F(nginx_stop_timeout_ms), "25s", NULL,
+	 "then SIGTERM; 5 s later SIGKILL"},
+	{"health", "listen", T_STRING, F(health_listen), "127.0.0.1:8081", NULL,
+	 "HOST:PORT or [IPv6]:PORT of /health; empty turns it off"},
+	{"health", "path", T_STRING, F(health_path), "/health", NULL, "path of the endpoint"},
+	{"health", "probe", T_STRING, F(health_probe), "127.0.0.1:80", NULL,
+	 "TCP address nginx listens on, connected to by each check; empty skips it"},
+	{"log", "format", T_FORMAT, F(log_format), "text", NULL, "text (logfmt) or json"},
+	{"log", "level", T_LEVEL, F(log_level), "info", NULL, "debug, info, warn or error"},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+int pi_config_duration(const char *s, uint64_t *ms)
+{
+	char *end;
+	double mult = 1000.0;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (!isdigit((unsigned char)*s) && *s != '.')
+		return -EINVAL;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || !isfinite(v) || v < 0)
+		return -EINVAL;
+	if (strcmp(end, "ms") == 0)
+		mult = 1.0;
+	else if (strcmp(end, "m") == 0)
+		mult = 60000.0;
+	else if (strcmp(end, "s") != 0 && *end != '\0')
+		return -EINVAL;
+	v *= mult;
+	/* A week is far beyond any sensible wait; reject rather than overflow. */
+	if (v > 7 * 86400.0 * 1000.0)
+		return -EINVAL;
+	*ms = (uint64_t)(v + 0.5);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int sig;
+} signals[] = {
+	{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+	{"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"WINCH", SIGWINCH},
+};
+
+int pi_config_signal(const char *s)
+{
+	if (strncasecmp(s, "SIG", 3) == 0)
+		s += 3;
+	if (isdigit((unsigned char)*s)) {
+		char *end;
+		long n = strtol(s, &end, 10);
+		if (*end || n < 1 || n >= NSIG)
+			return -EINVAL;
+		return (int)n;
+	}
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		if (strcasecmp(s, signals[i].name) == 0)
+			return signals[i].sig;
+	return -EINVAL;
+}
+
+const char *pi_config_signal_name(int sig)
+{
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		if (signals[i].sig == sig)
+			return signals[i].name;
+	if (sig == SIGCHLD)
+		return "CHLD";
+	return "?";
+}
+
+/* Sets one key from text; returns 0 or -EINVAL with a reason in why. */
+static int set_key(struct pi_config *cfg, const struct key *k, const char *value, const char **why)
+{
+	char *base = (char *)cfg + k->offset;
+	int n;
+
+	switch (k->type) {
+	case T_STRING: {
+		char *copy = strdup(value);
+		if (!copy) {
+			*why = "out of memory";
+			return -ENOMEM;
+		}
+		free(*(char **)base);
+		*(char **)base = copy;
+		return 0;
+	}
+	case T_DURATION:
+		*why = "not a duration (seconds, or a number with ms, s or m)";
+		return pi_config_duration(value, (uint64_t *)base);
+	case T_SIGNAL:
+		n = pi_config_signal(value);
+		*why = "not a signal name or number";
+		if (n < 0)
+			return n;
+		*(int *)base = n;
+		return 0;
+	case T_LEVEL:
+		n = pi_log_level_parse(value);
+		*why = "not one of debug, info, warn, error";
+		if (n < 0)
+			return n;
+		*(int *)base = n;
+		return 0;
+	case T_FORMAT:
+		*why = "not one of text, json";
+		if (strcmp(value, "text") == 0)
+			*(int *)base = PI_LOG_TEXT;
+		else if (strcmp(value, "json") == 0)
+			*(int *)base = PI_LOG_JSON;
+		else
+			return -EINVAL;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+void pi_config_defaults(struct pi_config *cfg)
+{
+	const char *why;
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < NKEYS; i++)
+		if (set_key(cfg, &keys[i], keys[i].def, &why) < 0)
+			abort(); /* a default that does not parse is a bug */
+}
+
+void pi_config_free(struct pi_config *cfg)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (keys[i].type == T_STRING) {
+			char **p = (char **)((char *)cfg + keys[i].offset);
+			free(*p);
+			*p = NULL;
+		}
+	free(cfg->file);
+	cfg->file = NULL;
+}
+
+struct ini_ctx {
+	struct pi_config *cfg;
+	const char *path;
+	char *section; /* the last section seen, for the error message */
+	struct pi_config_error *err;
+};
+
+/* inih calls this per key (and per section header, with name and value
+ * NULL). Returning 0 makes ini_parse return that line's number; the reason
+ * is kept in err for the caller to prefix with FILE:LINE. */
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct ini_ctx *c = user;
+	int known_section = 0;
+	const char *why;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].section, section) != 0)
+			continue;
+		known_section = 1;
+		if (!name || strcmp(keys[i].name, name) != 0)
+			continue;
+		int rc = set_key(c->cfg, &keys[i], value, &why);
+		if (rc < 0) {
+			snprintf(c->err->msg, sizeof(c->err->msg), "%s.%s: %s", section, name, why);
+			return 0;
+		}
+		return 1;
+	}
+	if (!*section)
+		snprintf(c->err->msg, sizeof(c->err->msg), "key %s is outside any section",
+			 name ? name : "");
+	else if (!known_section)
+		snprintf(c->err->msg, sizeof(c->err->msg), "unknown section [%s]", section);
+	else if (name)
+		snprintf(c->err->msg, sizeof(c->err->msg), "unknown key %s.%s", section, name);
+	else
+		return 1;
+	return 0;
+}
+
+static int load_file(struct pi_config *cfg, const char *path, struct pi_config_error *err)
+{
+	struct ini_ctx c = {.cfg = cfg, .path = path, .err = err};
+	FILE *f = fopen(path, "r");
+	char reason[sizeof(err->msg)];
+
+	if (!f) {
+		int e = errno;
+		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file: %s", path,
+			 strerror(e));
+		return -e;
+	}
+	err->msg[0] = '\0';
+	int line = ini_parse_file(f, on_ini_key, &c);
+	fclose(f);
+	if (line == 0) {
+		cfg->file = strdup(path);
+		return cfg->file ? 0 : -ENOMEM;
+	}
+	if (line < 0) {
+		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file", path);
+		return -EIO;
+	}
+	/* inih reports syntax errors (no '=', unclosed '[', an over-long
+	 * line) without calling the handler. */
+	snprintf(reason, sizeof(reason), "%s", err->msg[0] ? err->msg : "syntax error");
+	snprintf(err->msg, sizeof(err->msg), "%.200s:%d: %.280s", path, line, reason);
+	return -EINVAL;
+}
+
+static const char *env_get(char *const *envp, const char *name)
+{
+	size_t n = strlen(name);
+	for (; envp && *envp; envp++)
+		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+			return *envp + n + 1;
+	return NULL;
+}
+
+static int load_env(struct pi_config *cfg, char *const *envp, struct pi_config_error *err)
+{
+	char name[96];
+	const char *why;
+
+	/* The nginx image's variables rank with ours; ours are applied last
+	 * so that when both are set, the peerprep-init name wins. */
+	for (size_t i = 0; i < NKEYS; i++) {
+		const char *v = keys[i].alias ? env_get(envp, keys[i].alias) : NULL;
+		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
+			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
+			return -EINVAL;
+		}
+	}
+	const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
+	if (quiet && *quiet)
+		cfg->log_level = PI_WARN;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		size_t n = (size_t)snprintf(name, sizeof(name), "PEERPREP_INIT_%s_%s",
+					    keys[i].section, keys[i].name);
+		for (size_t j = 0; j < n; j++)
+			name[j] = (char)toupper((unsigned char)name[j]);
+		const char *v = env_get(envp, name);
+		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
+			snprintf(err->msg, sizeof(err->msg), "%s: %s", name, why);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int pi_config_load(struct pi_config *cfg, const char *explicit_file, char *const *envp,
+		   struct pi_config_error *err)
+{
+	const char *path = explicit_file;
+	int rc;
+
+	pi_config_defaults(cfg);
+	err->msg[0] = '\0';
+	if (!path || !*path) {
+		path = env_get(envp, "PEERPREP_INIT_CONFIG");
+		if (path && !*path)
+			path = NULL;
+	}
+	if (!path && access("/etc/peerprep-init.ini", F_OK) == 0)
+		path = "/etc/peerprep-init.ini";
+	if (path && (rc = load_file(cfg, path, err)) < 0)
+		return rc;
+	return load_env(cfg, envp, err);
+}
+
+void pi_config_help(FILE *out)
+{
+	char env[96];
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		size_t n = (size_t)snprintf(env, sizeof(env), "PEERPREP_INIT_%s_%s", keys[i].section,
+					    keys[i].name);
+		for (size_t j = 0; j < n; j++)
+			env[j] = (char)toupper((unsigned char)env[j]);
+		fprintf(out, "  %s.%s = %s\n      %s\n      env: %s%s%s\n", keys[i].section,
+			keys[i].name, keys[i].def, keys[i].help, env, keys[i].alias ? ", " : "",
+			keys[i].alias ? keys[i].alias : "");
+	}
+}
+
+int pi_config_split(const char *s, char ***argv_out)
+{
+	size_t cap = 8, argc = 0, len = strlen(s);
+	char **argv = calloc(cap, sizeof(*argv));
+	char *word = malloc(len + 1);
+	int rc = -ENOMEM;
+
+	if (!argv || !word)
+		goto fail;
+	const char *p = s;
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		if (!*p)
+			break;
+		size_t w = 0;
+		while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
+			if (*p == '\'') {
+				const char *q = strchr(p + 1, '\'');
+				if (!q) {
+					rc = -EINVAL;
+					goto fail;
+				}
+				memcpy(word + w, p + 1, (size_t)(q - p - 1));
+				w += (size_t)(q - p - 1);
+				p = q + 1;
+			} else if (*p == '"') {
+				p++;
+				while (*p && *p != '"') {
+					if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+						p++;
+					word[w++] = *p++;
+				}
+				if (*p != '"') {
+					rc = -EINVAL;
+					goto fail;
+				}
+				p++;
+			} else if (*p == '\\' && p[1]) {
+				word[w++] = p[1];
+				p += 2;
+			} else {
+				word[w++] = *p++;
+			}
+		}
+		if (argc + 2 > cap) {
+			char **grown = realloc(argv, cap * 2 * sizeof(*argv));
+			if (!grown)
+				goto fail;
+			argv = grown;
+			cap *= 2;
+		}
+		argv[argc] = strndup(word, w);
+		if (!argv[argc])
+			goto fail;
+		argv[++argc] = NULL;
+	}
+	free(word);
+	if (argc == 0) {
+		free(argv);
+		return -ENOENT;
+	}
+	*argv_out = argv;
+	return 0;
+fail:
+	free(word);
+	pi_config_argv_free(argv);
+	return rc;
+}
+
+void pi_config_argv_free(char **argv)
+{
+	for (size_t i = 0; argv && argv[i]; i++)
+		free(argv[i]);
+	free(argv);
+}

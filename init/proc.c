@@ -1,0 +1,128 @@
+#include "init/proc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Only async-signal-safe calls from here to exec: libuv's resolver threads
+ * may hold allocator locks at the moment of fork. */
+static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int report_fd)
+{
+	sigset_t none;
+	struct sigaction dfl;
+
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			sigaction(s, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	setpgid(0, 0);
+	if (stderr_fd >= 0 && stderr_fd != STDERR_FILENO)
+		dup2(stderr_fd, STDERR_FILENO);
+
+	/* Keep 0-2 and the report pipe (close-on-exec, so exec closes it). */
+	for (int fd = 3; fd < 1024; fd++)
+		if (fd != report_fd)
+			close(fd);
+#ifdef SYS_close_range
+	if (report_fd < 1024)
+		syscall(SYS_close_range, 1024U, ~0U, 0U);
+#endif
+	execvpe(argv[0], argv, envp);
+	int e = errno;
+	ssize_t w;
+	do
+		w = write(report_fd, &e, sizeof(e));
+	while (w < 0 && errno == EINTR);
+	_exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
+}
+
+pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *exec_errno)
+{
+	int p[2];
+	int e = 0;
+
+	*exec_errno = 0;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	/* The report pipe must stay clear of 0-2 and of stderr_fd's slot. */
+	pid_t pid = fork();
+	if (pid < 0) {
+		e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0)
+		child_exec(argv, envp, stderr_fd, p[1]);
+	close(p[1]);
+	/* Blocks only until exec succeeds (EOF) or fails (errno arrives). */
+	ssize_t n;
+	do
+		n = read(p[0], &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	if (n == (ssize_t)sizeof(e))
+		*exec_errno = e;
+	return pid;
+}
+
+int pi_proc_exit_code(int wstatus)
+{
+	if (WIFEXITED(wstatus))
+		return WEXITSTATUS(wstatus);
+	if (WIFSIGNALED(wstatus))
+		return 128 + WTERMSIG(wstatus);
+	return 1;
+}
+
+int pi_proc_signal_leftovers(int sig, pid_t pgid)
+{
+	int n = 0;
+
+	if (getpid() == 1)
+		return kill(-1, sig) == 0 ? 1 : 0;
+	if (pgid > 0 && kill(-pgid, sig) == 0)
+		n++;
+	/* As a subreaper, orphans of ours are the processes whose parent we
+	 * now are; /proc is the only place that says so. */
+	DIR *d = opendir("/proc");
+	if (!d)
+		return n;
+	pid_t self = getpid();
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char path[64], buf[512];
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t len = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		/* "pid (comm) state ppid ...": comm may hold spaces and ')'. */
+		char *rp = strrchr(buf, ')');
+		long ppid = 0;
+		char state;
+		if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == self &&
+		    state != 'Z' && kill((pid_t)pid, sig) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}

@@ -1,0 +1,23 @@
+/* The run mode (SPEC §1 run, §5): render → wait for upstream hosts →
+ * config test → start the child → serve /health → supervise until the
+ * child exits. And the check command, which shares the same steps. */
+#ifndef PI_SUPERVISE_H
+#define PI_SUPERVISE_H
+
+#include "envsubst/templates.h"
+#include "init/config.h"
+
+/* Fills o from cfg; o's strings point into cfg and envp. */
+void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
+				struct pi_templates_opts *o);
+
+/* Runs the container's main process. cmd is the child's argv, or NULL for
+ * nginx.command. envp is the environment the child gets. Returns the exit
+ * code of SPEC §7. */
+int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp);
+
+/* The check command: one line per template, per host and for the config
+ * test on standard output; returns the first failure's exit code. */
+int pi_supervise_check(const struct pi_config *cfg, char **envp);
+
+#endif

@@ -1,0 +1,369 @@
+#include "init/upstream.h"
+#include "init/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 5000
+
+enum mode { M_IDLE, M_WAIT, M_ROUND, M_RECHECK };
+
+struct host {
+	struct pi_upstreams *u;
+	struct pi_health_upstream *slot;
+	uv_getaddrinfo_t req;
+	uv_timer_t retry;
+	char name[256]; /* the host without IPv6 brackets */
+	int literal;	/* an IP address: counts as resolved, never looked up */
+	int busy;	/* a lookup is in flight */
+	int logged;	/* its current failure was logged */
+	int done;	/* resolved in this wait, or answered in this round */
+	uint64_t backoff;
+};
+
+struct pi_upstreams {
+	uv_loop_t *loop;
+	struct host *hosts;
+	size_t n;
+	void *data;
+	enum mode mode;
+	pi_upstreams_done_cb done_cb;
+	pi_upstreams_change_cb change_cb;
+	uv_timer_t deadline; /* end of a wait */
+	uv_timer_t every;    /* recheck interval */
+	int changed;	     /* some host's set changed in this round */
+	int closing;
+	size_t refs; /* lookups in flight + handles not yet closed */
+};
+
+static void start_lookup(struct host *h);
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Collects the unique addresses of res, sorted, so that two lookups that
+ * return the same set in another order compare equal. */
+static size_t collect(const struct addrinfo *res, char out[][48], size_t max)
+{
+	size_t n = 0;
+
+	for (const struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+		char buf[48];
+		if (ai->ai_family == AF_INET)
+			uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, buf, sizeof(buf));
+		else if (ai->ai_family == AF_INET6)
+			uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, buf, sizeof(buf));
+		else
+			continue;
+		int dup = 0;
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = strcmp(out[i], buf) == 0;
+		if (!dup)
+			memcpy(out[n++], buf, sizeof(buf));
+	}
+	qsort(out, n, sizeof(out[0]), cmp_str);
+	return n;
+}
+
+static void join(const char addrs[][48], size_t n, char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < n && used < len; i++)
+		used += (size_t)snprintf(out + used, len - used, "%s%s", i ? " " : "", addrs[i]);
+}
+
+static void maybe_free(struct pi_upstreams *u)
+{
+	if (u->closing && u->refs == 0) {
+		free(u->hosts);
+		free(u);
+	}
+}
+
+static void on_close(uv_handle_t *h)
+{
+	struct pi_upstreams *u = h->data;
+	u->refs--;
+	maybe_free(u);
+}
+
+static void on_host_close(uv_handle_t *handle)
+{
+	struct host *h = handle->data;
+	struct pi_upstreams *u = h->u;
+	u->refs--;
+	maybe_free(u);
+}
+
+static void finish(struct pi_upstreams *u, int ok)
+{
+	pi_upstreams_done_cb cb = u->done_cb;
+
+	u->mode = M_IDLE;
+	u->done_cb = NULL;
+	uv_timer_stop(&u->deadline);
+	for (size_t i = 0; i < u->n; i++)
+		uv_timer_stop(&u->hosts[i].retry);
+	if (cb)
+		cb(u, ok, u->data);
+}
+
+static void check_round_end(struct pi_upstreams *u)
+{
+	int all_ok = 1;
+
+	for (size_t i = 0; i < u->n; i++) {
+		if (!u->hosts[i].done)
+			return;
+		all_ok &= u->hosts[i].slot->resolved;
+	}
+	if (u->mode == M_RECHECK) {
+		u->mode = M_IDLE;
+		if (u->changed && u->change_cb)
+			u->change_cb(u, u->data);
+	} else if (u->mode == M_WAIT || u->mode == M_ROUND) {
+		finish(u, all_ok);
+	}
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	start_lookup(t->data);
+}
+
+/* A musl resolver answers EAI_FAIL when a DNS server REFUSED the query
+ * (rcode 5); saying so saves a search through resolver settings. */
+static const char *lookup_error(int status)
+{
+	if (status == UV_EAI_FAIL)
+		return "non-recoverable failure in name resolution (the DNS server refused or "
+		       "rejected the query; is it authoritative for the zone?)";
+	if (status == UV_EAI_NONAME)
+		return "name does not resolve";
+	if (status == UV_EAI_AGAIN)
+		return "temporary failure in name resolution";
+	return uv_strerror(status);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct host *h = req->data;
+	struct pi_upstreams *u = h->u;
+	struct pi_health_upstream *s = h->slot;
+	char addrs[PI_HEALTH_MAX_ADDRS][48];
+	size_t n = 0;
+
+	h->busy = 0;
+	u->refs--;
+	if (status == 0)
+		n = collect(res, addrs, PI_HEALTH_MAX_ADDRS);
+	uv_freeaddrinfo(res);
+	if (u->closing) {
+		maybe_free(u);
+		return;
+	}
+	s->checked = time(NULL);
+	if (status == 0 && n == 0)
+		status = UV_EAI_NODATA;
+
+	if (status != 0) {
+		int was = s->resolved;
+		s->resolved = 0;
+		snprintf(s->error, sizeof(s->error), "%s", lookup_error(status));
+		if (!h->logged) {
+			if (was && u->mode == M_RECHECK)
+				PI_LOG(PI_WARN,
+				       "upstream host stopped resolving; nginx keeps its last "
+				       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "error=%s",
+				       s->var, s->host, s->error);
+			else
+				PI_LOG(PI_WARN,
+				       "upstream host does not resolve" PI_KV "var=%s" PI_KV
+				       "host=%s" PI_KV "error=%s",
+				       s->var, s->host, s->error);
+			h->logged = 1;
+		}
+		if (u->mode == M_WAIT) {
+			uv_timer_start(&h->retry, on_retry, h->backoff, 0);
+			h->backoff = h->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : h->backoff * 2;
+			return;
+		}
+		h->done = 1;
+		check_round_end(u);
+		return;
+	}
+
+	char before[PI_HEALTH_MAX_ADDRS * 48], after[PI_HEALTH_MAX_ADDRS * 48];
+	join((const char(*)[48])s->addrs, s->n_addrs, before, sizeof(before));
+	join((const char(*)[48])addrs, n, after, sizeof(after));
+	int differs = s->n_addrs > 0 && strcmp(before, after) != 0;
+	if (h->logged || (!s->resolved && s->n_addrs == 0))
+		PI_LOG(h->logged ? PI_INFO : PI_DEBUG,
+		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
+		       s->var, s->host, after);
+	if (differs) {
+		PI_LOG(PI_INFO,
+		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
+		       "old=%s" PI_KV "new=%s",
+		       s->var, s->host, before, after);
+		u->changed = 1;
+	}
+	memcpy(s->addrs, addrs, sizeof(addrs[0]) * n);
+	s->n_addrs = n;
+	s->resolved = 1;
+	s->error[0] = '\0';
+	h->logged = 0;
+	h->done = 1;
+	check_round_end(u);
+}
+
+static void start_lookup(struct host *h)
+{
+	static const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	struct pi_upstreams *u = h->u;
+
+	if (h->busy || u->closing)
+		return;
+	if (h->literal) {
+		h->slot->checked = time(NULL);
+		h->done = 1;
+		check_round_end(u);
+		return;
+	}
+	h->req.data = h;
+	int rc = uv_getaddrinfo(u->loop, &h->req, on_resolved, h->name, NULL, &hints);
+	if (rc < 0) {
+		/* Not even queued: report it like a failed lookup. */
+		h->busy = 1;
+		u->refs++;
+		on_resolved(&h->req, rc, NULL);
+		return;
+	}
+	h->busy = 1;
+	u->refs++;
+}
+
+int pi_upstreams_new(uv_loop_t *loop, struct pi_health_upstream *slots, size_t n, void *data,
+		     struct pi_upstreams **out)
+{
+	struct pi_upstreams *u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->hosts = calloc(n ? n : 1, sizeof(*u->hosts));
+	if (!u->hosts) {
+		free(u);
+		return -ENOMEM;
+	}
+	u->loop = loop;
+	u->n = n;
+	u->data = data;
+	uv_timer_init(loop, &u->deadline);
+	uv_timer_init(loop, &u->every);
+	u->deadline.data = u->every.data = u;
+	u->refs = 2;
+	for (size_t i = 0; i < n; i++) {
+		struct host *h = &u->hosts[i];
+		const char *v = slots[i].host;
+		size_t len = strlen(v);
+		unsigned char bin[16];
+		h->u = u;
+		h->slot = &slots[i];
+		if (len >= 2 && v[0] == '[' && v[len - 1] == ']')
+			snprintf(h->name, sizeof(h->name), "%.*s", (int)(len - 2), v + 1);
+		else
+			snprintf(h->name, sizeof(h->name), "%s", v);
+		if (inet_pton(AF_INET, h->name, bin) == 1 || inet_pton(AF_INET6, h->name, bin) == 1) {
+			h->literal = 1;
+			slots[i].resolved = 1;
+			slots[i].n_addrs = 1;
+			snprintf(slots[i].addrs[0], sizeof(slots[i].addrs[0]), "%.47s", h->name);
+		}
+		uv_timer_init(loop, &h->retry);
+		h->retry.data = h;
+		u->refs++;
+	}
+	*out = u;
+	return 0;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	struct pi_upstreams *u = t->data;
+	finish(u, 0);
+}
+
+static void start_round(struct pi_upstreams *u, enum mode mode)
+{
+	u->mode = mode;
+	u->changed = 0;
+	for (size_t i = 0; i < u->n; i++) {
+		u->hosts[i].done = 0;
+		u->hosts[i].backoff = BACKOFF_FIRST_MS;
+	}
+	if (u->n == 0) {
+		check_round_end(u);
+		return;
+	}
+	/* All lookups go out at once; the threadpool runs them side by side. */
+	for (size_t i = 0; i < u->n && u->mode == mode; i++)
+		start_lookup(&u->hosts[i]);
+}
+
+int pi_upstreams_wait(struct pi_upstreams *u, uint64_t wait_ms, pi_upstreams_done_cb cb)
+{
+	if (u->mode != M_IDLE)
+		return -EBUSY;
+	u->done_cb = cb;
+	uv_timer_start(&u->deadline, on_deadline, wait_ms, 0);
+	start_round(u, M_WAIT);
+	return 0;
+}
+
+int pi_upstreams_round(struct pi_upstreams *u, pi_upstreams_done_cb cb)
+{
+	if (u->mode != M_IDLE)
+		return -EBUSY;
+	u->done_cb = cb;
+	start_round(u, M_ROUND);
+	return 0;
+}
+
+static void on_every(uv_timer_t *t)
+{
+	struct pi_upstreams *u = t->data;
+	/* A round still running (a slow resolver) is not stacked upon. */
+	if (u->mode == M_IDLE)
+		start_round(u, M_RECHECK);
+}
+
+int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams_change_cb cb)
+{
+	u->change_cb = cb;
+	if (every_ms == 0 || u->n == 0)
+		return 0;
+	return uv_timer_start(&u->every, on_every, every_ms, every_ms);
+}
+
+void pi_upstreams_close(struct pi_upstreams *u)
+{
+	if (!u || u->closing)
+		return;
+	u->closing = 1;
+	u->done_cb = NULL;
+	u->change_cb = NULL;
+	for (size_t i = 0; i < u->n; i++) {
+		if (u->hosts[i].busy)
+			uv_cancel((uv_req_t *)&u->hosts[i].req);
+		uv_close((uv_handle_t *)&u->hosts[i].retry, on_host_close);
+	}
+	uv_close((uv_handle_t *)&u->deadline, on_close);
+	uv_close((uv_handle_t *)&u->every, on_close);
+}

@@ -1,0 +1,153 @@
+/* Configuration: defaults, INI errors naming file, line and key, the
+ * environment over the file, durations, signals, command splitting. */
+#include "init/config.h"
+#include "init/log.h"
+#include "tap.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char path[64];
+
+static const char *ini(const char *text)
+{
+	snprintf(path, sizeof(path), "/tmp/pi-config-test-%d.ini", (int)getpid());
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static int load(const char *text, char **envp, struct pi_config *cfg, struct pi_config_error *err)
+{
+	int rc = pi_config_load(cfg, text ? ini(text) : NULL, envp, err);
+	return rc;
+}
+
+static void expect_error(const char *text, const char *want_suffix, const char *name)
+{
+	struct pi_config cfg;
+	struct pi_config_error err;
+	char want[700];
+	char *env[] = {NULL};
+
+	int rc = load(text, env, &cfg, &err);
+	is_int(rc, -EINVAL, name);
+	snprintf(want, sizeof(want), "%s:%s", path, want_suffix);
+	is_str(err.msg, want, name);
+	pi_config_free(&cfg);
+}
+
+int main(void)
+{
+	struct pi_config cfg;
+	struct pi_config_error err;
+	uint64_t ms;
+	char *none[] = {NULL};
+
+	/* Defaults come from the table. */
+	pi_config_defaults(&cfg);
+	is_str(cfg.templates_dir, "/etc/nginx/templates", "default templates.dir");
+	is_str(cfg.upstreams_hosts, "NGINX_*_HOST", "default upstreams.hosts");
+	is_int((long)cfg.upstreams_wait_ms, 60000, "default upstreams.wait");
+	is_int((long)cfg.upstreams_recheck_ms, 30000, "default upstreams.recheck");
+	is_int(cfg.nginx_stop_signal, SIGQUIT, "default stop signal QUIT");
+	is_int((long)cfg.nginx_stop_timeout_ms, 25000, "default stop_timeout");
+	is_str(cfg.health_listen, "127.0.0.1:8081", "default health.listen");
+	is_str(cfg.nginx_command, "nginx -g 'daemon off;'", "default command");
+	is_int(cfg.log_level, PI_INFO, "default level");
+	pi_config_free(&cfg);
+
+	/* Durations. */
+	ok(pi_config_duration("1.5", &ms) == 0 && ms == 1500, "1.5 is 1500 ms");
+	ok(pi_config_duration("250ms", &ms) == 0 && ms == 250, "250ms");
+	ok(pi_config_duration("2s", &ms) == 0 && ms == 2000, "2s");
+	ok(pi_config_duration("1m", &ms) == 0 && ms == 60000, "1m");
+	ok(pi_config_duration("0", &ms) == 0 && ms == 0, "0");
+	is_int(pi_config_duration("-1s", &ms), -EINVAL, "negative refused");
+	is_int(pi_config_duration("5 minutes", &ms), -EINVAL, "unknown unit refused");
+	is_int(pi_config_duration("", &ms), -EINVAL, "empty refused");
+	is_int(pi_config_duration("nan", &ms), -EINVAL, "nan refused");
+	is_int(pi_config_duration("1e300", &ms), -EINVAL, "huge refused");
+
+	/* Signals. */
+	is_int(pi_config_signal("QUIT"), SIGQUIT, "QUIT");
+	is_int(pi_config_signal("SIGTERM"), SIGTERM, "SIGTERM");
+	is_int(pi_config_signal("9"), 9, "a number");
+	is_int(pi_config_signal("SIGBOGUS"), -EINVAL, "unknown refused");
+	is_int(pi_config_signal("0"), -EINVAL, "0 refused");
+
+	/* Splitting like a shell, without expansion. */
+	char **argv = NULL;
+	ok(pi_config_split("nginx -g 'daemon off;'", &argv) == 0, "split default command");
+	ok(argv && argv[2] && !argv[3], "three words");
+	if (argv) {
+		is_str(argv[1], "-g", "word 2");
+		is_str(argv[2], "daemon off;", "single quotes group");
+	}
+	pi_config_argv_free(argv);
+	ok(pi_config_split("a \"b \\\"c\" d\\ e $HOME", &argv) == 0, "double quotes, escapes");
+	if (argv) {
+		is_str(argv[1], "b \"c", "escaped quote inside double quotes");
+		is_str(argv[2], "d e", "backslash-space joins");
+		is_str(argv[3], "$HOME", "no expansion");
+	}
+	pi_config_argv_free(argv);
+	is_int(pi_config_split("a 'b", &argv), -EINVAL, "unterminated quote");
+	is_int(pi_config_split("   ", &argv), -ENOENT, "empty command");
+
+	/* The file, then the environment. */
+	char *env1[] = {"PEERPREP_INIT_HEALTH_LISTEN=0.0.0.0:9000", NULL};
+	ok(load("[health]\nlisten = 127.0.0.1:7000\npath=/hc\n[upstreams]\nwait = 2s\n", env1,
+		&cfg, &err) == 0,
+	   "valid file loads");
+	is_str(cfg.health_listen, "0.0.0.0:9000", "environment beats the file");
+	is_str(cfg.health_path, "/hc", "file beats the default");
+	is_int((long)cfg.upstreams_wait_ms, 2000, "duration from the file");
+	is_str(cfg.file, path, "the file read is remembered");
+	pi_config_free(&cfg);
+
+	char *env2[] = {"NGINX_ENVSUBST_OUTPUT_DIR=/out", "NGINX_ENTRYPOINT_QUIET_LOGS=1",
+			"NGINX_ENVSUBST_TEMPLATE_SUFFIX=.tpl", "PEERPREP_INIT_TEMPLATES_SUFFIX=.t2",
+			NULL};
+	ok(load(NULL, env2, &cfg, &err) == 0, "aliases load");
+	is_str(cfg.templates_output_dir, "/out", "NGINX_ENVSUBST_OUTPUT_DIR sets output_dir");
+	is_str(cfg.templates_suffix, ".t2", "PEERPREP_INIT_* wins over the nginx image's alias");
+	is_int(cfg.log_level, PI_WARN, "NGINX_ENTRYPOINT_QUIET_LOGS sets warn");
+	pi_config_free(&cfg);
+
+	char *env3[] = {"PEERPREP_INIT_UPSTREAMS_WAIT=soon", NULL};
+	is_int(load(NULL, env3, &cfg, &err), -EINVAL, "bad env value refused");
+	is_str(err.msg,
+	       "PEERPREP_INIT_UPSTREAMS_WAIT: not a duration (seconds, or a number with ms, s or m)",
+	       "env error names the variable");
+	pi_config_free(&cfg);
+
+	/* Every file error names file, line and key. */
+	expect_error("[health]\nlisten = x\nbogus = 1\n", "3: unknown key health.bogus",
+		     "unknown key");
+	expect_error("; c\n[nope]\nx = 1\n", "2: unknown section [nope]", "unknown section");
+	expect_error("[upstreams]\n\nwait = forever\n",
+		     "3: upstreams.wait: not a duration (seconds, or a number with ms, s or m)",
+		     "bad duration");
+	expect_error("[nginx]\nstop_signal = BOGUS\n",
+		     "2: nginx.stop_signal: not a signal name or number", "bad signal");
+	expect_error("[log]\nlevel = loud\n", "2: log.level: not one of debug, info, warn, error",
+		     "bad level");
+	expect_error("[log]\nformat = xml\n", "2: log.format: not one of text, json", "bad format");
+	expect_error("listen = 1\n", "1: key listen is outside any section", "key before section");
+	expect_error("[health]\nthis line has no equals\n", "2: syntax error", "syntax error");
+	expect_error("[health\n", "1: syntax error", "unclosed section");
+
+	/* A file named explicitly must exist. */
+	ok(pi_config_load(&cfg, "/nonexistent/pi.ini", none, &err) == -ENOENT,
+	   "missing explicit file is an error");
+	is_str(err.msg, "/nonexistent/pi.ini: cannot read config file: No such file or directory",
+	       "missing file named");
+	pi_config_free(&cfg);
+
+	unlink(path);
+	return done_testing();
+}
