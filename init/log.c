@@ -50,9 +50,21 @@ static void putc_(struct line *l, char c)
 
 /* logfmt quotes a value when it is empty or holds a space, '=', '"' or a
  * control byte; JSON always quotes. Both escape '"', '\' and control bytes. */
+static int is_integer(const char *s, size_t n)
+{
+	size_t i = n > 0 && s[0] == '-';
+	if (i == n || n > 19)
+		return 0;
+	for (; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+	return 1;
+}
+
+/* JSON keeps integers as numbers, so a reader can compare them. */
 static void put_value(struct line *l, const char *s, size_t n, int json)
 {
-	int quote = json || n == 0;
+	int quote = (json && !is_integer(s, n)) || n == 0;
 	for (size_t i = 0; i < n && !quote; i++) {
 		unsigned char c = (unsigned char)s[i];
 		quote = c <= ' ' || c == '=' || c == '"' || c == 0x7f;
@@ -86,8 +98,9 @@ static void put_field(struct line *l, const char *key, size_t klen, const char *
 	if (log_format == PI_LOG_JSON) {
 		if (!first)
 			putc_(l, ',');
-		put_value(l, key, klen, 1);
-		putc_(l, ':');
+		putc_(l, '"');
+		put(l, key, klen);
+		put(l, "\":", 2);
 		put_value(l, val, vlen, 1);
 	} else {
 		if (!first)

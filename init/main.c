@@ -18,11 +18,9 @@
 	"  peerprep-init health [-c FILE] [--url URL] [--timeout SECONDS]   probe /health\n"       \
 	"  peerprep-init --version | --help\n"
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *what, const char *arg)
 {
-	fprintf(stderr, "peerprep-init: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n" USAGE);
+	fprintf(stderr, "peerprep-init: %s '%s'\n" USAGE, what, arg);
 	return 2;
 }
 
@@ -85,7 +83,7 @@ int main(int argc, char **argv, char **envp)
 		sub = argv[1];
 		i = 2;
 		if (strcmp(sub, "render") && strcmp(sub, "check") && strcmp(sub, "health"))
-			return usage_error("unknown command '%s'", sub);
+			return usage_error("unknown command", sub);
 	}
 	for (; i < argc; i++) {
 		const char *a = argv[i];
@@ -97,11 +95,11 @@ int main(int argc, char **argv, char **envp)
 			return 0;
 		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
 			if (++i >= argc)
-				return usage_error("%s needs a file", a);
+				return usage_error("a file must follow", a);
 			file = argv[i];
 		} else if (strcmp(sub, "run") == 0 && strcmp(a, "--") == 0) {
 			if (i + 1 >= argc)
-				return usage_error("%s needs a command", a);
+				return usage_error("a command must follow", a);
 			cmd = argv + i + 1;
 			break;
 		} else if (strcmp(sub, "render") == 0 && strcmp(a, "--stdout") == 0) {
@@ -109,7 +107,7 @@ int main(int argc, char **argv, char **envp)
 		} else if (strcmp(sub, "health") == 0 && nrest < 62) {
 			rest[nrest++] = argv[i]; /* --url, --timeout: the probe parses them */
 		} else {
-			return usage_error("unexpected argument '%s'", a);
+			return usage_error("unexpected argument", a);
 		}
 	}
 	rest[nrest] = NULL;

@@ -170,15 +170,28 @@ static int start_test(struct sup *s, enum test_purpose purpose)
 	return 0;
 }
 
-/* The last non-empty line of the test's output: nginx's reason. */
+/* nginx's reason: the first line naming an [emerg] (nginx -t -q prints
+ * the cause first and "test failed" last), else the last non-empty line. */
 static const char *test_reason(struct sup *s, char *buf, size_t len)
 {
-	char *end = s->test_out + s->test_len;
-	while (end > s->test_out && (end[-1] == '\n' || end[-1] == '\r'))
-		end--;
-	char *start = end;
-	while (start > s->test_out && start[-1] != '\n')
-		start--;
+	char *p = strstr(s->test_out, "[emerg]");
+	char *start, *end;
+
+	if (p) {
+		start = p;
+		while (start > s->test_out && start[-1] != '\n')
+			start--;
+		end = strchr(p, '\n');
+		if (!end)
+			end = s->test_out + s->test_len;
+	} else {
+		end = s->test_out + s->test_len;
+		while (end > s->test_out && (end[-1] == '\n' || end[-1] == '\r'))
+			end--;
+		start = end;
+		while (start > s->test_out && start[-1] != '\n')
+			start--;
+	}
 	if (start == end)
 		snprintf(buf, len, "config test exited with status %d", s->test_code);
 	else
@@ -268,7 +281,7 @@ static void test_judged(struct sup *s)
 		if (!ok) {
 			test_reason(s, why, sizeof(why));
 			snprintf(s->view.reload_error, sizeof(s->view.reload_error),
-				 "config test failed: %s", why);
+				 "config test failed: %.200s", why);
 			s->view.reload_ok = 0;
 			PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV
 			       "reason=%s", s->view.reload_error);

@@ -1,0 +1,318 @@
+/* Template rendering: see render.h. One pass: memchr finds the next '$',
+ * the bytes before it stay where they are until a reference is actually
+ * substituted, and then the whole run is copied at once. Line and column
+ * are only computed when there is an error to report. */
+#include "envsubst/render.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envsubst/value.h"
+
+/* How much of a variable name an error shows. */
+#define NAME_SHOWN 120
+
+enum form { FORM_PLAIN, FORM_DEFAULT, FORM_REQUIRED };
+
+/* One reference, as spans into the template. */
+struct ref {
+	size_t end; /* offset just past the reference */
+	const char *name;
+	size_t nlen;
+	enum form form;
+	const char *word; /* DEFAULT or MESSAGE text */
+	size_t wlen;
+};
+
+int pi_buf_reserve(struct pi_buf *out, size_t more)
+{
+	size_t cap;
+	char *p;
+
+	if (more <= out->cap - out->len)
+		return 0;
+	if (more > SIZE_MAX - out->len)
+		return -EOVERFLOW;
+	/* Grow by half again, so appending n bytes costs O(n) overall while
+	 * the slack stays well under the 2x a doubling buffer could waste. */
+	cap = out->cap > SIZE_MAX / 3 * 2 ? SIZE_MAX : out->cap + out->cap / 2;
+	if (cap < out->len + more)
+		cap = out->len + more;
+	if (cap < 64)
+		cap = 64;
+	p = realloc(out->data, cap);
+	if (!p)
+		return -ENOMEM;
+	out->data = p;
+	out->cap = cap;
+	return 0;
+}
+
+int pi_buf_append(struct pi_buf *out, const void *p, size_t n)
+{
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = pi_buf_reserve(out, n);
+	if (rc < 0)
+		return rc;
+	memcpy(out->data + out->len, p, n);
+	out->len += n;
+	return 0;
+}
+
+static int is_name_start(unsigned char c)
+{
+	return c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+
+static int is_name_char(unsigned char c)
+{
+	return is_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* Looks at the '$' at in[p]. Returns 1 for a reference to substitute, 0
+ * for a '$' that is copied as it is, -1 for a malformed reference to a
+ * prefixed name; r->name is set for 1 and -1. */
+static int parse_ref(const char *in, size_t len, size_t p, const char *prefix, size_t plen,
+		     struct ref *r)
+{
+	size_t i = p + 1;
+	int braced = 0;
+
+	if (i < len && in[i] == '{') {
+		braced = 1;
+		i++;
+	}
+	if (i >= len || !is_name_start((unsigned char)in[i]))
+		return 0;
+	r->name = in + i;
+	while (i < len && is_name_char((unsigned char)in[i]))
+		i++;
+	r->nlen = (size_t)(in + i - r->name);
+	if (r->nlen < plen || memcmp(r->name, prefix, plen) != 0)
+		return 0;
+	r->form = FORM_PLAIN;
+	if (!braced) {
+		r->end = i;
+		return 1;
+	}
+	if (i < len && in[i] == '}') {
+		r->end = i + 1;
+		return 1;
+	}
+	if (i + 1 < len && in[i] == ':' && (in[i + 1] == '-' || in[i + 1] == '?')) {
+		const char *close;
+
+		r->form = in[i + 1] == '-' ? FORM_DEFAULT : FORM_REQUIRED;
+		r->word = in + i + 2;
+		close = memchr(r->word, '}', len - (i + 2));
+		if (close) {
+			r->wlen = (size_t)(close - r->word);
+			r->end = (size_t)(close - in) + 1;
+			return 1;
+		}
+	}
+	return -1;
+}
+
+/* Fills the place and the name of an error; the caller writes msg. */
+static void locate(struct pi_render_error *err, const char *in, size_t p, const char *name,
+		   size_t nlen)
+{
+	size_t line = 1, bol = 0;
+	const char *nl;
+
+	while ((nl = memchr(in + bol, '\n', p - bol)) != NULL) {
+		line++;
+		bol = (size_t)(nl - in) + 1;
+	}
+	err->line = line > UINT_MAX ? UINT_MAX : (unsigned)line;
+	err->col = p - bol + 1 > UINT_MAX ? UINT_MAX : (unsigned)(p - bol + 1);
+	if (nlen > NAME_SHOWN) {
+		memcpy(err->var, name, NAME_SHOWN);
+		memcpy(err->var + NAME_SHOWN, "...", 4);
+	} else {
+		memcpy(err->var, name, nlen);
+		err->var[nlen] = '\0';
+	}
+}
+
+static void no_place(struct pi_render_error *err, const char *msg)
+{
+	err->line = err->col = 0;
+	err->var[0] = '\0';
+	snprintf(err->msg, sizeof(err->msg), "%s", msg);
+}
+
+/* The ${NAME:?MESSAGE} error. MESSAGE comes from the template, so it is
+ * trusted text, but it must still fit on one log line. */
+static void required_msg(struct pi_render_error *err, const struct ref *r)
+{
+	size_t n = strlen(err->var), room = sizeof(err->msg) - 1;
+	size_t i;
+
+	if (r->wlen == 0) {
+		snprintf(err->msg, sizeof(err->msg), "%s is not set", err->var);
+		return;
+	}
+	snprintf(err->msg, sizeof(err->msg), "%s: ", err->var);
+	n += 2;
+	for (i = 0; i < r->wlen && n < room; i++, n++) {
+		unsigned char c = (unsigned char)r->word[i];
+		err->msg[n] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	err->msg[n] = '\0';
+}
+
+/* Checks a value as its kind requires; returns 0 or -EINVAL with *bad. */
+static int check_value(unsigned kind, const char *v, size_t n, size_t *bad)
+{
+	if (kind & PI_RENDER_HOST)
+		return pi_value_check_host(v, n, bad);
+	if (kind & PI_RENDER_WORDS) {
+		size_t i = 0;
+
+		while (i < n) {
+			const char *sp = memchr(v + i, ' ', n - i);
+			size_t wend = sp ? (size_t)(sp - v) : n;
+
+			if (pi_value_check_word(v + i, wend - i, bad) < 0) {
+				*bad += i;
+				return -EINVAL;
+			}
+			i = wend + 1;
+		}
+		return 0;
+	}
+	return pi_value_check_word(v, n, bad);
+}
+
+static int fail_oom(int rc, struct pi_render_error *err)
+{
+	no_place(err, rc == -ENOMEM ? "out of memory" : "output too large");
+	return rc;
+}
+
+enum reason { R_MALFORMED, R_CONFIG, R_UNSET, R_REQUIRED, R_UNSAFE, R_HOST };
+
+/* Fills *err for a template error at the reference starting at in[p].
+ * Kept out of the loop: finding the line means counting newlines from the
+ * start, which must only happen once, when rendering stops. */
+static int report(struct pi_render_error *err, const char *in, size_t p, const struct ref *r,
+		  enum reason why, size_t bad, int from_default)
+{
+	const char *what = from_default ? "default" : "value";
+
+	locate(err, in, p, r->name, r->nlen);
+	switch (why) {
+	case R_MALFORMED:
+		snprintf(err->msg, sizeof(err->msg), "malformed reference to %s", err->var);
+		break;
+	case R_CONFIG:
+		snprintf(err->msg, sizeof(err->msg),
+			 "%s is configuration, not a template variable", err->var);
+		break;
+	case R_UNSET:
+		snprintf(err->msg, sizeof(err->msg), "%s is not set", err->var);
+		break;
+	case R_REQUIRED:
+		required_msg(err, r);
+		break;
+	case R_UNSAFE:
+		snprintf(err->msg, sizeof(err->msg),
+			 "%s has an unsafe character at position %zu of its %s", err->var, bad + 1,
+			 what);
+		break;
+	case R_HOST:
+		snprintf(err->msg, sizeof(err->msg),
+			 "%s is not a valid host name or IP address (position %zu of its %s)",
+			 err->var, bad + 1, what);
+		break;
+	}
+	return -EINVAL;
+}
+
+int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct pi_buf *out,
+	      struct pi_render_error *err)
+{
+	const char *prefix = o->prefix ? o->prefix : "";
+	size_t plen = strlen(prefix);
+	size_t start_len = out->len;
+	size_t run = 0; /* first byte not copied yet */
+	size_t p = 0;
+	const char *d;
+	int rc;
+
+	rc = pi_buf_reserve(out, len > SIZE_MAX - 64 - len / 16 ? len : len + len / 16 + 64);
+	if (rc < 0)
+		return fail_oom(rc, err);
+	while (p < len && (d = memchr(in + p, '$', len - p)) != NULL) {
+		struct ref r;
+		unsigned kind;
+		const char *v;
+		size_t vlen = 0, bad = 0;
+		int from_default = 0;
+
+		p = (size_t)(d - in);
+		rc = parse_ref(in, len, p, prefix, plen, &r);
+		if (rc == 0) {
+			p++;
+			continue;
+		}
+		if (rc < 0) {
+			rc = report(err, in, p, &r, R_MALFORMED, 0, 0);
+			goto fail;
+		}
+		kind = o->classify ? o->classify(o->ctx, r.name, r.nlen) : 0;
+		if (kind & PI_RENDER_CONFIG) {
+			rc = report(err, in, p, &r, R_CONFIG, 0, 0);
+			goto fail;
+		}
+		v = o->lookup(o->ctx, r.name, r.nlen, &vlen);
+		if (!v || vlen == 0) {
+			if (r.form != FORM_DEFAULT) {
+				rc = report(err, in, p, &r,
+					    r.form == FORM_REQUIRED ? R_REQUIRED : R_UNSET, 0, 0);
+				goto fail;
+			}
+			v = r.word;
+			vlen = r.wlen;
+			from_default = 1;
+		}
+		if (check_value(kind, v, vlen, &bad) < 0) {
+			rc = report(err, in, p, &r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
+				    bad, from_default);
+			goto fail;
+		}
+		if ((kind & PI_RENDER_HOST) && o->on_host) {
+			rc = o->on_host(o->ctx, r.name, r.nlen, v, vlen);
+			if (rc < 0) {
+				locate(err, in, p, r.name, r.nlen);
+				snprintf(err->msg, sizeof(err->msg), "host callback failed: %s",
+					 strerror(-rc));
+				goto fail;
+			}
+		}
+		if ((rc = pi_buf_append(out, in + run, p - run)) < 0 ||
+		    (rc = pi_buf_append(out, v, vlen)) < 0) {
+			fail_oom(rc, err);
+			goto fail;
+		}
+		run = p = r.end;
+	}
+	rc = pi_buf_append(out, in + run, len - run);
+	if (rc < 0) {
+		fail_oom(rc, err);
+		goto fail;
+	}
+	return 0;
+fail:
+	out->len = start_len;
+	return rc;
+}

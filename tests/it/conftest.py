@@ -1,0 +1,51 @@
+"""Shared fixtures for the process-level tests: `bed` (a fresh test bed per
+test, see tests/testbed.py) and `pi_binary` (the init under test)."""
+
+import os
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(TESTS)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import testbed  # noqa: E402
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("test beds need root (namespaces and mounts)")
+
+
+@pytest.fixture
+def bed(request):
+    """A fresh bed with the six stub upstreams under peerprep-prod.internal.
+    Everything in it is killed at teardown, pass or fail; on failure the
+    holder's and dnsmasq's logs are printed."""
+    _need_root()
+    b = testbed.Bed().start()
+    try:
+        yield b
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            sys.stderr.write("\n" + b.logs() + "\n")
+        b.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(scope="session")
+def pi_binary():
+    """Path of the init under test: $PI_BINARY, else build/peerprep-init."""
+    path = os.environ.get("PI_BINARY") or os.path.join(REPO, "build", "peerprep-init")
+    if not os.access(path, os.X_OK):
+        pytest.skip("no init binary at %s (run make, or set PI_BINARY)" % path)
+    return os.path.abspath(path)

@@ -1,0 +1,176 @@
+"""Shared helpers for the process-level tests: start the real binary (as PID 1
+of a fresh pid namespace where it matters), real nginx, polling with
+deadlines instead of sleeping."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import http.client
+
+BIN = os.environ.get("PI_BINARY") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "peerprep-init")
+BIN = os.path.abspath(BIN)
+NGINX = "/usr/sbin/nginx"
+
+
+def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
+    """Polls cond() until it returns a true value; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(tmp_path, **over):
+    """An environment with nothing of the host's nginx: empty templates,
+    no config test, no health endpoint, no upstream hosts."""
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PEERPREP_INIT_CONFIG": "",
+        "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
+        "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
+        "PEERPREP_INIT_TEMPLATES_STREAM_OUTPUT_DIR": str(tmp_path / "stream-conf.d"),
+        "PEERPREP_INIT_NGINX_TEST": "",
+        "PEERPREP_INIT_HEALTH_LISTEN": "",
+        "PEERPREP_INIT_UPSTREAMS_HOSTS": "",
+        "PEERPREP_INIT_LOG_LEVEL": "debug",
+    }
+    env.update({k: str(v) for k, v in over.items()})
+    return env
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+        return data[data.rindex(")") + 2]
+    except (OSError, ValueError):
+        return None
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children_of(p):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+class Init:
+    """The init under test. With pid1=True it runs as PID 1 of a fresh pid
+    namespace (unshare --pid --fork --mount-proc); .pid is its host pid."""
+
+    def __init__(self, args, env, log_path, pid1=True, cwd=None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        cmd = [BIN] + list(args)
+        if pid1:
+            cmd = ["unshare", "--pid", "--fork", "--mount-proc"] + cmd
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL, cwd=cwd)
+        if pid1:
+            # The init may be done before it is seen (a command that exits
+            # at once); then there is nothing left to signal.
+            self.pid = wait_for(
+                lambda: (children_of(self.proc.pid) or [None])[0]
+                or (self.proc.poll() is not None and -1), 5, what="the init to start")
+        else:
+            self.pid = self.proc.pid
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.flush()
+
+    def text(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_log(self, needle, timeout=10):
+        return wait_for(lambda: needle in self.text(), timeout, what=repr(needle))
+
+    def child_pids(self):
+        return [p for p in children_of(self.pid)]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            for p in [self.pid] + descendants(self.pid):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def nginx_prefix(tmp_path, port, conf_d=None):
+    """A self-contained nginx setup under tmp_path that includes the init's
+    output folder; returns (command, test command) for the init's config."""
+    prefix = tmp_path / "nginx"
+    for d in ("logs", "tmp"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    conf_d = conf_d or (tmp_path / "conf.d")
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+pid {prefix}/nginx.pid;
+error_log stderr notice;
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    include {conf_d}/*.conf;
+}}
+""")
+    base = f"{NGINX} -p {prefix} -c {conf}"
+    return f"{base} -g 'daemon off;'", f"{base} -t -q"
+
+
+def http_get(port, path="/", host="127.0.0.1", timeout=5, headers=None):
+    c = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def try_get(port, path="/", **kw):
+    try:
+        return http_get(port, path, **kw)
+    except OSError:
+        return None

@@ -1,0 +1,154 @@
+"""The supervisor with the real nginx (SPEC §1 run, §3 all-or-nothing, §5
+reload and graceful stop)."""
+import http.server
+import signal
+import socketserver
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pi import Init, base_env, wait_for, free_port, nginx_prefix, http_get, try_get, descendants
+
+TEMPLATE = """server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "${{NGINX_GREETING}} {tag}\\n"; }}
+    location /slow/ {{ proxy_pass http://127.0.0.1:{slow}/; }}
+}}
+"""
+
+
+@pytest.fixture
+def site(tmp_path):
+    port, slow = free_port(), free_port()
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    cmd, test = nginx_prefix(tmp_path, port)
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_COMMAND=cmd, PEERPREP_INIT_NGINX_TEST=test,
+                   NGINX_GREETING="hello")
+
+    def write(tag, extra=""):
+        (tdir / "site.conf.template").write_text(
+            TEMPLATE.format(port=port, slow=slow, tag=tag) + extra)
+
+    write("v1")
+    return dict(tmp=tmp_path, port=port, slow=slow, env=env, write=write,
+                out=tmp_path / "conf.d" / "site.conf")
+
+
+def body(port, path="/"):
+    r = try_get(port, path)
+    return r and r[0] == 200 and r[2].decode().strip()
+
+
+def serves(init, port, want, n=10):
+    """True when nginx has one master and one worker left and n answers in
+    a row say want: during a reload nginx's old worker still answers until
+    it has handled its QUIT."""
+    return len(descendants(init.pid)) == 2 and all(body(port) == want for _ in range(n))
+
+
+def start(site, **env):
+    e = dict(site["env"], **env)
+    init = Init([], e, site["tmp"] / "init.log")
+    wait_for(lambda: body(site["port"]) == "hello v1", 10, what="nginx serving v1")
+    return init
+
+
+def test_start_reload_good_and_bad(site):
+    init = start(site)
+    try:
+        # A good template applies.
+        site["write"]("v2")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: serves(init, site["port"], "hello v2"), 10, what="v2 after SIGHUP")
+        good = site["out"].read_text()
+
+        # An unset variable: nothing changes, the log says where.
+        site["write"]("v3 ${NGINX_MISSING}")
+        init.signal(signal.SIGHUP)
+        init.wait_log("NGINX_MISSING is not set")
+        assert "site.conf.template:3:" in init.text()
+        assert site["out"].read_text() == good
+        assert serves(init, site["port"], "hello v2")
+
+        # Renders, but nginx -t rejects it: the old file is put back.
+        site["write"]("v4", extra="bogus_directive on;\n")
+        init.signal(signal.SIGHUP)
+        init.wait_log("config test failed")
+        assert "bogus_directive" in init.text()
+        wait_for(lambda: site["out"].read_text() == good, 5, what="old file restored")
+        assert serves(init, site["port"], "hello v2")
+        leftovers = [p.name for p in site["out"].parent.iterdir() if p.name.startswith(".")]
+        assert leftovers == []
+
+        # And a good one still applies afterwards.
+        site["write"]("v5")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: serves(init, site["port"], "hello v5"), 10, what="v5")
+        init.signal(signal.SIGTERM)
+        assert init.wait(15) == 0
+    finally:
+        init.stop()
+
+
+def test_unsafe_value_refused_at_start(site):
+    e = dict(site["env"], NGINX_GREETING="hi; return 500")
+    init = Init([], e, site["tmp"] / "init.log")
+    try:
+        assert init.wait(10) == 3
+        log = init.text()
+        assert "NGINX_GREETING" in log and "hi; return" not in log
+        assert not site["out"].exists()
+        assert "started" not in log
+    finally:
+        init.stop()
+
+
+def test_config_test_failure_at_start_restores_and_exits_5(site):
+    site["out"].parent.mkdir()
+    site["out"].write_text("# the previous file\n")
+    site["write"]("v1", extra="bogus_directive on;\n")
+    init = Init([], site["env"], site["tmp"] / "init.log")
+    try:
+        assert init.wait(10) == 5
+        assert site["out"].read_text() == "# the previous file\n"
+        assert "config test failed" in init.text()
+        assert "msg=started" not in init.text()
+    finally:
+        init.stop()
+
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(1.0)
+        data = b"slow ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_graceful_stop_finishes_requests_in_flight(site):
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", site["slow"]), Slow)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    init = start(site)
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            futs = [pool.submit(http_get, site["port"], "/slow/x", timeout=10) for _ in range(20)]
+            # Every request is with nginx before the stop begins.
+            time.sleep(0.3)
+            init.signal(signal.SIGTERM)
+            results = [f.result() for f in futs]
+        assert [r[0] for r in results] == [200] * 20
+        assert all(r[2] == b"slow ok\n" for r in results)
+        assert init.wait(10) == 0
+        assert try_get(site["port"]) is None
+    finally:
+        init.stop()
+        srv.shutdown()

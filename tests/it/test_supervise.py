@@ -1,0 +1,214 @@
+"""PID-1 supervision (SPEC §5, §7): the init as PID 1 of a fresh pid
+namespace, real signals, real exit statuses, real orphans."""
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from pi import Init, base_env, wait_for, descendants, proc_state, children_of
+
+PY = "/usr/bin/python3"
+SIGCHILD = os.path.join(os.path.dirname(__file__), "sigchild.py")
+
+
+def run(tmp_path, args, timeout=15, **env):
+    init = Init(args, base_env(tmp_path, **env), tmp_path / "init.log")
+    try:
+        return init.wait(timeout), init.text()
+    finally:
+        init.stop()
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 42, 99, 126, 200, 255])
+def test_exit_code_passes_through(tmp_path, code):
+    rc, log = run(tmp_path, ["--", "sh", "-c", f"exit {code}"])
+    assert rc == code, log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM])
+def test_death_by_signal_is_128_plus_n(tmp_path, sig):
+    rc, log = run(tmp_path, ["--", "sh", "-c", f"kill -{int(sig)} $$"])
+    assert rc == 128 + int(sig), log
+    assert "exited unexpectedly" in log
+
+
+def test_command_not_found_is_127_without_hang(tmp_path):
+    rc, log = run(tmp_path, ["--", "/nonexistent/binary"], timeout=5)
+    assert rc == 127, log
+    assert "No such file" in log
+
+
+def test_command_not_executable_is_126(tmp_path):
+    f = tmp_path / "notexec"
+    f.write_text("#!/bin/sh\n")
+    f.chmod(0o644)
+    rc, log = run(tmp_path, ["--", str(f)], timeout=5)
+    assert rc == 126, log
+
+
+def test_is_pid1_and_child_has_clean_state(tmp_path):
+    out = tmp_path / "sig"
+    init = Init(["--", PY, SIGCHILD, str(out)], base_env(tmp_path), tmp_path / "log")
+    try:
+        wait_for(lambda: out.exists() and "ready" in out.read_text(), what="child ready")
+        # own process group, no blocked signals
+        assert "ready pgid=True mask=0" in out.read_text()
+        with open(f"/proc/{init.pid}/status") as f:
+            nspid = [l for l in f if l.startswith("NSpid:")][0].split()
+        assert nspid[-1] == "1", nspid
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+    finally:
+        init.stop()
+
+
+def start_recorder(tmp_path, *extra, **env):
+    out = tmp_path / "sig"
+    init = Init(["--", PY, SIGCHILD, str(out), *extra], base_env(tmp_path, **env),
+                tmp_path / "log")
+    wait_for(lambda: out.exists() and "ready" in out.read_text(), what="child ready")
+    return init, out
+
+
+def received(out):
+    return [l for l in out.read_text().split("\n") if l and not l.startswith("ready")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_term_and_int_become_quit(tmp_path, sig):
+    init, out = start_recorder(tmp_path)
+    try:
+        init.signal(sig)
+        assert init.wait(10) == 0
+        assert received(out) == ["SIGQUIT"]
+    finally:
+        init.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGUSR1, signal.SIGWINCH])
+def test_forwarded_unchanged(tmp_path, sig):
+    init, out = start_recorder(tmp_path)
+    try:
+        if sig == signal.SIGQUIT:
+            init.signal(sig)
+            assert init.wait(10) == 0
+            assert received(out) == ["SIGQUIT"]
+            return
+        init.signal(sig)
+        wait_for(lambda: received(out) == [sig.name], what=f"{sig.name} forwarded")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+    finally:
+        init.stop()
+
+
+def test_usr2_is_not_forwarded(tmp_path):
+    init, out = start_recorder(tmp_path)
+    try:
+        init.signal(signal.SIGUSR2)
+        init.wait_log("SIGUSR2 not forwarded")
+        # a later forwarded signal arrives alone: USR2 never did
+        init.signal(signal.SIGWINCH)
+        wait_for(lambda: received(out) == ["SIGWINCH"], what="WINCH only")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+        assert "SIGUSR2" not in received(out)
+    finally:
+        init.stop()
+
+
+def test_stubborn_child_is_killed_on_schedule(tmp_path):
+    init, out = start_recorder(tmp_path, "stubborn", PEERPREP_INIT_NGINX_STOP_TIMEOUT="1s")
+    try:
+        t0 = time.monotonic()
+        init.signal(signal.SIGTERM)
+        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 4, what="QUIT then TERM")
+        t_term = time.monotonic() - t0
+        rc = init.wait(10)
+        elapsed = time.monotonic() - t0
+        assert rc == 128 + signal.SIGKILL
+        assert 0.8 <= t_term < 3, t_term
+        assert 5.5 <= elapsed < 9, elapsed
+    finally:
+        init.stop()
+
+
+def test_second_term_escalates_at_once(tmp_path):
+    init, out = start_recorder(tmp_path, "stubborn", PEERPREP_INIT_NGINX_STOP_TIMEOUT="60s")
+    try:
+        init.signal(signal.SIGTERM)
+        wait_for(lambda: received(out) == ["SIGQUIT"], what="QUIT")
+        t0 = time.monotonic()
+        init.signal(signal.SIGTERM)
+        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 3, what="TERM at once")
+        init.signal(signal.SIGINT)
+        assert init.wait(5) == 128 + signal.SIGKILL
+        assert time.monotonic() - t0 < 3
+    finally:
+        init.stop()
+
+
+def test_stop_delay_holds_the_stop_signal(tmp_path):
+    init, out = start_recorder(tmp_path, PEERPREP_INIT_NGINX_STOP_DELAY="1500ms")
+    try:
+        t0 = time.monotonic()
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+        assert time.monotonic() - t0 >= 1.4
+        assert received(out) == ["SIGQUIT"]
+    finally:
+        init.stop()
+
+
+def test_hundreds_of_orphans_are_reaped(tmp_path):
+    # The child makes 500 orphans that exit at about the same moment (SIGCHLD
+    # coalesces), then waits; none may stay a zombie.
+    script = ("for i in $(seq 500); do (sleep 0.3 &) ; done; "
+              "echo spawned > " + str(tmp_path / "flag") + "; exec sleep 60")
+    init = Init(["--", "sh", "-c", script], base_env(tmp_path), tmp_path / "log")
+    try:
+        wait_for(lambda: (tmp_path / "flag").exists(), 20, what="orphans spawned")
+
+        def settled():
+            d = descendants(init.pid)
+            zombies = [p for p in d if proc_state(p) == "Z"]
+            return len(d) == 1 and not zombies
+
+        wait_for(settled, 10, what="every orphan reaped")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 128 + signal.SIGQUIT  # sleep dies of the QUIT it was sent
+    finally:
+        init.stop()
+
+
+def test_leftovers_are_terminated_when_the_child_exits(tmp_path):
+    # The child leaves a background process behind that ignores nothing.
+    script = "sleep 300 & echo $! > " + str(tmp_path / "bg") + "; exit 7"
+    init = Init(["--", "sh", "-c", script], base_env(tmp_path), tmp_path / "log")
+    try:
+        t0 = time.monotonic()
+        assert init.wait(10) == 7
+        assert time.monotonic() - t0 < 3, "a leftover that obeys SIGTERM is not waited on"
+        assert "exited unexpectedly" in init.text()
+    finally:
+        init.stop()
+
+
+def test_term_during_startup_exits_without_starting(tmp_path):
+    # A host that never resolves keeps the init waiting; SIGTERM ends it.
+    flag = tmp_path / "started"
+    env = base_env(tmp_path, PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST",
+                   NGINX_X_HOST="never.invalid", PEERPREP_INIT_UPSTREAMS_WAIT="60s")
+    init = Init(["--", "sh", "-c", f"touch {flag}; sleep 60"], env, tmp_path / "log")
+    try:
+        init.wait_log("waiting for upstream hosts")
+        init.signal(signal.SIGHUP)
+        init.wait_log("SIGHUP ignored")
+        init.signal(signal.SIGTERM)
+        assert init.wait(5) == 0
+        assert not flag.exists()
+        assert "stop requested before the child started" in init.text()
+    finally:
+        init.stop()
