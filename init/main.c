@@ -77,7 +77,7 @@ int main(int argc, char **argv, char **envp)
 	const char *file = NULL, *sub = "run";
 	char **cmd = NULL;
 	char *rest[64];
-	int nrest = 0, to_stdout = 0, i = 1, code;
+	int nrest = 1, to_stdout = 0, i = 1, code;
 
 	if (argc > 1 && argv[1][0] != '-') {
 		sub = argv[1];
@@ -110,6 +110,7 @@ int main(int argc, char **argv, char **envp)
 			return usage_error("unexpected argument", a);
 		}
 	}
+	rest[0] = "health";
 	rest[nrest] = NULL;
 
 	code = pi_config_load(&cfg, file, envp, &err);

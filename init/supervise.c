@@ -323,6 +323,9 @@ static void start_reload(struct sup *s, int kind)
 			reload_failed(s, terr.msg);
 			return;
 		}
+		if (pi_templates_missing(t))
+			PI_LOG(PI_WARN, "templates folder is gone; the rendered files stay as they are"
+			       PI_KV "dir=%s", s->topts.dir);
 		if (pi_templates_commit(t, &terr) < 0) {
 			pi_templates_free(t);
 			reload_failed(s, terr.msg);

@@ -79,7 +79,9 @@ def host_var(service):
 
 def deadline_poll(what, fn, timeout=10.0, interval=0.02):
     """Call fn() until it returns something truthy; raise TimeoutError naming
-    `what` after `timeout` seconds. The interval grows to at most 0.2 s."""
+    `what` after `timeout` seconds. The interval grows to at most 0.2 s.
+    Other exceptions from fn count as "not yet", except AssertionError,
+    which fn raises to give up at once (e.g. the process it waits for died)."""
     end = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -87,6 +89,8 @@ def deadline_poll(what, fn, timeout=10.0, interval=0.02):
             result = fn()
             if result:
                 return result
+        except AssertionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported on timeout
             last_exc = exc
         if time.monotonic() >= end:

@@ -116,7 +116,10 @@ class Stack:
             argv = [pi_binary, "-c", INI]
         with log:
             self.init = bed.run(argv, env=self.env, new_pidns=True, stdout=log, stderr=log)
-        testbed.deadline_poll("nginx and the health endpoint to be up", self._up, timeout=30)
+        try:
+            testbed.deadline_poll("nginx and the health endpoint to be up", self._up, timeout=30)
+        except TimeoutError as exc:
+            raise AssertionError("%s\n--- init's output:\n%s" % (exc, self.log())) from None
 
     def _up(self):
         if self.init.poll() is not None:

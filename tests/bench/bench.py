@@ -1,0 +1,632 @@
+#!/usr/bin/python3
+"""make bench: every claim of the issues measured on this machine, in one run.
+
+    /usr/bin/python3 tests/bench/bench.py build/peerprep-init [ROW...]
+
+Prints one table: each figure is the median of several runs, shown next to
+its anchor (the tool it replaces or competes with) as a ratio, with the
+issue's target and PASS/MISS. It reports and never fails: the exit status is
+0 unless the script itself crashed. Rows can be run alone by name (first200,
+rss, idle, size, render, health_rps, probe, resolve); BENCH_RUNS=N changes
+the number of runs of the timing rows.
+
+Fairness rules: every process under test, anchors included, runs as PID 1 of
+a fresh pid namespace (unshare --pid --fork --mount-proc); servers listen on
+loopback only; every load loop is bounded in count and in time.
+"""
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS / "it"))
+sys.path.insert(0, str(TESTS))
+
+from pi import base_env, children_of, free_port, nginx_prefix  # noqa: E402
+
+NGINX = "/usr/sbin/nginx"
+TINI = "/usr/bin/tini-static"
+CATATONIT = "/usr/bin/catatonit"
+DUMB_INIT = "/usr/bin/dumb-init"
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+RUNS = int(os.environ.get("BENCH_RUNS", "9"))
+BUDGET = 300 * 1024
+SHELL_ENTRYPOINT = ('envsubst "$(env | sed -e "s/=.*//" -e "s/^/\\$/g")" < {tpl} > {out}; '
+                    'exec {nginx}')
+
+BIN = None  # set in main()
+ROWS = []   # (row, figure, anchor figure, ratio, target, verdict, how to rerun)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def add(row, figure, anchor, ratio=None, target="", ok=None, rerun=""):
+    """One line of the table. ratio None prints "-"; ok None prints "info"."""
+    verdict = "info" if ok is None else ("PASS" if ok else "MISS")
+    ROWS.append((row, figure, anchor, "-" if ratio is None else "%.2fx" % ratio,
+                 target, verdict, rerun))
+    print("  %-28s %s | anchor %s | %s" % (row, figure, anchor, verdict), flush=True)
+
+
+def anchor_ratio(row, value, anchor_value, unit, anchor_name, limit, rerun, fmt="%.1f",
+                 lower_is_better=True):
+    """Adds a row comparing value with anchor_value against `limit` (a ratio)."""
+    ratio = value / anchor_value if anchor_value else float("inf")
+    ok = ratio <= limit if lower_is_better else ratio >= limit
+    add(row, (fmt % value) + unit, "%s %s%s" % (anchor_name, fmt % anchor_value, unit), ratio,
+        ("<= %.2fx" if lower_is_better else ">= %.2fx") % limit, ok, rerun)
+
+
+def unavailable(row, why, rerun):
+    add(row, "n/a", why, None, "", None, rerun)
+    ROWS[-1] = ROWS[-1][:5] + ("SKIP",) + ROWS[-1][6:]
+
+
+# ---------------------------------------------------------------------------
+# Process helpers
+# ---------------------------------------------------------------------------
+
+class Pid1:
+    """argv as PID 1 of a fresh pid namespace. .pid is its host pid. Killing
+    it (SIGKILL) makes the kernel kill everything else in the namespace."""
+
+    def __init__(self, argv, env, cpus=None, log=subprocess.DEVNULL):
+        cmd = UNSHARE + list(argv)
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus] + cmd
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=log)
+        self.pid = None
+        end = time.monotonic() + 5
+        while self.pid is None and time.monotonic() < end and self.proc.poll() is None:
+            kids = children_of(self.proc.pid)
+            if kids:
+                self.pid = kids[0]
+            else:
+                time.sleep(0.0005)
+
+    def stop(self):
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def first_200(port, timeout=10.0):
+    """Connect + GET every ~1 ms until a 200 arrives; the monotonic time of
+    that answer, or None after timeout."""
+    end = time.monotonic() + timeout
+    req = b"GET / HTTP/1.0\r\nHost: x\r\n\r\n"
+    while time.monotonic() < end:
+        s = socket.socket()
+        s.settimeout(1)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(req)
+            head = s.recv(64)
+            if head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"):
+                return time.monotonic()
+        except OSError:
+            pass
+        finally:
+            s.close()
+        time.sleep(0.001)
+    return None
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+class Site:
+    """A throw-away folder with a template answering on `port`, an nginx
+    prefix including the init's output folder, and the environment of a
+    default `run` (render, config test, start nginx; health on a free port)."""
+
+    def __init__(self, port=None, health=True):
+        self.dir = Path(tempfile.mkdtemp(prefix="pi-bench-"))
+        os.chmod(self.dir, 0o755)
+        self.port = port or free_port()
+        self.health_port = free_port()
+        (self.dir / "templates").mkdir()
+        (self.dir / "conf.d").mkdir()
+        self.template = self.dir / "templates" / "site.conf.template"
+        self.template.write_text(
+            "server {\n    listen 127.0.0.1:%d;\n"
+            "    location / { return 200 \"hello from ${NGINX_GREETING}\\n\"; }\n}\n" % self.port)
+        self.output = self.dir / "conf.d" / "site.conf"
+        self.nginx, self.nginx_test = nginx_prefix(self.dir, self.port)
+        self.env = base_env(self.dir, PEERPREP_INIT_NGINX_COMMAND=self.nginx,
+                            PEERPREP_INIT_NGINX_TEST=self.nginx_test,
+                            PEERPREP_INIT_HEALTH_LISTEN=("127.0.0.1:%d" % self.health_port
+                                                         if health else ""),
+                            PEERPREP_INIT_HEALTH_PROBE="127.0.0.1:%d" % self.port,
+                            PEERPREP_INIT_LOG_LEVEL="warn",
+                            NGINX_GREETING="bench")
+
+    def render_by_hand(self):
+        """The rendered config for the anchors that do not render."""
+        self.output.write_text(self.template.read_text().replace("${NGINX_GREETING}", "bench"))
+
+    def nginx_argv(self):
+        return shlex.split(self.nginx)
+
+    def shell_argv(self):
+        return ["/bin/sh", "-c", SHELL_ENTRYPOINT.format(tpl=self.template, out=self.output,
+                                                         nginx=self.nginx)]
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# (a) exec -> first HTTP 200
+# ---------------------------------------------------------------------------
+
+def row_first200():
+    variants = {
+        "init": lambda s: [BIN],
+        "bare nginx": lambda s: (s.render_by_hand(), s.nginx_argv())[1],
+        "shell entrypoint": lambda s: s.shell_argv(),
+        "tini + shell": lambda s: [TINI, "--"] + s.shell_argv(),
+    }
+    times = {k: [] for k in variants}
+    failures = {k: 0 for k in variants}
+    for i in range(RUNS + 1):  # the first round warms the page cache; dropped
+        for name, argv_of in variants.items():
+            site = Site()
+            try:
+                argv = argv_of(site)
+                p = Pid1(argv, site.env)
+                t = first_200(site.port)
+                if t is None:
+                    failures[name] += 1
+                elif i > 0:
+                    times[name].append((t - p.t0) * 1000)
+                p.stop()
+            finally:
+                site.cleanup()
+    rerun = "bench.py BIN first200"
+    for name in variants:
+        if failures[name]:
+            print("  warning: %s gave no 200 in %d runs" % (name, failures[name]))
+    if not times["init"] or not times["bare nginx"]:
+        unavailable("exec->200 ms", "no 200 from init or nginx", rerun)
+        return
+    init = median(times["init"])
+    anchor_ratio("exec->200 ms vs bare", init, median(times["bare nginx"]), " ms",
+                 "nginx", 1.15, rerun)
+    anchor_ratio("exec->200 ms vs shell", init, median(times["shell entrypoint"]), " ms",
+                 "sh+envsubst", 0.6, rerun)
+    anchor_ratio("exec->200 ms vs tini+shell", init, median(times["tini + shell"]), " ms",
+                 "tini+sh", 0.6, rerun)
+
+
+# ---------------------------------------------------------------------------
+# (b) steady-state RSS of PID 1
+# ---------------------------------------------------------------------------
+
+def row_rss():
+    inits = {
+        "init": lambda s: [BIN],
+        "tini-static": lambda s: [TINI, "--"] + s.nginx_argv(),
+        "catatonit": lambda s: [CATATONIT, "--"] + s.nginx_argv(),
+        "dumb-init": lambda s: [DUMB_INIT, "--"] + s.nginx_argv(),
+    }
+    rss = {k: [] for k in inits}
+    for _ in range(min(RUNS, 5)):
+        for name, argv_of in inits.items():
+            site = Site()
+            site.render_by_hand()
+            try:
+                p = Pid1(argv_of(site), site.env)
+                if first_200(site.port) is not None:
+                    # A few requests so health and nginx are in steady state.
+                    if name == "init":
+                        for _ in range(5):
+                            http_status(site.health_port, "/health")
+                    time.sleep(0.3)
+                    rss[name].append(vm_rss_kib(p.pid))
+                p.stop()
+            finally:
+                site.cleanup()
+    rerun = "bench.py BIN rss"
+    if not rss["init"] or not rss["tini-static"]:
+        unavailable("PID-1 RSS KiB", "nginx never served", rerun)
+        return
+    init = median(rss["init"])
+    anchor_ratio("PID-1 VmRSS KiB", init, median(rss["tini-static"]), " KiB", "tini-static",
+                 0.75, rerun, fmt="%.0f")
+    for other in ("catatonit", "dumb-init"):
+        if rss[other]:
+            o = median(rss[other])
+            add("PID-1 VmRSS vs " + other, "%.0f KiB" % init, "%s %.0f KiB" % (other, o),
+                init / o, "", None, rerun)
+
+
+def http_status(port, path):
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        s.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b" ", 2)[1]) if data else None
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------
+# (c) idle CPU
+# ---------------------------------------------------------------------------
+
+def row_idle():
+    rerun = "bench.py BIN idle"
+    site = Site()
+    # One upstream host (an IP literal needs no DNS) so the recheck timer
+    # exists at its default 30 s.
+    site.env["PEERPREP_INIT_UPSTREAMS_HOSTS"] = "NGINX_*_HOST"
+    site.env["NGINX_LOCAL_HOST"] = "127.0.0.1"
+    site.env.pop("PEERPREP_INIT_UPSTREAMS_RECHECK", None)
+    try:
+        p = Pid1([BIN], site.env)
+        if first_200(site.port) is None:
+            unavailable("idle CPU ticks / 10 s", "nginx never served", rerun)
+            p.stop()
+            return
+        time.sleep(1)
+        t0 = cpu_ticks(p.pid)
+        time.sleep(10)
+        ticks = cpu_ticks(p.pid) - t0
+        alive = p.proc.poll() is None
+        p.stop()
+    finally:
+        site.cleanup()
+    add("idle CPU ticks / 10 s", "%d ticks" % ticks, "target 0", None, "== 0",
+        ticks == 0 and alive, rerun)
+
+
+# ---------------------------------------------------------------------------
+# (d) binary size
+# ---------------------------------------------------------------------------
+
+def row_size():
+    size = os.stat(BIN).st_size
+    rerun = "stat -c %s BIN"
+    add("binary bytes (budget)", "%d B" % size, "budget %d B" % BUDGET, size / BUDGET,
+        "<= 1.00x", size <= BUDGET, rerun)
+    tini = os.stat(TINI).st_size
+    add("binary bytes vs tini-static", "%d B" % size, "tini-static %d B" % tini, size / tini,
+        "", None, rerun)
+
+
+# ---------------------------------------------------------------------------
+# (e) render throughput and peak memory (tests/bench/render_bench.sh)
+# ---------------------------------------------------------------------------
+
+def row_render():
+    script = HERE / "render_bench.sh"
+    rerun = "sh tests/bench/render_bench.sh BIN"
+    if not script.exists():
+        unavailable("render vs GNU envsubst", "render_bench.sh missing", rerun)
+        return
+    try:
+        r = subprocess.run(["sh", str(script), BIN], capture_output=True, text=True,
+                           timeout=600, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        unavailable("render vs GNU envsubst", "render_bench.sh timed out", rerun)
+        return
+    vals = parse_kv(r.stdout)
+    if r.returncode != 0 or not vals:
+        print(r.stdout + r.stderr)
+        unavailable("render vs GNU envsubst", "render_bench.sh exit %d" % r.returncode, rerun)
+        return
+    render_rows_from(vals, r.stdout, rerun)
+
+
+def parse_kv(text):
+    """KEY=VALUE words anywhere in the script's output -> dict."""
+    out = {}
+    for k, v in re.findall(r"\b([a-z][a-z0-9_]*)=([^\s]+)", text):
+        out[k] = v
+    return out
+
+
+def num(vals, *names):
+    for n in names:
+        if n in vals:
+            try:
+                return float(re.sub(r"[^0-9.eE+-]", "", vals[n]))
+            except ValueError:
+                pass
+    return None
+
+
+def render_rows_from(vals, text, rerun):
+    init_s = num(vals, "init_seconds", "init_s", "pi_seconds")
+    env_s = num(vals, "envsubst_seconds", "envsubst_s", "gnu_seconds")
+    init_kib = num(vals, "init_maxrss_kib", "init_rss_kib", "pi_maxrss_kib")
+    out_bytes = num(vals, "output_bytes", "out_bytes")
+    same = vals.get("identical", vals.get("same_output"))
+    if init_s and env_s:
+        speed = env_s / init_s
+        add("render speed vs envsubst", "%.3f s" % init_s, "envsubst %.3f s" % env_s, speed,
+            ">= 5.00x faster", speed >= 5 and same not in ("no", "0", "false"), rerun)
+    if init_kib and out_bytes:
+        r = init_kib * 1024 / out_bytes
+        add("render peak RSS / output", "%.0f KiB" % init_kib,
+            "output %.0f KiB" % (out_bytes / 1024), r, "< 3.00x", r < 3, rerun)
+    if not (init_s and env_s):
+        print("  render_bench.sh output (not understood):\n" + text)
+        unavailable("render vs GNU envsubst", "output not understood", rerun)
+
+
+# ---------------------------------------------------------------------------
+# (f) /health requests/s and p99 vs nginx `return 200`
+# ---------------------------------------------------------------------------
+
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "5"))
+
+
+def wrk(url):
+    """wrk on core 1, keep-alive, 50 connections -> (requests/s, p99 ms)."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d%ds" % WRK_SECONDS, "--latency", url]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=WRK_SECONDS + 30)
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
+    p99 = re.search(r"^\s+99%\s+([0-9.]+)(us|ms|s)\s*$", r.stdout, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", r.stdout)
+    if not rps or not p99:
+        raise RuntimeError("wrk output not understood:\n" + r.stdout + r.stderr)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    if errors:
+        print("  warning: %s non-2xx answers from %s" % (errors.group(1), url))
+    return float(rps.group(1)), float(p99.group(1)) * scale
+
+
+def wait_status(port, path, want=200, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if http_status(port, path) == want:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def nginx_return_200(site):
+    """An nginx answering `return 200` on /health with one worker."""
+    conf = site.dir / "conf.d" / "health.conf"
+    conf.write_text("server {\n    listen 127.0.0.1:%d;\n    keepalive_requests 1000000;\n"
+                    "    location = /health { default_type application/health+json;"
+                    " return 200 '{\"status\":\"pass\"}'; }\n}\n" % site.port)
+    return site.nginx_argv()
+
+
+def row_health_rps():
+    rerun = "bench.py BIN health_rps   (BENCH_WRK_SECONDS=%d)" % WRK_SECONDS
+    if os.cpu_count() < 2:
+        unavailable("/health req/s", "needs 2 cores", rerun)
+        return
+    results = {"init": [], "init+probe": [], "nginx": []}
+    rounds = 3
+    for _ in range(rounds):
+        for name in results:
+            site = Site()
+            try:
+                if name == "nginx":
+                    argv, port = nginx_return_200(site), site.port
+                elif name == "init":
+                    site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
+                    argv, port = [BIN, "--", "sleep", "1000"], site.health_port
+                else:  # the init supervising nginx and probing it
+                    argv, port = [BIN], site.health_port
+                p = Pid1(argv, site.env, cpus="0")
+                try:
+                    if not wait_status(port, "/health"):
+                        print("  warning: %s never answered 200 on /health" % name)
+                        continue
+                    results[name].append(wrk("http://127.0.0.1:%d/health" % port))
+                finally:
+                    p.stop()
+            finally:
+                site.cleanup()
+    if not results["nginx"] or not results["init"]:
+        unavailable("/health req/s", "a server never answered", rerun)
+        return
+    n_rps = median([r for r, _ in results["nginx"]])
+    n_p99 = median([p for _, p in results["nginx"]])
+    for name in ("init", "init+probe"):
+        if not results[name]:
+            continue
+        rps = median([r for r, _ in results[name]])
+        p99 = median([p for _, p in results[name]])
+        label = "" if name == "init" else " (probing nginx)"
+        anchor_ratio("/health req/s" + label, rps, n_rps, "/s", "nginx", 1.0, rerun,
+                     fmt="%.0f", lower_is_better=False)
+        anchor_ratio("/health p99 ms" + label, p99, n_p99, " ms", "nginx", 1.0, rerun,
+                     fmt="%.3f")
+
+
+# ---------------------------------------------------------------------------
+# (g) `peerprep-init health` exec-to-exit vs curl
+# ---------------------------------------------------------------------------
+
+def row_probe():
+    rerun = "hyperfine -N --runs 200 'BIN health --url URL' 'curl -fsS URL'"
+    site = Site()
+    site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
+    out = site.dir / "hyperfine.json"
+    p = Pid1([BIN, "--", "sleep", "1000"], site.env)
+    try:
+        url = "http://127.0.0.1:%d/health" % site.health_port
+        if not wait_status(site.health_port, "/health"):
+            unavailable("health probe exec ms", "endpoint never answered", rerun)
+            return
+        env = dict(os.environ, PEERPREP_INIT_CONFIG="")
+        cmd = ["hyperfine", "-N", "--style", "none", "--warmup", "20", "--runs", "200",
+               "--export-json", str(out),
+               "%s health --url %s" % (BIN, url), "curl -fsS -o /dev/null %s" % url]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            print(r.stdout + r.stderr)
+            unavailable("health probe exec ms", "hyperfine failed (probe exit != 0?)", rerun)
+            return
+        res = json.loads(out.read_text())["results"]
+        ours, curl = res[0]["median"] * 1000, res[1]["median"] * 1000
+        anchor_ratio("health probe exec ms", ours, curl, " ms", "curl -fsS", 0.2, rerun,
+                     fmt="%.2f")
+    finally:
+        p.stop()
+        site.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# (h) concurrent resolution behind a slow resolver
+# ---------------------------------------------------------------------------
+
+SEQUENTIAL_LOOKUPS = r"""
+import json, socket, sys, time
+times = []
+for name in sys.argv[1:]:
+    t = time.monotonic()
+    socket.getaddrinfo(name, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    times.append(time.monotonic() - t)
+print(json.dumps(times))
+"""
+
+
+def row_resolve():
+    rerun = "bench.py BIN resolve"
+    delay = 200
+    try:
+        import testbed
+        bed = testbed.Bed(dns_delay_ms=delay).start()
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        unavailable("6 lookups, %d ms DNS" % delay, "test bed unusable: %s" %
+                    str(exc).splitlines()[0][:60], rerun)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="pi-bench-dns-"))
+    try:
+        env = base_env(tmp, PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST",
+                       PEERPREP_INIT_LOG_LEVEL="warn")
+        env.update(bed.env())
+        names = sorted(bed.env().values())
+        init_ms, seq_total, one = [], [], []
+        for _ in range(min(RUNS, 5)):
+            t = time.monotonic()
+            r = bed.check_output([BIN, "check"], env=env, timeout=30)
+            elapsed = (time.monotonic() - t) * 1000
+            if r.returncode != 0:
+                print("  check failed (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
+                unavailable("6 lookups, %d ms DNS" % delay, "check exit %d" % r.returncode,
+                            rerun)
+                return
+            init_ms.append(elapsed)
+            r = bed.check_output(["/usr/bin/python3", "-c", SEQUENTIAL_LOOKUPS] + names,
+                                 timeout=30)
+            ts = json.loads(r.stdout)
+            seq_total.append(sum(ts) * 1000)
+            one.append(median(ts) * 1000)
+        one_ms = median(one)
+        anchor_ratio("6 hosts resolved, ms", median(init_ms), one_ms, " ms",
+                     "1 lookup", 1.5, rerun, fmt="%.0f")
+        add("6 sequential lookups, ms", "%.0f ms" % median(init_ms),
+            "sequential %.0f ms" % median(seq_total), median(init_ms) / median(seq_total),
+            "", None, rerun)
+    finally:
+        bed.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+
+ALL = {
+    "first200": row_first200,
+    "rss": row_rss,
+    "idle": row_idle,
+    "size": row_size,
+    "render": row_render,
+    "health_rps": row_health_rps,
+    "probe": row_probe,
+    "resolve": row_resolve,
+}
+
+
+def print_table():
+    head = ("row", "peerprep-init", "anchor", "ratio", "target", "verdict")
+    body = [r[:6] for r in ROWS]
+    widths = [max(len(str(x[i])) for x in [head] + body) for i in range(6)]
+    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+    print()
+    print("peerprep-init benchmarks, %s, %s, %d cores, median of %d runs where timed" % (
+        time.strftime("%Y-%m-%d %H:%M"), os.uname().release, os.cpu_count(), RUNS))
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in body:
+        print(line(r))
+    print()
+    print("Rerun one row (BIN = %s):" % BIN)
+    seen = set()
+    for r in ROWS:
+        if r[6] not in seen:
+            seen.add(r[6])
+            print("  " + r[6])
+
+
+def main(argv):
+    global BIN
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    BIN = os.path.abspath(argv[1])
+    wanted = argv[2:] or list(ALL)
+    if os.geteuid() != 0:
+        print("bench.py needs root (pid namespaces)")
+        return 0
+    for name in wanted:
+        print("== %s" % name, flush=True)
+        try:
+            ALL[name]()
+        except Exception as exc:  # noqa: BLE001 - one broken row must not hide the rest
+            unavailable(name, "error: %s" % str(exc).splitlines()[0][:70], "bench.py BIN " + name)
+    print_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

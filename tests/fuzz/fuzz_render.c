@@ -1,0 +1,247 @@
+/* libFuzzer harness for envsubst/render.c.
+ *
+ * Input: an environment, a NUL byte, then the template (no NUL: all of it
+ * is the template). The environment is "NAME=VALUE" lines; the first of
+ * duplicate names wins. The prefix is "N_" so short inputs reach every
+ * path; names ending in "_H" are hosts, "N_W" is a word list, names
+ * starting with "N_C" are configuration.
+ *
+ * Properties checked, beyond "no crash":
+ *   - pi_render succeeds exactly when a naive byte-at-a-time reference
+ *     expander below does, and then the outputs are identical (so every
+ *     byte outside a reference is copied unchanged);
+ *   - on error the reported line and column are those of the reference the
+ *     expander stopped at, the message is one non-empty line, and the
+ *     output buffer holds exactly what it held before;
+ *   - on_host is called once per substituted host variable;
+ *   - pi_value_check_host accepts nothing pi_value_check_word refuses, and
+ *     both report a position inside the value. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envsubst/render.h"
+#include "envsubst/value.h"
+
+#define PREFIX "N_"
+
+struct env {
+	const uint8_t *data;
+	size_t len;
+	unsigned hosts_seen;
+};
+
+static const char *lookup(void *ctx, const char *name, size_t len, size_t *vlen)
+{
+	const struct env *e = ctx;
+	size_t i = 0;
+
+	while (i < e->len) {
+		const uint8_t *line = e->data + i;
+		const uint8_t *nl = memchr(line, '\n', e->len - i);
+		size_t n = nl ? (size_t)(nl - line) : e->len - i;
+
+		if (n > len && line[len] == '=' && memcmp(line, name, len) == 0) {
+			*vlen = n - len - 1;
+			return (const char *)line + len + 1;
+		}
+		i += n + 1;
+	}
+	return NULL;
+}
+
+static unsigned classify(void *ctx, const char *name, size_t len)
+{
+	(void)ctx;
+	if (len >= 3 && memcmp(name, "N_C", 3) == 0)
+		return PI_RENDER_CONFIG;
+	if (len == 3 && memcmp(name, "N_W", 3) == 0)
+		return PI_RENDER_WORDS;
+	if (len >= 2 && memcmp(name + len - 2, "_H", 2) == 0)
+		return PI_RENDER_HOST;
+	return 0;
+}
+
+static int on_host(void *ctx, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	struct env *e = ctx;
+
+	(void)name;
+	(void)nlen;
+	(void)value;
+	(void)vlen;
+	e->hosts_seen++;
+	return 0;
+}
+
+/* ---- the reference expander: slow, simple, written from SPEC §3 ---- */
+
+static int ref_unsafe(uint8_t c, int allow_space)
+{
+	if (c == ' ')
+		return !allow_space;
+	return c < 0x20 || c == 0x7f || strchr(";{}#\"'\\$", c) != NULL;
+}
+
+static int ref_value_ok(unsigned kind, const char *v, size_t n)
+{
+	if (kind & PI_RENDER_HOST)
+		return pi_value_check_host(v, n, NULL) == 0;
+	for (size_t i = 0; i < n; i++)
+		if (ref_unsafe((uint8_t)v[i], (kind & PI_RENDER_WORDS) != 0))
+			return 0;
+	return 1;
+}
+
+static int is_alpha_(uint8_t c)
+{
+	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* Expands in[0..len) into out (at least len * (1 + max value) bytes).
+ * Returns the output length, or -1 with *at = offset of the failing '$'. */
+static long ref_expand(const uint8_t *in, size_t len, struct env *e, uint8_t *out, size_t *at,
+		       unsigned *hosts)
+{
+	size_t o = 0, i = 0;
+
+	while (i < len) {
+		size_t j, k, end, wstart = 0, wlen = 0, vlen = 0;
+		int braced, form = 0; /* 0 plain, 1 default, 2 required */
+		const char *v;
+		unsigned kind;
+
+		if (in[i] != '$') {
+			out[o++] = in[i++];
+			continue;
+		}
+		j = i + 1;
+		braced = j < len && in[j] == '{';
+		if (braced)
+			j++;
+		k = j;
+		if (k < len && is_alpha_(in[k]))
+			while (k < len && (is_alpha_(in[k]) || (in[k] >= '0' && in[k] <= '9')))
+				k++;
+		if (k - j < strlen(PREFIX) || memcmp(in + j, PREFIX, strlen(PREFIX)) != 0) {
+			out[o++] = '$';
+			i++;
+			continue;
+		}
+		*at = i;
+		if (!braced) {
+			end = k;
+		} else if (k < len && in[k] == '}') {
+			end = k + 1;
+		} else if (k + 1 < len && in[k] == ':' && (in[k + 1] == '-' || in[k + 1] == '?')) {
+			form = in[k + 1] == '-' ? 1 : 2;
+			wstart = k + 2;
+			for (end = wstart; end < len && in[end] != '}'; end++)
+				;
+			if (end == len)
+				return -1;
+			wlen = end - wstart;
+			end++;
+		} else {
+			return -1;
+		}
+		kind = classify(NULL, (const char *)in + j, k - j);
+		if (kind & PI_RENDER_CONFIG)
+			return -1;
+		v = lookup(e, (const char *)in + j, k - j, &vlen);
+		if (!v || vlen == 0) {
+			if (form != 1)
+				return -1;
+			v = (const char *)in + wstart;
+			vlen = wlen;
+		}
+		if (!ref_value_ok(kind, v, vlen))
+			return -1;
+		if (kind & PI_RENDER_HOST)
+			(*hosts)++;
+		memcpy(out + o, v, vlen);
+		o += vlen;
+		i = end;
+	}
+	return (long)o;
+}
+
+static void check_values(const uint8_t *d, size_t n)
+{
+	size_t bad = (size_t)-1;
+
+	if (pi_value_check_host((const char *)d, n, &bad) == 0) {
+		if (pi_value_check_word((const char *)d, n, NULL) != 0)
+			abort();
+	} else if (bad > n) {
+		abort();
+	}
+	bad = (size_t)-1;
+	if (pi_value_check_word((const char *)d, n, &bad) != 0 && bad >= n)
+		abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const uint8_t *nul = memchr(data, '\0', size);
+	struct env e = {data, nul ? (size_t)(nul - data) : 0, 0};
+	const uint8_t *tpl = nul ? nul + 1 : data;
+	size_t tlen = size - (size_t)(tpl - data);
+	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e};
+	struct pi_buf out = {0};
+	struct pi_render_error err;
+	uint8_t *want;
+	unsigned want_hosts = 0;
+	size_t at = 0;
+	long wlen;
+	int rc;
+
+	check_values(data, size < 300 ? size : 300);
+
+	/* A value is at most the environment's size (or a default, at most
+	 * the template's), so this bounds the reference output. */
+	want = malloc(tlen * (size + 1) + 1);
+	if (!want)
+		return 0;
+	wlen = ref_expand(tpl, tlen, &e, want, &at, &want_hosts);
+
+	pi_buf_append(&out, "PRE", 3);
+	memset(&err, 0, sizeof(err));
+	rc = pi_render((const char *)tpl, tlen, &o, &out, &err);
+	if ((rc == 0) != (wlen >= 0)) {
+		fprintf(stderr, "rc %d but reference %ld (%s)\n", rc, wlen, err.msg);
+		abort();
+	}
+	if (out.len < 3 || memcmp(out.data, "PRE", 3) != 0)
+		abort();
+	if (rc == 0) {
+		if (out.len - 3 != (size_t)wlen || memcmp(out.data + 3, want, (size_t)wlen) != 0)
+			abort();
+		if (e.hosts_seen != want_hosts)
+			abort();
+	} else {
+		unsigned line = 1, col = 1;
+
+		for (size_t i = 0; i < at; i++) {
+			col++;
+			if (tpl[i] == '\n') {
+				line++;
+				col = 1;
+			}
+		}
+		if (out.len != 3 || err.line != line || err.col != col || err.msg[0] == '\0') {
+			fprintf(stderr, "at %u:%u, want %u:%u: %s\n", err.line, err.col, line, col,
+				err.msg);
+			abort();
+		}
+		for (const char *m = err.msg; *m; m++)
+			if ((unsigned char)*m < 0x20)
+				abort();
+	}
+	free(out.data);
+	free(want);
+	return 0;
+}
