@@ -1,0 +1,739 @@
+/* The health listener (health/server.h) and the `health` client
+ * (health/probe.h), end to end over loopback. One thread: the clients use
+ * non-blocking sockets and the test pumps the libuv loop while it waits, so
+ * the view can be changed between requests without locks. The `health`
+ * client blocks, so it runs in a forked child while the parent pumps. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "health/http.h"
+#include "health/probe.h"
+#include "health/server.h"
+#include "tap.h"
+
+static uv_loop_t loop;
+static struct pi_health_upstream ups[2];
+static struct pi_health_view view;
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void pump(long ms)
+{
+	long end = now_ms() + ms;
+	do {
+		uv_run(&loop, UV_RUN_NOWAIT);
+		poll(NULL, 0, 2);
+	} while (now_ms() < end);
+}
+
+static void reset_view(void)
+{
+	memset(ups, 0, sizeof(ups));
+	ups[0].var = "NGINX_USER_SERVICE_HOST";
+	ups[0].host = "user-service.peerprep-prod.internal";
+	ups[0].resolved = 1;
+	ups[0].checked = 1795629600; /* 2026-11-25T18:00:00Z */
+	ups[0].n_addrs = 1;
+	strcpy(ups[0].addrs[0], "10.0.1.23");
+	memset(&view, 0, sizeof(view));
+	view.child_pid = 1234;
+	view.reload_ok = 1;
+	view.reload_time = 1795629600;
+	view.n_upstreams = 1;
+	view.upstreams = ups;
+}
+
+static struct pi_health_server *start(const char *probe, int *port)
+{
+	struct pi_health_server_opts o = {"127.0.0.1:0", "/health", probe, "1.2.0", &view};
+	struct pi_health_server *s = NULL;
+	char err[256] = "";
+	int r = pi_health_server_start(&loop, &o, &s, err, sizeof(err));
+
+	if (!ok(r == 0, "server starts (probe '%s')", probe))
+		diag("error %d: %s", r, err);
+	*port = s ? pi_health_server_port(s) : -1;
+	return s;
+}
+
+static void stop(struct pi_health_server *s)
+{
+	pi_health_server_stop(s);
+	uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static int connect_to(int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		diag("connect: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	return fd;
+}
+
+static void send_str(int fd, const char *s)
+{
+	size_t n = strlen(s), off = 0;
+	while (off < n) {
+		ssize_t w = send(fd, s + off, n - off, MSG_NOSIGNAL);
+		if (w > 0)
+			off += (size_t)w;
+		else if (w < 0 && errno == EAGAIN)
+			pump(5);
+		else
+			return;
+	}
+}
+
+struct reply {
+	char buf[65536];
+	size_t len;
+	int closed; /* the server closed (EOF or reset) */
+};
+
+/* Reads, pumping the loop, until `done` says enough or the peer closes or
+ * ms pass. */
+static void read_until(int fd, struct reply *r, long ms, int (*done)(const struct reply *))
+{
+	long end = now_ms() + ms;
+
+	while (!r->closed && !(done && done(r)) && now_ms() < end) {
+		uv_run(&loop, UV_RUN_NOWAIT);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 2) <= 0)
+			continue;
+		ssize_t k = recv(fd, r->buf + r->len, sizeof(r->buf) - 1 - r->len, 0);
+		if (k > 0)
+			r->len += (size_t)k;
+		else if (k == 0 || errno != EAGAIN)
+			r->closed = 1;
+		r->buf[r->len] = '\0';
+	}
+}
+
+/* One parsed response from the front of a byte string. */
+struct resp {
+	int status;
+	long content_length;
+	char head[2048];
+	char body[16384];
+	size_t size; /* bytes it took; 0 when incomplete */
+};
+
+static int parse_resp(const char *buf, size_t len, int head_only, struct resp *out)
+{
+	const char *end = memmem(buf, len, "\r\n\r\n", 4);
+	memset(out, 0, sizeof(*out));
+	if (!end || len < 12)
+		return 0;
+	size_t hlen = (size_t)(end - buf) + 4;
+	if (hlen >= sizeof(out->head))
+		return 0;
+	memcpy(out->head, buf, hlen);
+	out->status = atoi(buf + 9);
+	const char *cl = strstr(out->head, "Content-Length: ");
+	out->content_length = cl ? atol(cl + 16) : -1;
+	size_t blen = head_only || out->content_length < 0 ? 0 : (size_t)out->content_length;
+	if (len - hlen < blen || blen >= sizeof(out->body))
+		return 0;
+	memcpy(out->body, buf + hlen, blen);
+	out->size = hlen + blen;
+	return 1;
+}
+
+static int one_response(const struct reply *r)
+{
+	struct resp x;
+	return parse_resp(r->buf, r->len, 0, &x);
+}
+
+/* Sends a request on a new connection and reads until the server closes
+ * or one response is complete. */
+static struct resp request(int port, const char *req, int *closed)
+{
+	static struct reply r;
+	struct resp x;
+	int fd = connect_to(port);
+
+	memset(&r, 0, sizeof(r));
+	memset(&x, 0, sizeof(x));
+	if (fd < 0)
+		return x;
+	send_str(fd, req);
+	read_until(fd, &r, 3000, one_response);
+	parse_resp(r.buf, r.len, strncmp(req, "HEAD", 4) == 0, &x);
+	if (closed) {
+		read_until(fd, &r, 3000, NULL);
+		*closed = r.closed;
+	}
+	close(fd);
+	return x;
+}
+
+static struct resp get(int port, const char *path)
+{
+	char req[512];
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+	return request(port, req, NULL);
+}
+
+static int has(const char *hay, const char *needle)
+{
+	return strstr(hay, needle) != NULL;
+}
+
+static void test_report(int port)
+{
+	struct resp x;
+
+	reset_view();
+	x = get(port, "/health");
+	is_int(x.status, 200, "pass: 200");
+	is_str(x.body,
+	       "{\"status\":\"pass\",\"version\":\"1.2.0\",\"checks\":{"
+	       "\"nginx:process\":[{\"status\":\"pass\",\"observedValue\":1234}],"
+	       "\"upstream:NGINX_USER_SERVICE_HOST\":[{\"status\":\"pass\",\"componentId\":"
+	       "\"user-service.peerprep-prod.internal\",\"observedValue\":[\"10.0.1.23\"],"
+	       "\"time\":\"2026-11-25T18:00:00Z\"}],"
+	       "\"config:reload\":[{\"status\":\"pass\",\"time\":\"2026-11-25T18:00:00Z\"}]}}\n",
+	       "pass: the whole report");
+	ok(has(x.head, "Content-Type: application/health+json\r\n"), "health+json content type");
+	ok(has(x.head, "Cache-Control: no-store\r\n"), "Cache-Control: no-store");
+	is_int(x.content_length, (long)strlen(x.body), "Content-Length is the body's length");
+
+	ups[0].resolved = 0;
+	strcpy(ups[0].error, "Name or service not known");
+	x = get(port, "/health");
+	is_int(x.status, 200, "unresolved upstream: 200");
+	ok(has(x.body, "{\"status\":\"warn\",\"version\":\"1.2.0\",\"output\":"
+		       "\"NGINX_USER_SERVICE_HOST does not resolve\""),
+	   "warn with the reason on top");
+	ok(has(x.body, "\"upstream:NGINX_USER_SERVICE_HOST\":[{\"status\":\"warn\"") &&
+	       has(x.body, "\"output\":\"Name or service not known\""),
+	   "the upstream check is warn with the resolver's error");
+
+	reset_view();
+	view.reload_ok = 0;
+	strcpy(view.reload_error, "default.conf.template:3:7: NGINX_X is not set");
+	x = get(port, "/health");
+	is_int(x.status, 200, "rejected reload: 200");
+	ok(has(x.body, "\"status\":\"warn\"") &&
+	       has(x.body, "\"config:reload\":[{\"status\":\"warn\",\"time\":"
+			   "\"2026-11-25T18:00:00Z\",\"output\":\"default.conf.template:3:7: "
+			   "NGINX_X is not set\"}]"),
+	   "config:reload warn with the reason");
+
+	reset_view();
+	view.child_pid = 0;
+	x = get(port, "/health");
+	is_int(x.status, 503, "no child: 503");
+	ok(has(x.body, "\"status\":\"fail\"") && has(x.body, "nginx is not running") &&
+	       has(x.body, "\"nginx:process\":[{\"status\":\"fail\""),
+	   "no child: fail, nginx:process fail");
+	x = get(port, "/health/live");
+	is_int(x.status, 503, "no child: live 503");
+	is_str(x.body, "{\"status\":\"fail\"}\n", "no child: live says fail");
+
+	reset_view();
+	view.stopping = 1;
+	x = get(port, "/health");
+	is_int(x.status, 503, "stopping: 503");
+	ok(has(x.body, "\"output\":\"stopping\""), "stopping: said why");
+	x = get(port, "/health/live");
+	is_int(x.status, 200, "stopping with a child: live 200");
+	is_str(x.body, "{\"status\":\"pass\"}\n", "live says pass");
+
+	/* Strings are escaped, whatever they hold. */
+	reset_view();
+	ups[0].host = "a\"b\\c\n\x01\xff";
+	ups[0].var = "NGINX_\"Q";
+	x = get(port, "/health");
+	ok(has(x.body, "\"upstream:NGINX_\\\"Q\":[{") &&
+	       has(x.body, "\"componentId\":\"a\\\"b\\\\c\\u000a\\u0001\\u00ff\""),
+	   "names and hosts are JSON-escaped");
+	reset_view();
+}
+
+static void test_errors(int port)
+{
+	struct resp x;
+	int closed = 0;
+
+	x = get(port, "/nope");
+	is_int(x.status, 404, "other path: 404");
+	x = get(port, "/health/");
+	is_int(x.status, 404, "trailing slash is another path");
+	x = get(port, "/health?verbose=1");
+	is_int(x.status, 200, "query string ignored");
+	x = request(port, "GET http://h/health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+		    NULL);
+	is_int(x.status, 200, "absolute-form target");
+
+	x = request(port, "DELETE /health HTTP/1.1\r\nHost: t\r\n\r\n", &closed);
+	is_int(x.status, 405, "other method: 405");
+	ok(has(x.head, "Allow: GET, HEAD\r\n"), "405 names the allowed methods");
+	is_int(closed, 0, "405 keeps the connection");
+
+	x = request(port, "POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+		    &closed);
+	is_int(x.status, 405, "POST with a body: 405");
+	ok(has(x.head, "Connection: close\r\n"), "a request with a body ends the connection");
+	is_int(closed, 1, "and the server closes it");
+
+	x = request(port, "GET /health HTTP/1.1\r\nHost : t\r\n\r\n", &closed);
+	is_int(x.status, 400, "malformed: 400");
+	is_int(closed, 1, "400 closes");
+
+	static char big[PI_HTTP_HEAD_MAX + 1024];
+	int n = snprintf(big, sizeof(big), "GET /health HTTP/1.1\r\nHost: t\r\nX-Pad: ");
+	memset(big + n, 'a', sizeof(big) - (size_t)n - 5);
+	memcpy(big + sizeof(big) - 5, "\r\n\r\n", 5);
+	x = request(port, big, &closed);
+	is_int(x.status, 431, "head over 8 KiB: 431");
+	is_int(closed, 1, "431 closes");
+	ok(has(x.head, "Cache-Control: no-store\r\n") && x.content_length > 0,
+	   "error answers carry Content-Length and Cache-Control");
+}
+
+static void test_connection_reuse(int port)
+{
+	static struct reply r;
+	struct resp a, b, c, d;
+	int fd = connect_to(port);
+
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+		     "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+		     "HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n"
+		     "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	read_until(fd, &r, 3000, NULL);
+	close(fd);
+	is_int(r.closed, 1, "pipelined: closed after the last");
+	size_t off = 0;
+	int parsed = parse_resp(r.buf, r.len, 0, &a) && (off += a.size) &&
+		     parse_resp(r.buf + off, r.len - off, 0, &b) && (off += b.size) &&
+		     parse_resp(r.buf + off, r.len - off, 1, &c) && (off += c.size) &&
+		     parse_resp(r.buf + off, r.len - off, 0, &d) && (off += d.size);
+	if (ok(parsed, "pipelined: four responses")) {
+		ok(a.status == 200 && b.status == 404 && c.status == 200 && d.status == 200,
+		   "pipelined: answered in order (200 404 200 200)");
+		is_str(a.body, "{\"status\":\"pass\"}\n", "first is /health/live");
+		ok(c.content_length == d.content_length && c.content_length > 0,
+		   "HEAD has the GET's Content-Length");
+		is_int((long)off, (long)r.len, "HEAD sent no body: nothing after the fourth");
+		ok(has(d.body, "\"status\":\"pass\""), "fourth is the report");
+	}
+
+	/* HTTP/1.0 keep-alive and HTTP/1.1 sequential reuse on one socket. */
+	fd = connect_to(port);
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "GET /health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	read_until(fd, &r, 3000, one_response);
+	ok(has(r.buf, "Connection: keep-alive\r\n"), "1.0 keep-alive is honoured");
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "GET /health/live HTTP/1.0\r\n\r\n");
+	read_until(fd, &r, 3000, NULL);
+	ok(r.closed && has(r.buf, "HTTP/1.1 200 OK\r\n") && has(r.buf, "Connection: close\r\n"),
+	   "second request on the 1.0 connection answered, then closed");
+	close(fd);
+
+	/* A client that half-closes after its request still gets the answer. */
+	fd = connect_to(port);
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+	shutdown(fd, SHUT_WR);
+	read_until(fd, &r, 3000, NULL);
+	ok(r.closed && has(r.buf, "HTTP/1.1 200 OK\r\n"), "half-closed client answered");
+	close(fd);
+}
+
+/* A listening socket nobody accepts from: connects succeed via the backlog. */
+static int listener(int *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bind(fd, (struct sockaddr *)&a, sizeof(a));
+	listen(fd, 64);
+	getsockname(fd, (struct sockaddr *)&a, &len);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+static int drain_accepts(int fd)
+{
+	int n = 0, c;
+	while ((c = accept(fd, NULL, NULL)) >= 0) {
+		close(c);
+		n++;
+	}
+	return n;
+}
+
+static void test_probe(void)
+{
+	char probe[64];
+	int nginx_port, port, lfd = listener(&nginx_port);
+	struct pi_health_server *s;
+	struct resp x;
+
+	reset_view();
+	snprintf(probe, sizeof(probe), "127.0.0.1:%d", nginx_port);
+	s = start(probe, &port);
+	x = get(port, "/health");
+	is_int(x.status, 200, "probe to a listening port: 200");
+	char want[128];
+	snprintf(want, sizeof(want), "\"nginx:listen\":[{\"status\":\"pass\",\"componentId\":\"%s\"}]",
+		 probe);
+	ok(has(x.body, want), "nginx:listen pass with the probe address");
+	pump(1100);
+	drain_accepts(lfd);
+
+	/* Twenty clients at once: one connect serves them all. */
+	int fds[20];
+	static struct reply replies[20];
+	for (int i = 0; i < 20; i++) {
+		fds[i] = connect_to(port);
+		send_str(fds[i], "GET /health HTTP/1.0\r\n\r\n");
+	}
+	int answered = 0;
+	for (int i = 0; i < 20; i++) {
+		memset(&replies[i], 0, sizeof(replies[i]));
+		read_until(fds[i], &replies[i], 3000, NULL);
+		answered += has(replies[i].buf, "HTTP/1.1 200 OK\r\n");
+		close(fds[i]);
+	}
+	is_int(answered, 20, "20 concurrent requests answered");
+	int connects = drain_accepts(lfd);
+	ok(connects >= 1 && connects <= 2, "they caused %d probe connect(s), at most 2", connects);
+
+	/* nginx goes away: within the cache age the report turns fail. */
+	close(lfd);
+	pump(1100);
+	x = get(port, "/health");
+	is_int(x.status, 503, "probe refused: 503");
+	ok(has(x.body, "\"nginx:listen\":[{\"status\":\"fail\"") &&
+	       has(x.body, "connection refused"),
+	   "nginx:listen fail says connection refused");
+	ok(has(x.body, "\"output\":\"nginx:listen connection refused\""),
+	   "the top-level output says why");
+	x = get(port, "/health/live");
+	is_int(x.status, 200, "live does not depend on the probe");
+	stop(s);
+}
+
+static void test_limits(int port)
+{
+	enum { N = 300 };
+	static int fds[N];
+	int closed = 0, n_open = 0;
+	long end;
+
+	for (int i = 0; i < N; i++) {
+		fds[i] = connect_to(port);
+		n_open += fds[i] >= 0;
+		if (i % 16 == 0)
+			pump(1);
+	}
+	is_int(n_open, N, "300 connections made");
+	end = now_ms() + 3000;
+	while (closed < N - 256 && now_ms() < end) {
+		pump(10);
+		closed = 0;
+		for (int i = 0; i < N; i++) {
+			char ch;
+			if (fds[i] >= 0 && (recv(fds[i], &ch, 1, 0) == 0 || errno == ECONNRESET))
+				closed++;
+		}
+	}
+	pump(200);
+	closed = 0;
+	int held = -1;
+	for (int i = 0; i < N; i++) {
+		char ch;
+		errno = 0;
+		if (recv(fds[i], &ch, 1, 0) == 0 || errno == ECONNRESET)
+			closed++;
+		else if (held < 0)
+			held = i;
+	}
+	is_int(closed, N - 256, "beyond 256 connections, new ones are closed at once");
+	if (held >= 0) {
+		static struct reply r;
+		memset(&r, 0, sizeof(r));
+		send_str(fds[held], "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+		read_until(fds[held], &r, 3000, one_response);
+		ok(has(r.buf, "HTTP/1.1 200 OK\r\n"), "a held connection is still answered");
+	}
+	for (int i = 0; i < 64; i++)
+		close(fds[i]);
+	pump(100);
+	struct resp x = get(port, "/health/live");
+	is_int(x.status, 200, "after some leave, a new connection is answered");
+	for (int i = 64; i < N; i++)
+		close(fds[i]);
+	pump(100);
+}
+
+/* A client dribbling a head is cut 10 s after it connected, however often
+ * it sends; an idle keep-alive client 10 s after its answer; a client that
+ * keeps asking is answered all along. */
+static void test_timeouts(int port)
+{
+	static const char head[] = "GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+	static struct reply slow_r, idle_r, busy_r;
+	int slow = connect_to(port), idle = connect_to(port), busy = connect_to(port);
+	long t0 = now_ms(), slow_cut = -1, idle_cut = -1, idle_answered = -1;
+	int busy_ok = 0, busy_asked = 0;
+	size_t sent = 0;
+
+	memset(&slow_r, 0, sizeof(slow_r));
+	memset(&idle_r, 0, sizeof(idle_r));
+	pump(2000);
+	send_str(idle, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+	while (now_ms() - t0 < 14000 && (slow_cut < 0 || idle_cut < 0)) {
+		if (slow_cut < 0 && sent < sizeof(head) - 1) {
+			char ch[2] = {head[sent++], 0};
+			send_str(slow, ch);
+		}
+		read_until(slow, &slow_r, 250, NULL);
+		if (slow_r.closed && slow_cut < 0)
+			slow_cut = now_ms() - t0;
+		read_until(idle, &idle_r, 1, NULL);
+		if (idle_answered < 0 && one_response(&idle_r))
+			idle_answered = now_ms() - t0;
+		if (idle_r.closed && idle_cut < 0)
+			idle_cut = now_ms() - t0;
+		memset(&busy_r, 0, sizeof(busy_r));
+		send_str(busy, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+		busy_asked++;
+		read_until(busy, &busy_r, 250, one_response);
+		busy_ok += has(busy_r.buf, "HTTP/1.1 200 OK\r\n");
+	}
+	ok(slow_cut >= 9500 && slow_cut <= 11000, "slow client cut at %ld ms (want ~10000)",
+	   slow_cut);
+	ok(idle_answered >= 0 && idle_cut - idle_answered >= 9500 &&
+	       idle_cut - idle_answered <= 11000,
+	   "idle keep-alive client cut %ld ms after its answer (want ~10000)",
+	   idle_cut - idle_answered);
+	is_int(busy_ok, busy_asked, "a busy client was answered every time meanwhile");
+	close(slow);
+	close(idle);
+	close(busy);
+}
+
+/* Runs pi_health_probe_main in a child; returns its exit status and its
+ * standard error. */
+static int run_probe(const char *url, const char *timeout, char *err, size_t errlen)
+{
+	int pipefd[2];
+	char *argv[] = {"health", "--url", (char *)url, "--timeout", (char *)timeout, NULL};
+
+	if (pipe(pipefd) < 0)
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(pipefd[1], 2);
+		close(pipefd[0]);
+		int out = open("/dev/null", O_WRONLY);
+		dup2(out, 1);
+		_exit(pi_health_probe_main(5, argv, "http://127.0.0.1:1/never"));
+	}
+	close(pipefd[1]);
+	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+	size_t got = 0;
+	int status = 0;
+	for (;;) {
+		pump(2);
+		ssize_t k = read(pipefd[0], err + got, errlen - 1 - got);
+		if (k > 0)
+			got += (size_t)k;
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+	}
+	ssize_t k;
+	while ((k = read(pipefd[0], err + got, errlen - 1 - got)) > 0)
+		got += (size_t)k;
+	err[got] = '\0';
+	close(pipefd[0]);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int count_lines(const char *s)
+{
+	int n = 0;
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+static void test_health_command(int port)
+{
+	char url[128], err[2048];
+	int code;
+
+	reset_view();
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", port);
+	code = run_probe(url, "5", err, sizeof(err));
+	is_int(code, 0, "health: 200 exits 0");
+	is_str(err, "", "health: prints nothing on success");
+
+	view.child_pid = 0;
+	code = run_probe(url, "5", err, sizeof(err));
+	is_int(code, 1, "health: 503 exits 1");
+	ok(count_lines(err) == 1 && has(err, "HTTP 503: fail (nginx is not running)"),
+	   "health: one line with the status and why");
+	if (count_lines(err) != 1)
+		diag("stderr: %s", err);
+	reset_view();
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/nope", port);
+	code = run_probe(url, "5", err, sizeof(err));
+	ok(code == 1 && count_lines(err) == 1 && has(err, "HTTP 404"), "health: 404 exits 1");
+
+	int lport, lfd = listener(&lport);
+	close(lfd);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", lport);
+	code = run_probe(url, "5", err, sizeof(err));
+	ok(code == 1 && count_lines(err) == 1 && has(err, "onnection refused"),
+	   "health: refused exits 1 with one line");
+
+	/* A server that accepts and never answers. */
+	lfd = listener(&lport);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", lport);
+	long t0 = now_ms();
+	code = run_probe(url, "300ms", err, sizeof(err));
+	long took = now_ms() - t0;
+	ok(code == 1 && count_lines(err) == 1 && has(err, "timed out after 0.3s"),
+	   "health: silent server times out, one line");
+	ok(took >= 250 && took < 2000, "health: --timeout 300ms took %ld ms", took);
+	close(lfd);
+
+	code = run_probe("http://example.com/health", "5", err, sizeof(err));
+	ok(code == 1 && count_lines(err) == 1 && has(err, "bad URL"), "health: name in URL refused");
+	code = run_probe(url, "soon", err, sizeof(err));
+	ok(code == 2 && count_lines(err) == 1, "health: bad --timeout is a usage error");
+}
+
+static void test_addresses(void)
+{
+	static const struct {
+		const char *in;
+		int ok;
+	} cases[] = {
+	    {"127.0.0.1:8081", 1}, {"0.0.0.0:0", 1},  {"[::1]:80", 1},	  {"[::]:65535", 1},
+	    {"localhost:80", 1},   {"1.2.3:80", 0},	  {"127.0.0.1", 0},	  {"127.0.0.1:", 0},
+	    {"127.0.0.1:65536", 0}, {"127.0.0.1:-1", 0}, {"::1:80", 0},	  {"[::1]80", 0},
+	    {"[::1]", 0},	   {":80", 0},	  {"host.example:80", 0}, {"127.0.0.1:8x", 0},
+	    {"", 0},
+	};
+	struct sockaddr_storage ss;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok((pi_health_parse_addr(cases[i].in, &ss) == 0) == cases[i].ok, "parse_addr '%s' %s",
+		   cases[i].in, cases[i].ok ? "accepted" : "rejected");
+
+	char url[64];
+	pi_health_url("0.0.0.0:8081", "/health", url, sizeof(url));
+	is_str(url, "http://127.0.0.1:8081/health", "wildcard IPv4 listen probed on loopback");
+	pi_health_url("[::]:8081", "/h", url, sizeof(url));
+	is_str(url, "http://[::1]:8081/h", "wildcard IPv6 listen probed on [::1]");
+	pi_health_url("10.1.2.3:81", "/health", url, sizeof(url));
+	is_str(url, "http://10.1.2.3:81/health", "a specific address is kept");
+	is_int(pi_health_url("127.0.0.1:1", "/health", url, 10), -ENAMETOOLONG,
+	       "pi_health_url: truncation is an error");
+	is_int(pi_health_url("nope", "/health", url, sizeof(url)), -EINVAL,
+	       "pi_health_url: bad listen");
+}
+
+static void test_start_errors(void)
+{
+	struct pi_health_server_opts o = {"1.2.3:80", "/health", "", "1", &view};
+	struct pi_health_server *s = NULL;
+	char err[256] = "";
+	int port, lfd;
+
+	is_int(pi_health_server_start(&loop, &o, &s, err, sizeof(err)), -EINVAL, "bad listen");
+	ok(has(err, "1.2.3:80"), "the reason names the address: %s", err);
+	o.listen = "127.0.0.1:0";
+	o.probe = "nginx:80";
+	is_int(pi_health_server_start(&loop, &o, &s, err, sizeof(err)), -EINVAL, "bad probe");
+	o.probe = "";
+	o.path = "health";
+	is_int(pi_health_server_start(&loop, &o, &s, err, sizeof(err)), -EINVAL, "bad path");
+
+	lfd = listener(&port);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	o.listen = addr;
+	o.path = "/health";
+	int r = pi_health_server_start(&loop, &o, &s, err, sizeof(err));
+	is_int(r, UV_EADDRINUSE, "port in use: EADDRINUSE");
+	ok(has(err, "address already in use"), "the reason says so: %s", err);
+	ok(s == NULL, "no server handed out");
+	close(lfd);
+	uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+int main(void)
+{
+	int port;
+
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&loop);
+	reset_view();
+
+	test_addresses();
+	test_start_errors();
+	struct pi_health_server *s = start("", &port);
+	if (s) {
+		test_report(port);
+		test_errors(port);
+		test_connection_reuse(port);
+		test_health_command(port);
+		test_limits(port);
+		test_timeouts(port);
+
+		/* Stop with connections open: everything closes and is freed. */
+		int a = connect_to(port), b = connect_to(port);
+		send_str(b, "GET /health HTTP/1.1\r\nHost: t\r\nX-Partial: ");
+		pump(50);
+		stop(s);
+		char ch;
+		fcntl(a, F_SETFL, 0);
+		ok(recv(a, &ch, 1, 0) <= 0, "stop closes open connections");
+		close(a);
+		close(b);
+	}
+	test_probe();
+	is_int(uv_loop_close(&loop), 0, "no handle left on the loop");
+	return done_testing();
+}
