@@ -66,15 +66,21 @@ int pi_buf_append(struct pi_buf *out, const void *p, size_t n)
 	return 0;
 }
 
-static int is_name_start(unsigned char c)
-{
-	return c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-}
-
-static int is_name_char(unsigned char c)
-{
-	return is_name_start(c) || (c >= '0' && c <= '9');
-}
+/* Name bytes: 1 for [A-Za-z_] (may start a name), 2 for [0-9]. A table,
+ * because every '$' in a template is followed by a name scan. */
+static const unsigned char name_byte[256] = {
+	['_'] = 1,
+	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2,
+	['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+	['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+	['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+	['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+	['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+	['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
 
 /* Looks at the '$' at in[p]. Returns 1 for a reference to substitute, 0
  * for a '$' that is copied as it is, -1 for a malformed reference to a
@@ -89,10 +95,13 @@ static int parse_ref(const char *in, size_t len, size_t p, const char *prefix, s
 		braced = 1;
 		i++;
 	}
-	if (i >= len || !is_name_start((unsigned char)in[i]))
+	if (i >= len || name_byte[(unsigned char)in[i]] != 1)
+		return 0;
+	/* Most dollars are nginx's own ($uri, $host): one byte settles it. */
+	if (plen && in[i] != prefix[0])
 		return 0;
 	r->name = in + i;
-	while (i < len && is_name_char((unsigned char)in[i]))
+	while (i < len && name_byte[(unsigned char)in[i]])
 		i++;
 	r->nlen = (size_t)(in + i - r->name);
 	if (r->nlen < plen || memcmp(r->name, prefix, plen) != 0)
@@ -119,6 +128,14 @@ static int parse_ref(const char *in, size_t len, size_t p, const char *prefix, s
 		}
 	}
 	return -1;
+}
+
+size_t pi_render_estimate(size_t len)
+{
+	/* A quarter more: values are usually somewhat longer than their
+	 * references ("${NGINX_X}" for a host name), and growing a large
+	 * buffer later costs more than the unused slack. */
+	return len > (SIZE_MAX - 64) / 5 * 4 ? len : len + len / 4 + 64;
 }
 
 /* Fills the place and the name of an error; the caller writes msg. */
@@ -247,9 +264,14 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
 	size_t run = 0; /* first byte not copied yet */
 	size_t p = 0;
 	const char *d;
+	/* The last value that passed its check: templates repeat the same
+	 * variable, and lookup returns the same bytes for it every time. */
+	const char *checked = NULL;
+	size_t checked_len = 0;
+	unsigned checked_kind = 0;
 	int rc;
 
-	rc = pi_buf_reserve(out, len > SIZE_MAX - 64 - len / 16 ? len : len + len / 16 + 64);
+	rc = pi_buf_reserve(out, pi_render_estimate(len));
 	if (rc < 0)
 		return fail_oom(rc, err);
 	while (p < len && (d = memchr(in + p, '$', len - p)) != NULL) {
@@ -285,10 +307,16 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
 			vlen = r.wlen;
 			from_default = 1;
 		}
-		if (check_value(kind, v, vlen, &bad) < 0) {
-			rc = report(err, in, p, &r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
-				    bad, from_default);
-			goto fail;
+		if (v != checked || vlen != checked_len || kind != checked_kind) {
+			if (check_value(kind, v, vlen, &bad) < 0) {
+				rc = report(err, in, p, &r,
+					    (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad,
+					    from_default);
+				goto fail;
+			}
+			checked = v;
+			checked_len = vlen;
+			checked_kind = kind;
 		}
 		if ((kind & PI_RENDER_HOST) && o->on_host) {
 			rc = o->on_host(o->ctx, r.name, r.nlen, v, vlen);
@@ -299,8 +327,14 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
 				goto fail;
 			}
 		}
-		if ((rc = pi_buf_append(out, in + run, p - run)) < 0 ||
-		    (rc = pi_buf_append(out, v, vlen)) < 0) {
+		if (p - run > SIZE_MAX - vlen) {
+			rc = -EOVERFLOW;
+		} else if ((rc = pi_buf_reserve(out, p - run + vlen)) == 0) {
+			memcpy(out->data + out->len, in + run, p - run);
+			memcpy(out->data + out->len + (p - run), v, vlen);
+			out->len += p - run + vlen;
+		}
+		if (rc < 0) {
 			fail_oom(rc, err);
 			goto fail;
 		}

@@ -47,7 +47,8 @@ enum {
 
 /* Looks a variable up. name[0..len) is not NUL-terminated. Returns the
  * value and sets *vlen, or returns NULL when the variable is unset. The
- * value must stay valid until pi_render returns. */
+ * value must stay valid and unchanged until pi_render returns (a value
+ * seen again at the same address is not checked again). */
 typedef const char *(*pi_render_lookup_fn)(void *ctx, const char *name, size_t len, size_t *vlen);
 
 /* Returns the PI_RENDER_* bits of a variable (0: an ordinary variable). */
@@ -86,9 +87,12 @@ struct pi_render_error {
 	char msg[384];
 };
 
+/* The room pi_render reserves first for a template of len bytes (a quarter
+ * more than len), so a caller can allocate the buffer itself. */
+size_t pi_render_estimate(size_t len);
+
 /* Renders in[0..len) and appends the result to *out, growing it as needed
- * (the first call reserves about len bytes, so a template whose values are
- * as long as their references needs no further growth).
+ * (it first reserves pi_render_estimate(len) bytes).
  *
  * Returns 0, or a negative errno with *err filled: -EINVAL for a template
  * error, -ENOMEM, -EOVERFLOW when the output would not fit a size_t, or the

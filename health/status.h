@@ -17,7 +17,7 @@ struct pi_health_upstream {
 	time_t checked;	  /* time of the last lookup, 0 before the first */
 	size_t n_addrs;	  /* addresses of the last successful lookup */
 	char addrs[PI_HEALTH_MAX_ADDRS][48];
-	char error[128]; /* the resolver's error when !resolved */
+	char error[192]; /* the resolver's error when !resolved */
 };
 
 struct pi_health_view {

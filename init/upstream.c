@@ -2,6 +2,11 @@
 #include "init/log.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdlib.h>
@@ -15,7 +20,11 @@ enum mode { M_IDLE, M_WAIT, M_ROUND, M_RECHECK };
 struct host {
 	struct pi_upstreams *u;
 	struct pi_health_upstream *slot;
-	uv_getaddrinfo_t req;
+	uv_work_t req;
+	/* Set by the worker thread, read once it is done. */
+	int gai;		/* getaddrinfo's result */
+	struct addrinfo *res;
+	char diag[128]; /* what the nameserver answered, after a failure */
 	uv_timer_t retry;
 	char name[256]; /* the host without IPv6 brackets */
 	int literal;	/* an IP address: counts as resolved, never looked up */
@@ -139,45 +148,152 @@ static void on_retry(uv_timer_t *t)
 	start_lookup(t->data);
 }
 
-/* A musl resolver answers EAI_FAIL when a DNS server REFUSED the query
- * (rcode 5); saying so saves a search through resolver settings. */
-static const char *lookup_error(int status)
+/* The first nameserver of /etc/resolv.conf; 0 when there is none. */
+static int first_nameserver(struct sockaddr_storage *ss, char *text, size_t len)
 {
-	if (status == UV_EAI_FAIL)
-		return "non-recoverable failure in name resolution (the DNS server refused or "
-		       "rejected the query; is it authoritative for the zone?)";
-	if (status == UV_EAI_NONAME)
-		return "name does not resolve";
-	if (status == UV_EAI_AGAIN)
-		return "temporary failure in name resolution";
-	return uv_strerror(status);
+	char line[256], addr[64];
+	FILE *f = fopen("/etc/resolv.conf", "re");
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+		if (sscanf(line, " nameserver %63s", addr) != 1)
+			continue;
+		memset(ss, 0, sizeof(*ss));
+		if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+			v4->sin_family = AF_INET;
+			v4->sin_port = htons(53);
+			found = 1;
+		} else if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+			v6->sin6_family = AF_INET6;
+			v6->sin6_port = htons(53);
+			found = 1;
+		}
+	}
+	fclose(f);
+	if (found)
+		snprintf(text, len, "%s", addr);
+	return found;
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/* getaddrinfo cannot tell a refusing server from an absent one (musl
+ * ignores a REFUSED answer and times out), so after a temporary failure
+ * the worker asks the first nameserver itself, one A query with a 1 s
+ * deadline, and keeps what it answered for the log and /health. It runs
+ * in a worker thread, where blocking is fine. */
+static void diagnose(struct host *h)
+{
+	static const char *const rcodes[] = {"NOERROR", "FORMERR", "SERVFAIL",
+					      "NXDOMAIN", "NOTIMP",  "REFUSED"};
+	unsigned char q[300], a[512];
+	struct sockaddr_storage ss;
+	char server[64];
+	size_t n = 12;
+
+	if (!first_nameserver(&ss, server, sizeof(server)))
+		return;
+	memset(q, 0, n);
+	q[0] = 0x70, q[1] = 0x69; /* id */
+	q[2] = 0x01;		  /* recursion desired */
+	q[5] = 1;		  /* one question */
+	for (const char *p = h->name; *p;) {
+		const char *dot = strchr(p, '.');
+		size_t l = dot ? (size_t)(dot - p) : strlen(p);
+		if (l == 0 || l > 63 || n + l + 6 > sizeof(q))
+			return;
+		q[n++] = (unsigned char)l;
+		memcpy(q + n, p, l);
+		n += l;
+		p += l + (dot ? 1 : 0);
+	}
+	q[n++] = 0;
+	q[n++] = 0, q[n++] = 1; /* type A */
+	q[n++] = 0, q[n++] = 1; /* class IN */
+
+	int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	socklen_t sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+					       : sizeof(struct sockaddr_in6);
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t got = -1;
+	if (sendto(fd, q, n, 0, (struct sockaddr *)&ss, sl) == (ssize_t)n &&
+	    poll(&pfd, 1, 1000) == 1)
+		got = recv(fd, a, sizeof(a), 0);
+	close(fd);
+	if (got < 0) {
+		snprintf(h->diag, sizeof(h->diag), "nameserver %s does not answer", server);
+		return;
+	}
+	if (got < 12 || a[0] != q[0] || a[1] != q[1])
+		return;
+	int rcode = a[3] & 15;
+	if (rcode != 0 && rcode != 3)
+		snprintf(h->diag, sizeof(h->diag), "nameserver %s answered %s", server,
+			 rcode < 6 ? rcodes[rcode] : "with an error");
+}
+
+static void lookup_work(uv_work_t *w)
+{
+	static const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	struct host *h = w->data;
+
+	h->gai = getaddrinfo(h->name, NULL, &hints, &h->res);
+	if (h->gai == EAI_AGAIN || h->gai == EAI_FAIL)
+		diagnose(h);
+}
+
+static const char *lookup_error(int gai)
+{
+	switch (gai) {
+	case EAI_NONAME:
+		return "name does not resolve";
+	case EAI_AGAIN:
+		return "temporary failure in name resolution";
+	case EAI_FAIL:
+		return "non-recoverable failure in name resolution";
+	case EAI_MEMORY:
+		return "out of memory";
+	default:
+		return gai_strerror(gai);
+	}
+}
+
+static void on_resolved(uv_work_t *req, int cancelled)
 {
 	struct host *h = req->data;
 	struct pi_upstreams *u = h->u;
 	struct pi_health_upstream *s = h->slot;
 	char addrs[PI_HEALTH_MAX_ADDRS][48];
 	size_t n = 0;
+	int status = cancelled ? EAI_AGAIN : h->gai;
 
 	h->busy = 0;
 	u->refs--;
 	if (status == 0)
-		n = collect(res, addrs, PI_HEALTH_MAX_ADDRS);
-	uv_freeaddrinfo(res);
+		n = collect(h->res, addrs, PI_HEALTH_MAX_ADDRS);
+	if (h->res)
+		freeaddrinfo(h->res);
+	h->res = NULL;
 	if (u->closing) {
 		maybe_free(u);
 		return;
 	}
 	s->checked = time(NULL);
 	if (status == 0 && n == 0)
-		status = UV_EAI_NODATA;
+		status = EAI_NONAME;
 
 	if (status != 0) {
 		int was = s->resolved;
 		s->resolved = 0;
-		snprintf(s->error, sizeof(s->error), "%s", lookup_error(status));
+		if (h->diag[0])
+			snprintf(s->error, sizeof(s->error), "%s (%s)", lookup_error(status),
+				 h->diag);
+		else
+			snprintf(s->error, sizeof(s->error), "%s", lookup_error(status));
 		if (!h->logged) {
 			if (was && u->mode == M_RECHECK)
 				PI_LOG(PI_WARN,
@@ -227,7 +343,6 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static void start_lookup(struct host *h)
 {
-	static const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct pi_upstreams *u = h->u;
 
 	if (h->busy || u->closing)
@@ -239,16 +354,16 @@ static void start_lookup(struct host *h)
 		return;
 	}
 	h->req.data = h;
-	int rc = uv_getaddrinfo(u->loop, &h->req, on_resolved, h->name, NULL, &hints);
-	if (rc < 0) {
-		/* Not even queued: report it like a failed lookup. */
-		h->busy = 1;
-		u->refs++;
-		on_resolved(&h->req, rc, NULL);
-		return;
-	}
+	h->res = NULL;
+	h->gai = EAI_AGAIN;
+	h->diag[0] = '\0';
 	h->busy = 1;
 	u->refs++;
+	if (uv_queue_work(u->loop, &h->req, lookup_work, on_resolved) < 0) {
+		/* Not even queued: report it like a failed lookup. */
+		on_resolved(&h->req, 0);
+		return;
+	}
 }
 
 int pi_upstreams_new(uv_loop_t *loop, struct pi_health_upstream *slots, size_t n, void *data,

@@ -80,6 +80,8 @@ def say(msg=""):
 
 def port_free(addr):
     with socket.socket() as s:
+        # As nginx and libuv do: connections in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(addr)
             return True

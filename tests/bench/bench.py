@@ -276,7 +276,10 @@ def row_rss():
 
 
 def http_status(port, path):
-    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return None
     try:
         s.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
         data = b""
@@ -352,49 +355,23 @@ def row_render():
     except subprocess.TimeoutExpired:
         unavailable("render vs GNU envsubst", "render_bench.sh timed out", rerun)
         return
-    vals = parse_kv(r.stdout)
-    if r.returncode != 0 or not vals:
+    m_ours = re.search(r"^peerprep-init render\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)x", r.stdout, re.M)
+    m_gnu = re.search(r"^GNU envsubst\s+(\d+)\s+([0-9.]+)", r.stdout, re.M)
+    m_out = re.search(r"output ([0-9.]+) MB; identical output: (\w+)", r.stdout)
+    if r.returncode != 0 or not (m_ours and m_gnu and m_out):
         print(r.stdout + r.stderr)
-        unavailable("render vs GNU envsubst", "render_bench.sh exit %d" % r.returncode, rerun)
+        unavailable("render vs GNU envsubst", "render_bench.sh exit %d / output not understood"
+                    % r.returncode, rerun)
         return
-    render_rows_from(vals, r.stdout, rerun)
-
-
-def parse_kv(text):
-    """KEY=VALUE words anywhere in the script's output -> dict."""
-    out = {}
-    for k, v in re.findall(r"\b([a-z][a-z0-9_]*)=([^\s]+)", text):
-        out[k] = v
-    return out
-
-
-def num(vals, *names):
-    for n in names:
-        if n in vals:
-            try:
-                return float(re.sub(r"[^0-9.eE+-]", "", vals[n]))
-            except ValueError:
-                pass
-    return None
-
-
-def render_rows_from(vals, text, rerun):
-    init_s = num(vals, "init_seconds", "init_s", "pi_seconds")
-    env_s = num(vals, "envsubst_seconds", "envsubst_s", "gnu_seconds")
-    init_kib = num(vals, "init_maxrss_kib", "init_rss_kib", "pi_maxrss_kib")
-    out_bytes = num(vals, "output_bytes", "out_bytes")
-    same = vals.get("identical", vals.get("same_output"))
-    if init_s and env_s:
-        speed = env_s / init_s
-        add("render speed vs envsubst", "%.3f s" % init_s, "envsubst %.3f s" % env_s, speed,
-            ">= 5.00x faster", speed >= 5 and same not in ("no", "0", "false"), rerun)
-    if init_kib and out_bytes:
-        r = init_kib * 1024 / out_bytes
-        add("render peak RSS / output", "%.0f KiB" % init_kib,
-            "output %.0f KiB" % (out_bytes / 1024), r, "< 3.00x", r < 3, rerun)
-    if not (init_s and env_s):
-        print("  render_bench.sh output (not understood):\n" + text)
-        unavailable("render vs GNU envsubst", "output not understood", rerun)
+    ours_ms, gnu_ms = float(m_ours.group(1)), float(m_gnu.group(1))
+    ours_mb, gnu_mb, out_mb = float(m_ours.group(2)), float(m_gnu.group(2)), float(m_out.group(1))
+    same = m_out.group(2) == "yes"
+    speed = gnu_ms / ours_ms if ours_ms else float("inf")
+    add("render 37 MB: speed-up", "%.0f ms" % ours_ms, "envsubst %.0f ms" % gnu_ms, speed,
+        ">= 5.00x faster", speed >= 5 and same, rerun)
+    add("render 37 MB: peak RSS/out", "%.1f MB" % ours_mb,
+        "output %.1f MB (envsubst %.1f MB)" % (out_mb, gnu_mb), ours_mb / out_mb, "< 3.00x",
+        ours_mb / out_mb < 3, rerun)
 
 
 # ---------------------------------------------------------------------------

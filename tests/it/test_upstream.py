@@ -230,4 +230,4 @@ def test_refusing_resolver_is_named(tmp_path):
         p = b.run([BIN, "check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = p.communicate(timeout=20)[0].decode()
         assert p.returncode == 4, out
-        assert "refused" in out
+        assert "nameserver 127.0.0.53 answered REFUSED" in out
