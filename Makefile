@@ -65,29 +65,35 @@ $(DEPDIR)/musl/lib/libuv.a $(DEPDIR)/glibc/lib/libuv.a:
 
 $(BUILD)/rel/%.o: %.c $(HDR) $(DEPSTAMP)
 	@mkdir -p $(dir $@)
-	$(REL_CC) $(REL_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(REL_CC) $(REL_CFLAGS) -c $< -o $@
 
 $(BUILD)/peerprep-init: $(REL_OBJ)
-	$(REL_CC) $(REL_CFLAGS) $(REL_LDFLAGS) -o $@ $(REL_OBJ) $(REL_LIBS)
+	@echo "  LD      $@"
+	@$(REL_CC) $(REL_CFLAGS) $(REL_LDFLAGS) -o $@ $(REL_OBJ) $(REL_LIBS)
 	@size=$$(stat -c %s $@); echo "built $@ ($$size bytes)"; \
 	  if [ $$size -gt 307200 ]; then echo "error: $@ is over the 300 KiB budget" >&2; exit 1; fi
 
 $(BUILD)/asan/%.o: %.c $(HDR) $(DEPDIR)/glibc/lib/libuv.a
 	@mkdir -p $(dir $@)
-	gcc $(ASAN_CFLAGS) -c $< -o $@
+	@echo "  CC-SAN  $<"
+	@gcc $(ASAN_CFLAGS) -c $< -o $@
 
 $(BUILD)/asan/peerprep-init: $(ASAN_OBJ)
-	gcc $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ) $(ASAN_LIBS)
+	@echo "  LD-SAN  $@"
+	@gcc $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ) $(ASAN_LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/tap.h $(ASAN_LIBOBJ)
 	@mkdir -p $(dir $@)
-	gcc $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(ASAN_LIBOBJ) $(ASAN_LIBS)
+	@echo "  TEST    $@"
+	@gcc $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(ASAN_LIBOBJ) $(ASAN_LIBS)
 
 # libFuzzer harnesses: clang, ASan+UBSan, linked with the library sources.
 FUZZ_CFLAGS := $(COMMON) -O1 -g -fsanitize=fuzzer,address,undefined $(ASAN_INC)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIBSRC) $(HDR) $(DEPDIR)/glibc/lib/libuv.a
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(ASAN_LIBS)
+	@echo "  FUZZ    $@"
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(ASAN_LIBS)
 
 check-unit: deps $(UNIT_BIN)
 	prove -f $(UNIT_BIN)

@@ -361,17 +361,22 @@ static int env_hosts(struct ctx *c, struct pi_templates_error *err)
 
 /* ---- files -------------------------------------------------------------- */
 
-/* Asks for transparent huge pages under a large buffer: a 40 MB template
- * otherwise costs some 20,000 page faults, a third of the time to render
- * it. Only a hint: the kernel may ignore it, and nothing depends on it. */
-static void hint_huge(void *p, size_t n)
-{
-	const uintptr_t page = 4096, huge = 2u << 20;
-	uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
-	uintptr_t end = ((uintptr_t)p + n) & ~(page - 1);
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
-	if (n >= 2 * huge && end > start)
-		madvise((void *)start, end - start, MADV_HUGEPAGE);
+/* Maps in the pages under a large buffer about to be filled, with one call
+ * instead of one page fault per 4 KiB: for a 40 MB template the faults are
+ * a third of the time. Only a hint: older kernels refuse it, and nothing
+ * depends on it. */
+static void prefault(struct pi_buf *b)
+{
+	const uintptr_t page = 4096;
+	uintptr_t start = ((uintptr_t)b->data + b->len + page - 1) & ~(page - 1);
+	uintptr_t end = ((uintptr_t)b->data + b->cap) & ~(page - 1);
+
+	if (b->cap - b->len >= (1u << 20) && end > start)
+		madvise((void *)start, end - start, MADV_POPULATE_WRITE);
 }
 
 /* Reads a whole file into *b (replacing its contents), up to max bytes;
@@ -401,7 +406,7 @@ static int read_file(const char *path, size_t max, struct pi_buf *b)
 	 * growth; the size is only a hint, the file may change under us. */
 	if ((rc = pi_buf_reserve(b, (size_t)st.st_size + 1)) < 0)
 		goto out;
-	hint_huge(b->data, b->cap);
+	prefault(b);
 	for (;;) {
 		ssize_t r;
 
@@ -702,9 +707,9 @@ static int render_item(struct ctx *c, const char *prefix, struct item *it,
 		goto out;
 	/* The caches point into the template rendered before. */
 	c->last_name = c->found_name = NULL;
-	/* What pi_render would reserve, reserved here to hint it. */
+	/* What pi_render reserves first, reserved here to prefault it. */
 	if (pi_buf_reserve(&it->text, pi_render_estimate(in.len)) == 0)
-		hint_huge(it->text.data, it->text.cap);
+		prefault(&it->text);
 	rc = pi_render(in.data, in.len, &ro, &it->text, &rerr);
 	if (rc < 0) {
 		if (rerr.line)

@@ -134,10 +134,6 @@ int main(int argc, char **argv, char **envp)
 	}
 	pi_log_setup(cfg.log_level, cfg.log_format);
 
-	/* Host lookups run in libuv's threadpool; give all of them a thread
-	 * (SPEC §4: concurrently). The child gets the original envp. */
-	setenv("UV_THREADPOOL_SIZE", "16", 0);
-
 	if (strcmp(sub, "render") == 0)
 		code = render(&cfg, envp, to_stdout);
 	else if (strcmp(sub, "check") == 0)

@@ -380,6 +380,13 @@ int pi_upstreams_new(uv_loop_t *loop, struct pi_health_upstream *slots, size_t n
 	u->loop = loop;
 	u->n = n;
 	u->data = data;
+	/* libuv sizes its threadpool once, at the first queued work (which is
+	 * ours): one thread per host makes every lookup run at the same time
+	 * (SPEC §4). The child gets the environment main() was given, so this
+	 * never reaches nginx. A value set by the user stands. */
+	char threads[16];
+	snprintf(threads, sizeof(threads), "%zu", n < 4 ? 4 : n > 64 ? 64 : n);
+	setenv("UV_THREADPOOL_SIZE", threads, 0);
 	uv_timer_init(loop, &u->deadline);
 	uv_timer_init(loop, &u->every);
 	u->deadline.data = u->every.data = u;

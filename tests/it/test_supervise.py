@@ -212,3 +212,18 @@ def test_term_during_startup_exits_without_starting(tmp_path):
         assert "stop requested before the child started" in init.text()
     finally:
         init.stop()
+
+
+def test_child_gets_the_inits_environment_unchanged(tmp_path):
+    out = tmp_path / "env"
+    env = base_env(tmp_path, PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST",
+                   NGINX_A_HOST="127.0.0.1", SOME_SETTING="x y")
+    init = Init(["--", "sh", "-c", f"env > {out}"], env, tmp_path / "log")
+    try:
+        assert init.wait(10) == 0
+    finally:
+        init.stop()
+    got = dict(l.split("=", 1) for l in out.read_text().splitlines() if "=" in l)
+    assert got["SOME_SETTING"] == "x y"
+    assert got["NGINX_A_HOST"] == "127.0.0.1"
+    assert "UV_THREADPOOL_SIZE" not in got
