@@ -85,7 +85,9 @@ CMD ["npm", "run", "dev", "--", "--host", "0.0.0.0"]
 # QUIT itself, with the escalation described in the README.
 # ---------------------------------------------------------------------------
 FROM nginx:alpine AS production
-RUN rm -f /etc/nginx/conf.d/default.conf
+# The stock server (replaced by the rendered template) and welcome page go.
+RUN rm -f /etc/nginx/conf.d/default.conf \
+ && rm -rf /usr/share/nginx/html/*
 COPY --from=builder /src/build/peerprep-init /peerprep-init
 COPY deploy/nginx/default.conf.template /etc/nginx/templates/default.conf.template
 COPY deploy/peerprep-init.ini /etc/peerprep-init.ini

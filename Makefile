@@ -7,6 +7,8 @@ DESTDIR   ?=
 DEPS      ?= vendored
 SECONDS   ?= 60
 PYTHON    ?= /usr/bin/python3
+# Deadline per unit-test binary (seconds); process tests have their own.
+UNIT_TIMEOUT ?= 300
 
 BUILD     := build
 DEPDIR    := $(BUILD)/deps
@@ -96,7 +98,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIBSRC) $(HDR) $(DEPDIR)/glibc/lib/libuv.a
 	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(ASAN_LIBS)
 
 check-unit: deps $(UNIT_BIN)
-	prove -f $(UNIT_BIN)
+	prove -f --exec 'timeout -k 5 $(UNIT_TIMEOUT)' $(UNIT_BIN)
 
 check-it: deps $(BUILD)/peerprep-init
 	PI_BINARY=$(abspath $(BUILD)/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it

@@ -69,17 +69,14 @@ int pi_buf_append(struct pi_buf *out, const void *p, size_t n)
 /* Name bytes: 1 for [A-Za-z_] (may start a name), 2 for [0-9]. A table,
  * because every '$' in a template is followed by a name scan. */
 static const unsigned char name_byte[256] = {
-	['_'] = 1,
-	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2,
-	['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
-	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
-	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
-	['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
-	['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
-	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
-	['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
-	['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
-	['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+    ['_'] = 1, ['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2,
+    ['7'] = 2, ['8'] = 2, ['9'] = 2, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,
+    ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+    ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,
+    ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,
+    ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
 /* Looks at the '$' at in[p]. Returns 1 for a reference to substitute, 0
@@ -232,8 +229,8 @@ static int report(struct pi_render_error *err, const char *in, size_t p, const s
 		snprintf(err->msg, sizeof(err->msg), "malformed reference to %s", err->var);
 		break;
 	case R_CONFIG:
-		snprintf(err->msg, sizeof(err->msg),
-			 "%s is configuration, not a template variable", err->var);
+		snprintf(err->msg, sizeof(err->msg), "%s is configuration, not a template variable",
+			 err->var);
 		break;
 	case R_UNSET:
 		snprintf(err->msg, sizeof(err->msg), "%s is not set", err->var);
@@ -264,8 +261,13 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
 	size_t run = 0; /* first byte not copied yet */
 	size_t p = 0;
 	const char *d;
-	/* The last value that passed its check: templates repeat the same
-	 * variable, and lookup returns the same bytes for it every time. */
+	/* The last variable met, its kind and value: templates repeat the
+	 * same variable, and asking the callbacks again would give the same
+	 * answers (render.h requires it). */
+	const char *last = NULL, *lv = NULL;
+	size_t last_len = 0, lvlen = 0;
+	unsigned lkind = 0;
+	/* The last value that passed its check, for the same reason. */
 	const char *checked = NULL;
 	size_t checked_len = 0;
 	unsigned checked_kind = 0;
@@ -291,12 +293,20 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
 			rc = report(err, in, p, &r, R_MALFORMED, 0, 0);
 			goto fail;
 		}
-		kind = o->classify ? o->classify(o->ctx, r.name, r.nlen) : 0;
+		if (r.nlen != last_len || !last || memcmp(r.name, last, r.nlen) != 0) {
+			lkind = o->classify ? o->classify(o->ctx, r.name, r.nlen) : 0;
+			lvlen = 0;
+			lv = o->lookup(o->ctx, r.name, r.nlen, &lvlen);
+			last = r.name;
+			last_len = r.nlen;
+		}
+		kind = lkind;
+		v = lv;
+		vlen = lvlen;
 		if (kind & PI_RENDER_CONFIG) {
 			rc = report(err, in, p, &r, R_CONFIG, 0, 0);
 			goto fail;
 		}
-		v = o->lookup(o->ctx, r.name, r.nlen, &vlen);
 		if (!v || vlen == 0) {
 			if (r.form != FORM_DEFAULT) {
 				rc = report(err, in, p, &r,

@@ -47,8 +47,11 @@ enum {
 
 /* Looks a variable up. name[0..len) is not NUL-terminated. Returns the
  * value and sets *vlen, or returns NULL when the variable is unset. The
- * value must stay valid and unchanged until pi_render returns (a value
- * seen again at the same address is not checked again). */
+ * value must stay valid and unchanged until pi_render returns.
+ *
+ * Both lookup and classify must answer the same for the same name during
+ * one pi_render call: a reference to the variable met just before reuses
+ * the answers (and the value's check) instead of asking again. */
 typedef const char *(*pi_render_lookup_fn)(void *ctx, const char *name, size_t len, size_t *vlen);
 
 /* Returns the PI_RENDER_* bits of a variable (0: an ordinary variable). */
@@ -62,11 +65,11 @@ typedef int (*pi_render_host_fn)(void *ctx, const char *name, size_t nlen, const
 				 size_t vlen);
 
 struct pi_render_opts {
-	const char *prefix;		 /* NUL-terminated; NULL or "" matches every name */
-	pi_render_lookup_fn lookup;	 /* required */
+	const char *prefix;		/* NUL-terminated; NULL or "" matches every name */
+	pi_render_lookup_fn lookup;	/* required */
 	pi_render_classify_fn classify; /* NULL: every variable is ordinary */
-	pi_render_host_fn on_host;	 /* NULL: not told */
-	void *ctx;			 /* passed to the three callbacks */
+	pi_render_host_fn on_host;	/* NULL: not told */
+	void *ctx;			/* passed to the three callbacks */
 };
 
 /* A growable byte buffer. The caller owns data (free(3) it); a zeroed

@@ -20,9 +20,9 @@
 
 extern char **environ;
 
-#define RESOLVERS	  "NGINX_LOCAL_RESOLVERS"
-#define RESOLV_CONF_MAX	  (64u << 10)
-#define WALK_DEPTH_MAX	  32
+#define RESOLVERS	"NGINX_LOCAL_RESOLVERS"
+#define RESOLV_CONF_MAX (64u << 10)
+#define WALK_DEPTH_MAX	32
 /* The limit as the error message spells it. */
 #define MAX_SIZE_TEXT "512 MiB"
 _Static_assert(PI_TEMPLATES_MAX_SIZE == 512u << 20, "MAX_SIZE_TEXT is out of date");
@@ -69,12 +69,6 @@ struct ctx {
 	struct pi_buf resolvers;
 	int have_resolvers;
 	struct pi_templates *t;
-	/* One-entry caches of classify and lookup: templates repeat the same
-	 * variable. The names point into the template being rendered. */
-	const char *last_name, *found_name;
-	size_t last_nlen, found_nlen;
-	unsigned last_kind;
-	const struct var *found;
 };
 
 __attribute__((format(printf, 2, 3))) static void seterr(struct pi_templates_error *err,
@@ -161,7 +155,8 @@ static int load_env(struct ctx *c, char *const *envp)
 
 		if (!eq || eq == envp[i])
 			continue;
-		c->vars[j] = (struct var){envp[i], eq + 1, (size_t)(eq - envp[i]), strlen(eq + 1), i};
+		c->vars[j] =
+		    (struct var){envp[i], eq + 1, (size_t)(eq - envp[i]), strlen(eq + 1), i};
 		j++;
 	}
 	qsort(c->vars, j, sizeof(*c->vars), var_cmp);
@@ -242,8 +237,9 @@ static int matches_hosts(const struct ctx *c, const char *name)
 	return 0;
 }
 
-static unsigned classify_uncached(struct ctx *c, const char *name, size_t len)
+static unsigned classify(void *vc, const char *name, size_t len)
 {
+	struct ctx *c = vc;
 	char buf[256], *s = buf;
 	unsigned kind = 0;
 
@@ -266,31 +262,11 @@ static unsigned classify_uncached(struct ctx *c, const char *name, size_t len)
 	return kind;
 }
 
-static unsigned classify(void *vc, const char *name, size_t len)
-{
-	struct ctx *c = vc;
-
-	if (c->last_name && c->last_nlen == len && memcmp(c->last_name, name, len) == 0)
-		return c->last_kind;
-	c->last_kind = classify_uncached(c, name, len);
-	c->last_name = name;
-	c->last_nlen = len;
-	return c->last_kind;
-}
-
 static const char *lookup(void *vc, const char *name, size_t len, size_t *vlen)
 {
 	struct ctx *c = vc;
-	const struct var *v;
+	const struct var *v = find_var(c, name, len);
 
-	if (c->found_name && c->found_nlen == len && memcmp(c->found_name, name, len) == 0) {
-		v = c->found;
-	} else {
-		v = find_var(c, name, len);
-		c->found_name = name;
-		c->found_nlen = len;
-		c->found = v;
-	}
 	if (v) {
 		*vlen = v->vlen;
 		return v->value;
@@ -458,7 +434,8 @@ static int load_resolvers(struct ctx *c, const char *path)
 		size_t a, alen;
 
 		i += n + 1;
-		if (n < 11 || memcmp(line, "nameserver", 10) != 0 || (line[10] != ' ' && line[10] != '\t'))
+		if (n < 11 || memcmp(line, "nameserver", 10) != 0 ||
+		    (line[10] != ' ' && line[10] != '\t'))
 			continue;
 		for (a = 10; a < n && (line[a] == ' ' || line[a] == '\t'); a++)
 			;
@@ -601,7 +578,8 @@ static int walk(struct walk *w, const char *dir, const char *rel)
 	for (i = 0; i < n && rc == 0; i++) {
 		size_t len = strlen(names[i]);
 		size_t ks = ends_with(names[i], len, o->suffix) ? strlen(o->suffix) : 0;
-		size_t kt = ends_with(names[i], len, o->stream_suffix) ? strlen(o->stream_suffix) : 0;
+		size_t kt =
+		    ends_with(names[i], len, o->stream_suffix) ? strlen(o->stream_suffix) : 0;
 		char *path = join(dir, names[i], len);
 		struct stat st;
 
@@ -618,7 +596,8 @@ static int walk(struct walk *w, const char *dir, const char *rel)
 			 * our business; one that is, is an unreadable template. */
 			if (ks || kt) {
 				rc = -errno;
-				seterr(w->err, "cannot read template %s: %s", path, strerror(errno));
+				seterr(w->err, "cannot read template %s: %s", path,
+				       strerror(errno));
 			}
 		} else if (S_ISDIR(st.st_mode)) {
 			char *sub = join(rel, names[i], len);
@@ -630,7 +609,8 @@ static int walk(struct walk *w, const char *dir, const char *rel)
 			if (rc == 0 && w->depth == WALK_DEPTH_MAX)
 				rc = -ELOOP;
 			if (rc == -ELOOP)
-				seterr(w->err, "folder %s is inside itself (symbolic link loop)", path);
+				seterr(w->err, "folder %s is inside itself (symbolic link loop)",
+				       path);
 			else if (rc < 0)
 				seterr(w->err, "path too long: %.200s...", path);
 			if (rc == 0) {
@@ -645,7 +625,8 @@ static int walk(struct walk *w, const char *dir, const char *rel)
 			if (ks >= kt)
 				rc = add_item(w, path, o->output_dir, rel, names[i], len - ks);
 			else
-				rc = add_item(w, path, o->stream_output_dir, rel, names[i], len - kt);
+				rc = add_item(w, path, o->stream_output_dir, rel, names[i],
+					      len - kt);
 		}
 		free(path);
 	}
@@ -705,8 +686,6 @@ static int render_item(struct ctx *c, const char *prefix, struct item *it,
 		seterr(err, "cannot read template %s: %s", it->source, strerror(-rc));
 	if (rc < 0)
 		goto out;
-	/* The caches point into the template rendered before. */
-	c->last_name = c->found_name = NULL;
 	/* What pi_render reserves first, reserved here to prefault it. */
 	if (pi_buf_reserve(&it->text, pi_render_estimate(in.len)) == 0)
 		prefault(&it->text);
@@ -857,8 +836,7 @@ size_t pi_templates_nhosts(const struct pi_templates *t)
 	return t->nhosts;
 }
 
-void pi_templates_host(const struct pi_templates *t, size_t i, const char **var,
-		       const char **value)
+void pi_templates_host(const struct pi_templates *t, size_t i, const char **var, const char **value)
 {
 	*var = t->hosts[i].var;
 	*value = t->hosts[i].value;

@@ -60,9 +60,9 @@ struct pi_templates_opts {
 	const char *stream_suffix;     /* NULL: ".stream-template" */
 	const char *stream_output_dir; /* NULL: "/etc/nginx/stream-conf.d" */
 	const char *prefix;	       /* NULL: "NGINX_" */
-	const char *hosts;	 /* space-separated fnmatch(3) patterns over variable names */
-	const char *resolv_conf; /* NULL: "/etc/resolv.conf" */
-	char *const *envp;	 /* the environment to substitute from; NULL: environ */
+	const char *hosts;	       /* space-separated fnmatch(3) patterns over variable names */
+	const char *resolv_conf;       /* NULL: "/etc/resolv.conf" */
+	char *const *envp;	       /* the environment to substitute from; NULL: environ */
 };
 
 struct pi_templates_error {

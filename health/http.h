@@ -47,7 +47,7 @@
 #include <stddef.h>
 
 /* The largest request head the server accepts (SPEC §6: over 8 KiB is 431). */
-#define PI_HTTP_HEAD_MAX 8192
+#define PI_HTTP_HEAD_MAX	8192
 #define PI_HTTP_MAX_EMPTY_LINES 4
 
 struct pi_http_span {

@@ -159,15 +159,16 @@ static int judge(const char *resp, size_t len, char *why, size_t whylen)
 
 /* One request, one response, all before the deadline. Returns 0 for 200,
  * else 1 with why filled. */
-static int exchange(const struct target *t, int64_t deadline, const char *timeout_text,
-		    char *why, size_t whylen)
+static int exchange(const struct target *t, int64_t deadline, const char *timeout_text, char *why,
+		    size_t whylen)
 {
 	char req[1024], resp[4096];
 	size_t got = 0, sent = 0;
 	int fd, r, verdict = 1;
 
-	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-			 t->path, t->authority);
+	int n =
+	    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
+		     t->path, t->authority);
 	if (n < 0 || (size_t)n >= sizeof(req)) {
 		snprintf(why, whylen, "URL too long");
 		return 1;
@@ -275,8 +276,10 @@ int pi_health_probe_main(int argc, char **argv, const char *default_url)
 			 take_opt(argc, argv, &i, "--config", &val))
 			dst = &config_file;
 		if (!dst || !val) {
-			PI_LOG(PI_ERROR, "usage: peerprep-init health [-c FILE] [--url URL] "
-					 "[--timeout SECONDS]" PI_KV "argument=%s", argv[i < argc ? i : argc - 1]);
+			PI_LOG(PI_ERROR,
+			       "usage: peerprep-init health [-c FILE] [--url URL] "
+			       "[--timeout SECONDS]" PI_KV "argument=%s",
+			       argv[i < argc ? i : argc - 1]);
 			return 2;
 		}
 		*dst = val;
@@ -286,8 +289,9 @@ int pi_health_probe_main(int argc, char **argv, const char *default_url)
 		return 2;
 	}
 	if (!url || parse_url(url, &t) < 0) {
-		PI_LOG(PI_ERROR, "health check failed" PI_KV "url=%s" PI_KV
-				 "error=bad URL, want http://HOST[:PORT]/PATH with an IP address",
+		PI_LOG(PI_ERROR,
+		       "health check failed" PI_KV "url=%s" PI_KV
+		       "error=bad URL, want http://HOST[:PORT]/PATH with an IP address",
 		       url ? url : "");
 		return 1;
 	}

@@ -29,7 +29,7 @@ struct ring {
 	struct ring *prev, *next;
 };
 
-#define RING_ENTRY(r, type, member) ((type *)(void *)((char *)(r) - offsetof(type, member)))
+#define RING_ENTRY(r, type, member) ((type *)(void *)((char *)(r)-offsetof(type, member)))
 
 static void ring_init(struct ring *r)
 {
@@ -195,6 +195,13 @@ static void jtime(struct jbuf *j, time_t t)
 
 static const char *const level_names[] = {"pass", "warn", "fail"};
 
+/* The supervisor fills var and host before it starts the server; a NULL
+ * still must not take PID 1 down. */
+static const char *str(const char *s)
+{
+	return s ? s : "";
+}
+
 static int probe_failed(const struct pi_health_server *s)
 {
 	return s->has_probe && s->probe_result != 0;
@@ -202,7 +209,8 @@ static int probe_failed(const struct pi_health_server *s)
 
 static const char *probe_error(const struct pi_health_server *s)
 {
-	return s->probe_result == UV_ETIMEDOUT ? "timed out after 1s" : uv_strerror(s->probe_result);
+	return s->probe_result == UV_ETIMEDOUT ? "timed out after 1s"
+					       : uv_strerror(s->probe_result);
 }
 
 /* Note one reason; with why == NULL only the level is wanted. */
@@ -241,7 +249,7 @@ static int assess(const struct pi_health_server *s, struct jbuf *why)
 			continue;
 		if (level < L_WARN)
 			level = L_WARN;
-		reason(why, &n, u->var, strlen(u->var), " does not resolve");
+		reason(why, &n, str(u->var), strlen(str(u->var)), " does not resolve");
 	}
 	if (!v->reload_ok) {
 		if (level < L_WARN)
@@ -272,9 +280,9 @@ static void upstream_check(struct jbuf *j, const struct pi_health_upstream *u)
 {
 	size_t n_addrs = u->n_addrs < PI_HEALTH_MAX_ADDRS ? u->n_addrs : PI_HEALTH_MAX_ADDRS;
 
-	check_open(j, "upstream:", u->var, u->resolved ? L_PASS : L_WARN, 0);
+	check_open(j, "upstream:", str(u->var), u->resolved ? L_PASS : L_WARN, 0);
 	jputs(j, ",\"componentId\":");
-	jstr(j, u->host, strlen(u->host));
+	jstr(j, str(u->host), strlen(str(u->host)));
 	jputs(j, ",\"observedValue\":[");
 	for (size_t k = 0; k < n_addrs; k++) {
 		if (k)
@@ -413,8 +421,7 @@ static int respond_error(struct conn *c, int status)
 {
 	struct response r = {.extra = ""};
 
-	set_text(&r, status,
-		 status == 431 ? "request head too large\n" : "malformed request\n");
+	set_text(&r, status, status == 431 ? "request head too large\n" : "malformed request\n");
 	return append_response(c, &r);
 }
 
@@ -713,7 +720,8 @@ static void conn_process(struct conn *c)
 	       c->in_len > 0) {
 		struct pi_http_request req;
 		int full = c->in_len == sizeof(c->in);
-		int n = (head_ready(c) || full) ? pi_http_parse_request(c->in, c->in_len, &req) : -2;
+		int n =
+		    (head_ready(c) || full) ? pi_http_parse_request(c->in, c->in_len, &req) : -2;
 
 		if (n == -2 && !full)
 			break;
@@ -727,6 +735,7 @@ static void conn_process(struct conn *c)
 		if (rt == R_HEALTH && probe_stale(s)) {
 			probe_start(s);
 			if (probe_stale(s)) {
+				c->scanned = 0; /* so the head is found again on wake-up */
 				ring_push(&s->waiters, &c->wait);
 				break;
 			}
@@ -767,6 +776,20 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	conn_process(c);
 }
 
+static void on_connection(uv_stream_t *listener, int status);
+
+/* uv_accept; when it fails libuv leaves the listener paused, so listen
+ * again to resume it (listen(2) on a listening socket only resets the
+ * backlog). */
+static int take_accepted(struct pi_health_server *s, uv_tcp_t *t)
+{
+	int r = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t);
+
+	if (r < 0)
+		uv_listen((uv_stream_t *)&s->listener, BACKLOG, on_connection);
+	return r;
+}
+
 static int conn_accept(struct pi_health_server *s)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -784,7 +807,7 @@ static int conn_accept(struct pi_health_server *s)
 	ring_push(&s->conns, &c->all);
 	s->nconns++;
 	s->handles++;
-	if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) < 0) {
+	if (take_accepted(s, &c->tcp) < 0) {
 		conn_close(c);
 		return 0;
 	}
@@ -822,7 +845,7 @@ static void accept_next(struct pi_health_server *s)
 		t->data = s;
 		s->reject_busy[i] = 1;
 		s->handles++;
-		uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)t);
+		take_accepted(s, t);
 		uv_close((uv_handle_t *)t, on_reject_closed);
 		return;
 	}
@@ -940,6 +963,8 @@ int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *
 	if (pi_health_parse_addr(o->listen, &ss) < 0)
 		return fail(err, errlen, -EINVAL, "health.listen %s: not HOST:PORT or [IPv6]:PORT",
 			    o->listen ? o->listen : "(null)");
+	if (!o->view)
+		return fail(err, errlen, -EINVAL, "health server: no view");
 	if (!o->path || o->path[0] != '/')
 		return fail(err, errlen, -EINVAL, "health.path must start with /");
 	if (!(s = calloc(1, sizeof(*s))))

@@ -47,7 +47,8 @@ struct pi_health_server_opts {
  * Returns 0 with *out set, or a negative errno (-EINVAL for a bad address,
  * path or probe, -ENAMETOOLONG for an over-long option, the bind or listen
  * error) with a one-line reason in err (errlen bytes, NUL-terminated) and
- * *out untouched; nothing is left on the loop then. */
+ * *out untouched. After a bind or listen failure the half-made listener is
+ * closing: its memory is freed when the loop next runs. */
 int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *o,
 			   struct pi_health_server **out, char *err, size_t errlen);
 

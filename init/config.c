@@ -205,6 +205,7 @@ struct ini_ctx {
 	const char *path;
 	char *section; /* the last section seen, for the error message */
 	struct pi_config_error *err;
+	int failed; /* a system inih built without INI_STOP_ON_FIRST_ERROR goes on */
 };
 
 /* inih calls this per key (and per section header, with name and value
@@ -216,6 +217,9 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	int known_section = 0;
 	const char *why;
 
+	if (c->failed)
+		return 0; /* keep the first error's reason with its line */
+	c->failed = 1;
 	for (size_t i = 0; i < NKEYS; i++) {
 		if (strcmp(keys[i].section, section) != 0)
 			continue;
@@ -227,6 +231,7 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 			snprintf(c->err->msg, sizeof(c->err->msg), "%s.%s: %s", section, name, why);
 			return 0;
 		}
+		c->failed = 0;
 		return 1;
 	}
 	if (!*section)
@@ -237,8 +242,8 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	else if (name)
 		snprintf(c->err->msg, sizeof(c->err->msg), "unknown key %s.%s", section, name);
 	else
-		return 1;
-	return 0;
+		c->failed = 0;
+	return !c->failed;
 }
 
 static int load_file(struct pi_config *cfg, const char *path, struct pi_config_error *err)

@@ -323,9 +323,17 @@ static void start_reload(struct sup *s, int kind)
 			reload_failed(s, terr.msg);
 			return;
 		}
-		if (pi_templates_missing(t))
-			PI_LOG(PI_WARN, "templates folder is gone; the rendered files stay as they are"
-			       PI_KV "dir=%s", s->topts.dir);
+		if (pi_templates_missing(t)) {
+			/* At start a missing folder renders nothing (SPEC §3); at a
+			 * reload it is an operator's mistake: keep what runs. */
+			char why[256];
+			snprintf(why, sizeof(why),
+				 "templates folder %.150s is gone; the rendered files stay",
+				 s->topts.dir);
+			pi_templates_free(t);
+			reload_failed(s, why);
+			return;
+		}
 		if (pi_templates_commit(t, &terr) < 0) {
 			pi_templates_free(t);
 			reload_failed(s, terr.msg);

@@ -143,10 +143,11 @@ def print_menu(binary, upstreams, init_pid):
     for svc in upstreams:
         say("  curl -s '%s/%s-api/some/path?q=1'" % (base, svc))
     say("  curl -si %s/some/deep/link        # SPA fallback: index.html, no-cache" % base)
-    say("  curl -sI %s/assets/...            # hashed assets: immutable" % base)
+    assets = sorted(os.listdir(os.path.join(SITE, "assets")))
+    say("  curl -sI %s/assets/%s    # hashed asset: immutable" % (base, assets[0] if assets else ""))
     say("  curl -s %s/health                 # through nginx" % base)
     say("  PEERPREP_INIT_HEALTH_LISTEN=%s:%d %s health; echo $?" % (HEALTH + (binary,)))
-    say("  kill -HUP %d                       # the init: re-render, config test, reload" % init_pid)
+    say("  kill -HUP %d    # the init: re-render, config test, reload nginx" % init_pid)
     say("Ctrl-C stops it gracefully.")
     say()
 
@@ -231,7 +232,7 @@ def run(init, binary, upstreams, seconds):
     stop_at = None
     try:
         end = time.monotonic() + 75  # upstreams.wait is 60 s
-        while get("http://%s:%d/health" % HEALTH, timeout=1)[0] != 200:
+        while get("http://%s:%d/health/live" % HEALTH, timeout=1)[0] != 200 or port_free(LISTEN):
             if init.poll() is not None:
                 say("demo: the init exited with %d before it was ready" % init.returncode)
                 return exit_status(init.returncode)

@@ -454,8 +454,9 @@ def holder_main(cfg_path):
         argv += ["--local=/%s/" % d for d in cfg["local_domains"]]
         if cfg.get("log_queries"):
             argv.append("--log-queries")
+        # stdout is the READY pipe, which nobody reads after READY.
         dnsmasq = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL,
+            argv, stdin=subprocess.DEVNULL, stdout=sys.stderr,
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, []))
 
     probe = cfg["probe_name"]
@@ -1022,7 +1023,7 @@ class Bed:
 
 def _cli(argv):
     ap = argparse.ArgumentParser(prog="testbed.py", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{shell,run}")
     for name, helptext in (("shell", "open a shell inside a fresh bed"),
                            ("run", "run one command inside a fresh bed")):
         p = sub.add_parser(name, help=helptext)

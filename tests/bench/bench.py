@@ -197,6 +197,7 @@ class Site:
 def row_first200():
     variants = {
         "init": lambda s: [BIN],
+        "init, no config test": lambda s: (s.env.update(PEERPREP_INIT_NGINX_TEST=""), [BIN])[1],
         "bare nginx": lambda s: (s.render_by_hand(), s.nginx_argv())[1],
         "shell entrypoint": lambda s: s.shell_argv(),
         "tini + shell": lambda s: [TINI, "--"] + s.shell_argv(),
@@ -231,6 +232,11 @@ def row_first200():
                  "sh+envsubst", 0.6, rerun)
     anchor_ratio("exec->200 ms vs tini+shell", init, median(times["tini + shell"]), " ms",
                  "tini+sh", 0.6, rerun)
+    if times["init, no config test"]:
+        notest = median(times["init, no config test"])
+        add("exec->200, nginx.test=\"\"", "%.1f ms" % notest,
+            "nginx %.1f ms" % median(times["bare nginx"]), notest / median(times["bare nginx"]),
+            "", None, rerun)
 
 
 # ---------------------------------------------------------------------------
@@ -254,8 +260,8 @@ def row_rss():
                 if first_200(site.port) is not None:
                     # A few requests so health and nginx are in steady state.
                     if name == "init":
-                        for _ in range(5):
-                            http_status(site.health_port, "/health")
+                        http_status(site.health_port, "/health")
+                        http_status(site.health_port, "/health/live")
                     time.sleep(0.3)
                     rss[name].append(vm_rss_kib(p.pid))
                 p.stop()
@@ -277,7 +283,7 @@ def row_rss():
 
 def http_status(port, path):
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
     except OSError:
         return None
     try:
@@ -421,8 +427,11 @@ def row_health_rps():
         return
     results = {"init": [], "init+probe": [], "nginx": []}
     rounds = 3
+    broken = set()
     for _ in range(rounds):
         for name in results:
+            if name in broken:
+                continue
             site = Site()
             try:
                 if name == "nginx":
@@ -436,6 +445,7 @@ def row_health_rps():
                 try:
                     if not wait_status(port, "/health"):
                         print("  warning: %s never answered 200 on /health" % name)
+                        broken.add(name)
                         continue
                     results[name].append(wrk("http://127.0.0.1:%d/health" % port))
                 finally:
@@ -449,6 +459,7 @@ def row_health_rps():
     n_p99 = median([p for _, p in results["nginx"]])
     for name in ("init", "init+probe"):
         if not results[name]:
+            unavailable("/health req/s (%s)" % name, "no 200 on /health", rerun)
             continue
         rps = median([r for r, _ in results[name]])
         p99 = median([p for _, p in results[name]])
@@ -464,7 +475,7 @@ def row_health_rps():
 # ---------------------------------------------------------------------------
 
 def row_probe():
-    rerun = "hyperfine -N --runs 200 'BIN health --url URL' 'curl -fsS URL'"
+    rerun = "bench.py BIN probe   (hyperfine -N --runs 200 'BIN health --url URL' 'curl -fsS URL')"
     site = Site()
     site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
     out = site.dir / "hyperfine.json"
@@ -577,7 +588,8 @@ def print_table():
     for r in body:
         print(line(r))
     print()
-    print("Rerun one row (BIN = %s):" % BIN)
+    print("Rerun one row (bench.py = /usr/bin/python3 tests/bench/bench.py, as root;"
+          " BIN = %s):" % BIN)
     seen = set()
     for r in ROWS:
         if r[6] not in seen:

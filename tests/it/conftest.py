@@ -2,6 +2,7 @@
 test, see tests/testbed.py) and `pi_binary` (the init under test)."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -49,3 +50,36 @@ def pi_binary():
     if not os.access(path, os.X_OK):
         pytest.skip("no init binary at %s (run make, or set PI_BINARY)" % path)
     return os.path.abspath(path)
+
+
+# Every test has a deadline, so a hang fails one test instead of CI's whole
+# budget. $PI_TEST_TIMEOUT (seconds) overrides the default; a test can ask
+# for more with @pytest.mark.timeout(N).
+DEFAULT_TIMEOUT = float(os.environ.get("PI_TEST_TIMEOUT", "120"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): this test's deadline")
+
+
+class TestTimeout(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _deadline(request):
+    marker = request.node.get_closest_marker("timeout")
+    seconds = float(marker.args[0]) if marker else DEFAULT_TIMEOUT
+    if os.environ.get("PI_BINARY", "").find("/asan/") >= 0:
+        seconds *= 3
+
+    def expired(signum, frame):
+        raise TestTimeout("test exceeded its %.0f s deadline" % seconds)
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -118,6 +118,12 @@ class Init:
     def child_pids(self):
         return [p for p in children_of(self.pid)]
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         if self.proc.poll() is None:
             for p in [self.pid] + descendants(self.pid):

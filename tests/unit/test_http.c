@@ -176,7 +176,8 @@ static void test_malformed(void)
 	    {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
 	     "length overflow"},
 	    {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", "empty length"},
-	    {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+	    {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: "
+	     "chunked\r\n\r\n",
 	     "Content-Length with Transfer-Encoding"},
 	    {"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.0\r\n\r\n", "five empty lines first"},
 	    {"\r\r\n", "CR CR"},
@@ -210,8 +211,7 @@ static void test_limits(void)
 	len += 12000;
 	is_int(parse_n(big, len).n, -2, "a 12 KB value without its end is partial");
 	memcpy(big + len, "\r\n\r\n", 4);
-	is_int(parse_n(big, len + 4).n, (long)len + 4,
-	       "the parser has no length limit of its own");
+	is_int(parse_n(big, len + 4).n, (long)len + 4, "the parser has no length limit of its own");
 }
 
 static void test_target_path(void)

@@ -123,7 +123,7 @@ static void test_passthrough(void)
 		struct pi_render_error err;
 
 		ok(pi_render(tpl, sizeof(tpl) - 1, &o, &out, &err) == 0 &&
-			   out.len == sizeof(want) - 1 && memcmp(out.data, want, out.len) == 0,
+		       out.len == sizeof(want) - 1 && memcmp(out.data, want, out.len) == 0,
 		   "NUL bytes kept");
 		free(out.data);
 	}
@@ -145,7 +145,7 @@ static void test_names(void)
 		const char *tpl = "$APP_X $NGINX_X";
 
 		ok(pi_render(tpl, strlen(tpl), &o, &out, &err) == 0 && out.len == 10 &&
-			   memcmp(out.data, "1 $NGINX_X", 10) == 0,
+		       memcmp(out.data, "1 $NGINX_X", 10) == 0,
 		   "another prefix");
 		free(out.data);
 		o.prefix = "";
@@ -179,7 +179,7 @@ static void test_unset(void)
 		memcpy(tpl, "$NGINX_", 7);
 		render_n(tpl, sizeof(tpl), env_x);
 		ok(strlen(last_err.var) == 123 && strcmp(last_err.var + 120, "...") == 0 &&
-			   strncmp(last_err.var, "NGINX_AAA", 9) == 0,
+		       strncmp(last_err.var, "NGINX_AAA", 9) == 0,
 		   "a long name is cut in the error: %s", last_err.var);
 	}
 }
@@ -265,8 +265,9 @@ static void test_hosts(void)
 
 	hosts_seen[0] = '\0';
 	{
-		char *e[] = {"NGINX_A_HOST=user-service.peerprep-prod.internal", "NGINX_B_HOST=10.0.1.23",
-			     "NGINX_C_HOST=[2001:db8::1]", "NGINX_D_HOST=localhost.", NULL};
+		char *e[] = {"NGINX_A_HOST=user-service.peerprep-prod.internal",
+			     "NGINX_B_HOST=10.0.1.23", "NGINX_C_HOST=[2001:db8::1]",
+			     "NGINX_D_HOST=localhost.", NULL};
 		is_str(render("$NGINX_A_HOST $NGINX_B_HOST $NGINX_C_HOST $NGINX_D_HOST "
 			      "${NGINX_E_HOST:-e.internal} $NGINX_B_HOST",
 			      e),
@@ -296,8 +297,7 @@ static void test_hosts(void)
 	snprintf(env_buf, sizeof(env_buf), "NGINX_L_HOST=%s", long_name);
 	is_str(render("$NGINX_L_HOST", env), long_name, "a 253-byte name is a host");
 	snprintf(env_buf, sizeof(env_buf), "NGINX_L_HOST=%s.", long_name);
-	ok(strncmp(render("$NGINX_L_HOST", env), long_name, 253) == 0,
-	   "... also with a final dot");
+	ok(strncmp(render("$NGINX_L_HOST", env), long_name, 253) == 0, "... also with a final dot");
 	snprintf(env_buf, sizeof(env_buf), "NGINX_L_HOST=%sa", long_name);
 	is_str(render("$NGINX_L_HOST", env),
 	       "ERR 1:1: NGINX_L_HOST is not a valid host name or IP address (position 254 of its "

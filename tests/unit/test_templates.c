@@ -140,12 +140,12 @@ static struct pi_templates_opts opts(char **env)
 {
 	static char dir[128], out[128], stream[128], resolv[128];
 	struct pi_templates_opts o = {
-		.dir = dir,
-		.output_dir = out,
-		.stream_output_dir = stream,
-		.hosts = "NGINX_*_HOST",
-		.resolv_conf = resolv,
-		.envp = env ? env : base_env,
+	    .dir = dir,
+	    .output_dir = out,
+	    .stream_output_dir = stream,
+	    .hosts = "NGINX_*_HOST",
+	    .resolv_conf = resolv,
+	    .envp = env ? env : base_env,
 	};
 
 	snprintf(dir, sizeof(dir), "%s/tpl", root);
@@ -423,9 +423,13 @@ static void test_hosts(void)
 	struct pi_templates_opts o = opts(NULL);
 	struct pi_templates_error err;
 	struct pi_templates *t = NULL;
-	char *env[] = {"NGINX_B_HOST=b.internal", "NGINX_A_HOST=10.0.0.1", "NGINX_X=1",
-		       "NGINX_A_HOST=ignored.duplicate", "OTHER_HOST=not-a-pattern-match_",
-		       "NGINX_ENVSUBST_X_HOST=config", NULL};
+	char *env[] = {"NGINX_B_HOST=b.internal",
+		       "NGINX_A_HOST=10.0.0.1",
+		       "NGINX_X=1",
+		       "NGINX_A_HOST=ignored.duplicate",
+		       "OTHER_HOST=not-a-pattern-match_",
+		       "NGINX_ENVSUBST_X_HOST=config",
+		       NULL};
 	char *bad[] = {"NGINX_USER_HOST=user_service", NULL};
 	char *empty[] = {"NGINX_USER_HOST=", NULL};
 	const char *var, *value;

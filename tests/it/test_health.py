@@ -1,0 +1,315 @@
+"""The health endpoint (SPEC §6) and the `health` command (SPEC §1), on the
+real binary: `peerprep-init -- sleep 1000` with the probe pointed at a port
+the test listens on. Every wait polls with a deadline."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+BINARY = os.environ.get("PI_BINARY") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "peerprep-init")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class FakeNginx:
+    """A listening socket that accepts and drops connections: a probe target."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.1)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                c.close()
+            except (socket.timeout, OSError):
+                pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def http(port, path="/health", method="GET", timeout=3.0):
+    """One HTTP/1.0 request; returns (status, headers, body bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"{method} {path} HTTP/1.0\r\n\r\n".encode())
+        data = s.makefile("rb").read()  # HTTP/1.0: the server closes after
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+class Init:
+    def __init__(self, probe, extra_env=None):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update({
+            "PEERPREP_INIT_HEALTH_LISTEN": "127.0.0.1:%d" % self.port,
+            "PEERPREP_INIT_HEALTH_PROBE": probe,
+            "PEERPREP_INIT_NGINX_TEST": "",
+            "PEERPREP_INIT_TEMPLATES_DIR": os.path.join(self.tmp.name, "templates"),
+            "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": os.path.join(self.tmp.name, "out"),
+            "PEERPREP_INIT_TEMPLATES_STREAM_OUTPUT_DIR": os.path.join(self.tmp.name, "out"),
+            "PEERPREP_INIT_UPSTREAMS_HOSTS": "",
+        })
+        os.mkdir(os.path.join(self.tmp.name, "templates"))
+        env.update(extra_env or {})
+        self.env = env
+        self.log = open(os.path.join(self.tmp.name, "stderr"), "w+")
+        self.proc = subprocess.Popen([BINARY, "--", "sleep", "1000"], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log)
+        wait_for(self._listening, 5, "the health listener")
+
+    def _listening(self):
+        assert self.proc.poll() is None, "init exited early: " + self.stderr()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def child_pid(self):
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else 0
+
+    def stderr(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def url(self, path="/health"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.log.close()
+        self.tmp.cleanup()
+
+
+@pytest.fixture
+def nginx():
+    n = FakeNginx()
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def init(nginx):
+    i = Init(nginx.addr)
+    yield i
+    i.close()
+
+
+def health_cmd(*args, timeout=10):
+    t0 = time.monotonic()
+    p = subprocess.run([BINARY, "health", *args], capture_output=True, timeout=timeout,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    return p.returncode, p.stdout.decode(), p.stderr.decode(), time.monotonic() - t0
+
+
+def test_pass(init, nginx):
+    status, headers, body = http(init.port)
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/health+json"
+    assert headers["Cache-Control"] == "no-store"
+    assert int(headers["Content-Length"]) == len(body)
+    report = json.loads(body)
+    assert report["status"] == "pass"
+    assert "output" not in report
+    checks = report["checks"]
+    pid = wait_for(init.child_pid, 2, "the child")
+    assert checks["nginx:process"] == [{"status": "pass", "observedValue": pid}]
+    assert checks["nginx:listen"] == [{"status": "pass", "componentId": nginx.addr}]
+    assert checks["config:reload"][0]["status"] == "pass"
+    assert set(checks) == {"nginx:process", "nginx:listen", "config:reload"}
+    assert http(init.port, "/health/live")[0] == 200
+    assert http(init.port, "/nope")[0] == 404
+    status, headers, _ = http(init.port, method="POST")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    status, headers, body = http(init.port, method="HEAD")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
+
+
+def test_probe_closed_fails():
+    i = Init("127.0.0.1:%d" % free_port())
+    try:
+        status, _, body = http(i.port)
+        assert status == 503
+        report = json.loads(body)
+        assert report["status"] == "fail"
+        assert report["checks"]["nginx:listen"][0]["status"] == "fail"
+        assert "connection refused" in report["output"]
+        assert http(i.port, "/health/live")[0] == 200
+    finally:
+        i.close()
+
+
+def test_health_command_ok(init):
+    code, out, err, _ = health_cmd("--url", init.url())
+    assert (code, out, err) == (0, "", "")
+
+
+def test_health_command_default_url(init):
+    """Without --url the command reads health.listen and health.path."""
+    p = subprocess.run([BINARY, "health"], capture_output=True, timeout=10, env=init.env)
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+
+
+def test_health_command_503():
+    i = Init("127.0.0.1:%d" % free_port())
+    try:
+        code, out, err, _ = health_cmd("--url", i.url())
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1, err
+        assert "HTTP 503" in err and "connection refused" in err
+    finally:
+        i.close()
+
+
+def test_health_command_refused():
+    code, out, err, _ = health_cmd("--url", "http://127.0.0.1:%d/health" % free_port())
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "onnection refused" in err, err
+
+
+def test_health_command_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = "http://127.0.0.1:%d/health" % silent.getsockname()[1]
+        code, out, err, took = health_cmd("--url", url, "--timeout", "0.5")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "timed out after 0.5s" in err, err
+    assert 0.4 < took < 3
+
+
+def test_slow_client_cut_while_others_answered(init):
+    slow = socket.create_connection(("127.0.0.1", init.port))
+    head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+    t0 = time.monotonic()
+    cut_at = None
+    answered = asked = 0
+    sent = 0
+    slow.settimeout(0.25)
+    while time.monotonic() - t0 < 14 and cut_at is None:
+        try:
+            slow.send(head[sent:sent + 1])
+            sent += 1
+        except OSError:
+            cut_at = time.monotonic() - t0
+            break
+        try:
+            if slow.recv(1024) == b"":
+                cut_at = time.monotonic() - t0
+        except socket.timeout:
+            pass
+        except OSError:
+            cut_at = time.monotonic() - t0
+        asked += 1
+        start = time.monotonic()
+        if http(init.port, "/health/live", timeout=1)[0] == 200 and \
+                time.monotonic() - start < 1:
+            answered += 1
+    slow.close()
+    assert cut_at is not None and 9.5 <= cut_at <= 11.5, cut_at
+    assert answered == asked
+
+
+def try_status(port, path):
+    try:
+        return http(port, path, timeout=1)[0]
+    except OSError:
+        return None
+
+
+def closed_by_peer(s):
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_connection_limit(init):
+    conns = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", init.port), timeout=2)
+            s.setblocking(False)
+            conns.append(s)
+        wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 44, 5,
+                 "44 connections closed")
+        time.sleep(0.2)  # give a wrong 45th close the chance to show
+        closed = [s for s in conns if closed_by_peer(s)]
+        held = [s for s in conns if s not in closed]
+        assert len(closed) == 44 and len(held) == 256
+        s = held[0]
+        s.setblocking(True)
+        s.settimeout(3)
+        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+        for s in held[1:50]:
+            s.close()
+        # The server may still be at the limit until it has seen those go.
+        status = wait_for(lambda: try_status(init.port, "/health/live"), 3,
+                          "a new connection answered")
+        assert status == 200
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_sigterm_turns_503_while_child_runs(nginx):
+    i = Init(nginx.addr, {"PEERPREP_INIT_NGINX_STOP_DELAY": "3s"})
+    try:
+        assert http(i.port)[0] == 200
+        child = wait_for(i.child_pid, 2, "the child")
+        t0 = time.monotonic()
+        i.proc.send_signal(signal.SIGTERM)
+        status, _, body = wait_for(
+            lambda: (lambda r: r if r[0] == 503 else None)(http(i.port)), 1, "503")
+        assert time.monotonic() - t0 < 1
+        report = json.loads(body)
+        assert report["status"] == "fail" and "stopping" in report["output"]
+        assert os.path.exists(f"/proc/{child}"), "the child must still run during the delay"
+        assert http(i.port, "/health/live")[0] == 200
+        i.proc.wait(15)
+    finally:
+        i.close()
