@@ -103,8 +103,16 @@ check-unit: deps $(UNIT_BIN)
 check-it: deps $(BUILD)/peerprep-init
 	PI_BINARY=$(abspath $(BUILD)/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
 
+# Every sanitizer report goes to a file under build/san-logs; any file there
+# fails the target, even when the test around it passed.
+SANLOG    := $(abspath $(BUILD)/san-logs)
 check-asan: deps $(BUILD)/asan/peerprep-init
+	@rm -rf $(SANLOG) && mkdir -p $(SANLOG)
+	ASAN_OPTIONS=log_path=$(SANLOG)/asan:detect_leaks=1 \
+	UBSAN_OPTIONS=log_path=$(SANLOG)/ubsan:print_stacktrace=1:halt_on_error=1 \
 	PI_BINARY=$(abspath $(BUILD)/asan/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
+	@if [ -n "$$(ls $(SANLOG))" ]; then echo "sanitizer reports in $(SANLOG):" >&2; \
+	  head -n 40 $(SANLOG)/* >&2; exit 1; fi; echo "no sanitizer reports"
 
 fuzz-smoke: deps $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
@@ -114,7 +122,7 @@ fuzz-smoke: deps $(FUZZ_BIN)
 fuzz: deps $(FUZZ_BIN)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)
 
-check: deps all check-unit fuzz-smoke check-it
+check: deps all check-unit fuzz-smoke check-it check-asan
 
 bench: deps all
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)

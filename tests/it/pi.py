@@ -46,6 +46,9 @@ def base_env(tmp_path, **over):
         "PEERPREP_INIT_UPSTREAMS_HOSTS": "",
         "PEERPREP_INIT_LOG_LEVEL": "debug",
     }
+    # `make check-asan` sends sanitizer reports to files it checks afterwards.
+    env.update({k: v for k, v in os.environ.items()
+                if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")})
     env.update({k: str(v) for k, v in over.items()})
     return env
 
@@ -138,21 +141,27 @@ class Init:
         self.log.close()
 
 
-def nginx_prefix(tmp_path, port, conf_d=None):
-    """A self-contained nginx setup under tmp_path that includes the init's
-    output folder; returns (command, test command) for the init's config."""
-    prefix = tmp_path / "nginx"
-    for d in ("logs", "tmp"):
-        (prefix / d).mkdir(parents=True, exist_ok=True)
-    conf_d = conf_d or (tmp_path / "conf.d")
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
+# http-block lines of the nginx image's own nginx.conf that the deploy
+# template relies on (the Content-Type of the SPA's pages and bundles).
+IMAGE_HTTP = (
+    "include /etc/nginx/mime.types;",
+    "default_type application/octet-stream;",
+    "sendfile on;",
+)
+
+
+def nginx_conf(prefix, conf_d, http=(), access_log="off"):
+    """Text of a self-contained nginx.conf: pid and temp files under prefix,
+    errors to stderr, one worker, an http block with the `http` lines that
+    includes conf_d/*.conf."""
+    extra = "".join(f"    {line}\n" for line in http)
+    return f"""
 pid {prefix}/nginx.pid;
 error_log stderr notice;
 worker_processes 1;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+{extra}    access_log {access_log};
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
@@ -160,9 +169,37 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi;
     include {conf_d}/*.conf;
 }}
-""")
+"""
+
+
+def nginx_prefix(tmp_path, port, conf_d=None, http=(), access_log="off"):
+    """A self-contained nginx setup under tmp_path that includes the init's
+    output folder; returns (command, test command) for the init's config.
+    `http` and `access_log` go to nginx_conf()."""
+    prefix = tmp_path / "nginx"
+    for d in ("logs", "tmp"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    conf_d = conf_d or (tmp_path / "conf.d")
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_conf(prefix, conf_d, http, access_log))
     base = f"{NGINX} -p {prefix} -c {conf}"
     return f"{base} -g 'daemon off;'", f"{base} -t -q"
+
+
+def init_env(tmp_path, templates_dir, http=IMAGE_HTTP, access_log="off"):
+    """The PEERPREP_INIT_* settings that run the init over templates_dir with
+    a private nginx (nginx_prefix) under tmp_path, rendering into
+    tmp_path/conf.d (created) and tmp_path/stream-conf.d."""
+    out = tmp_path / "conf.d"
+    out.mkdir(parents=True, exist_ok=True)
+    command, test = nginx_prefix(tmp_path, None, out, http, access_log)
+    return {
+        "PEERPREP_INIT_TEMPLATES_DIR": str(templates_dir),
+        "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(out),
+        "PEERPREP_INIT_TEMPLATES_STREAM_OUTPUT_DIR": str(tmp_path / "stream-conf.d"),
+        "PEERPREP_INIT_NGINX_COMMAND": command,
+        "PEERPREP_INIT_NGINX_TEST": test,
+    }
 
 
 def http_get(port, path="/", host="127.0.0.1", timeout=5, headers=None):
