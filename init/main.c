@@ -70,6 +70,11 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 	return code;
 }
 
+static int is_command(const char *s)
+{
+	return !strcmp(s, "render") || !strcmp(s, "check") || !strcmp(s, "health");
+}
+
 int main(int argc, char **argv, char **envp)
 {
 	struct pi_config cfg;
@@ -82,7 +87,7 @@ int main(int argc, char **argv, char **envp)
 	if (argc > 1 && argv[1][0] != '-') {
 		sub = argv[1];
 		i = 2;
-		if (strcmp(sub, "render") && strcmp(sub, "check") && strcmp(sub, "health"))
+		if (!is_command(sub))
 			return usage_error("unknown command", sub);
 	}
 	for (; i < argc; i++) {
@@ -104,6 +109,8 @@ int main(int argc, char **argv, char **envp)
 			break;
 		} else if (strcmp(sub, "render") == 0 && strcmp(a, "--stdout") == 0) {
 			to_stdout = 1;
+		} else if (strcmp(sub, "run") == 0 && is_command(a)) {
+			sub = a; /* `-c FILE render`, as git takes `-C DIR log` */
 		} else if (strcmp(sub, "health") == 0 && nrest < 62) {
 			rest[nrest++] = argv[i]; /* --url, --timeout: the probe parses them */
 		} else {
