@@ -8,7 +8,7 @@
 # Targets: `production` (the default, last stage) and `development` (Vite dev
 # server). The SPA comes from the named build context `frontend`; without it
 # the production image ships the placeholder in deploy/site. See
-# deploy/README-deploy.md for what each stage does.
+# README.md, "Deploying", for what each stage does.
 
 ARG ALPINE_VERSION=3.20
 ARG NODE_VERSION=22

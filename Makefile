@@ -114,10 +114,15 @@ check-asan: deps $(BUILD)/asan/peerprep-init
 	@if [ -n "$$(ls $(SANLOG))" ]; then echo "sanitizer reports in $(SANLOG):" >&2; \
 	  head -n 40 $(SANLOG)/* >&2; exit 1; fi; echo "no sanitizer reports"
 
+# Each harness runs FUZZ_SECONDS over its corpus and seeds; a finding (or
+# any non-zero exit) fails the target and leaves the input in build/fuzz/.
 fuzz-smoke: deps $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
-	  seeds=tests/fuzz/seeds/$$n; [ -d $$seeds ] || seeds=; \
-	  $$f -max_total_time=$${FUZZ_SECONDS:-10} -print_final_stats=1 $(BUILD)/corpus/$$n $$seeds 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY" || exit 1; done
+	  seeds=tests/fuzz/seeds/$$n; [ -d $$seeds ] || seeds=; log=$(BUILD)/fuzz/$$n.log; \
+	  if ! $$f -max_total_time=$${FUZZ_SECONDS:-10} -print_final_stats=1 \
+	      -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/corpus/$$n $$seeds >$$log 2>&1; then \
+	    tail -n 60 $$log >&2; echo "$$n: FAILED (log: $$log)" >&2; exit 1; fi; \
+	  echo "$$n: $$(grep -E 'stat::number_of_executed_units' $$log)"; done
 
 fuzz: deps $(FUZZ_BIN)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)

@@ -35,11 +35,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "it"))
 sys.path.insert(0, HERE)
 
+import pi  # noqa: E402
 import testbed  # noqa: E402
 
 ZONE = "peerprep-demo.internal"
@@ -48,24 +51,6 @@ HEALTH = ("127.0.0.1", 8081)
 TEMPLATE = os.path.join(REPO, "deploy", "nginx", "default.conf.template")
 INI = os.path.join(REPO, "deploy", "peerprep-init.ini")
 SITE = os.path.join(REPO, "deploy", "site")
-
-NGINX_CONF = """\
-worker_processes 1;
-pid {p}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 512; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log /dev/stdout;
-    client_body_temp_path {p}/tmp/body;
-    proxy_temp_path {p}/tmp/proxy;
-    fastcgi_temp_path {p}/tmp/fastcgi;
-    uwsgi_temp_path {p}/tmp/uwsgi;
-    scgi_temp_path {p}/tmp/scgi;
-    include {out}/*.conf;
-}}
-"""
 
 # Mount the demo's /etc/hosts and site, then become the init: `exec` keeps
 # the pid, so signals sent to this process reach the init itself.
@@ -108,13 +93,6 @@ def prepare(tmp, upstreams):
     os.makedirs(os.path.join(tmp, "templates"))
     with open(os.path.join(tmp, "templates", "default.conf.template"), "w") as f:
         f.write(text.replace("    listen 80;\n", "    listen %s:%d;\n" % LISTEN))
-    p = os.path.join(tmp, "nginx")
-    out = os.path.join(tmp, "conf.d")
-    for d in (p, os.path.join(p, "tmp"), out):
-        os.makedirs(d, mode=0o755)
-    conf = os.path.join(p, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(p=p, out=out))
     hosts = os.path.join(tmp, "hosts")
     with open("/etc/hosts") as src, open(hosts, "w") as dst:
         dst.write(src.read().rstrip("\n") + "\n# peerprep-init demo\n")
@@ -123,12 +101,9 @@ def prepare(tmp, upstreams):
     os.chmod(hosts, 0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PEERPREP_INIT_", "NGINX_"))}
     env.update({testbed.host_var(svc): "%s.%s" % (svc, ZONE) for svc in upstreams})
+    # nginx under tmp/nginx, rendering into tmp/conf.d, access log on stdout.
+    env.update(pi.init_env(Path(tmp), os.path.join(tmp, "templates"), access_log="/dev/stdout"))
     env.update({
-        "PEERPREP_INIT_TEMPLATES_DIR": os.path.join(tmp, "templates"),
-        "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": out,
-        "PEERPREP_INIT_TEMPLATES_STREAM_OUTPUT_DIR": os.path.join(tmp, "stream-conf.d"),
-        "PEERPREP_INIT_NGINX_COMMAND": "nginx -p %s -c %s -g 'daemon off;'" % (p, conf),
-        "PEERPREP_INIT_NGINX_TEST": "nginx -t -q -p %s -c %s" % (p, conf),
         "PEERPREP_INIT_HEALTH_LISTEN": "%s:%d" % HEALTH,
         "PEERPREP_INIT_HEALTH_PROBE": "%s:%d" % LISTEN,
     })
@@ -186,7 +161,7 @@ def main():
     binary = os.path.abspath(args.binary)
     if os.geteuid() != 0:
         sys.exit("demo: needs root (a private mount namespace for /etc/hosts)")
-    for tool in ("nginx", "unshare", "mount"):
+    for tool in (pi.NGINX, "unshare", "mount"):
         if not shutil.which(tool):
             sys.exit("demo: %s not found (make deps installs it)" % tool)
     if not os.access(binary, os.X_OK):

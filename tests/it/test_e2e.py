@@ -22,13 +22,16 @@ import gzip
 import json
 import os
 import re
+import shlex
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import testbed
+from pi import init_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -38,25 +41,6 @@ INI = os.path.join(DEPLOY, "peerprep-init.ini")
 SITE = os.path.join(DEPLOY, "site")
 DIRECT = os.environ.get("PEERPREP_E2E_DIRECT_NGINX") == "1"
 ROUTES = {svc: "/%s-api/" % svc for svc in testbed.SERVICES}
-
-NGINX_CONF = """\
-worker_processes 1;
-pid {p}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 512; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    client_body_temp_path {p}/tmp/body;
-    proxy_temp_path {p}/tmp/proxy;
-    fastcgi_temp_path {p}/tmp/fastcgi;
-    uwsgi_temp_path {p}/tmp/uwsgi;
-    scgi_temp_path {p}/tmp/scgi;
-    include {out}/*.conf;
-}}
-"""
 
 REF = re.compile(r"\$\{(NGINX_[A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -88,29 +72,17 @@ class Stack:
 
     def _start(self, pi_binary, extra_env):
         bed = self.bed
-        p = os.path.join(bed.dir, "nginx")
-        self.out = os.path.join(bed.dir, "conf.d")
-        for d in (p, p + "/tmp", self.out):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        conf = os.path.join(p, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(p=p, out=self.out))
         bed.bind_mount(SITE, "/usr/share/nginx/html")
         self.env = dict(bed.env())
-        self.env.update({
-            "PEERPREP_INIT_TEMPLATES_DIR": TEMPLATE_DIR,
-            "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": self.out,
-            "PEERPREP_INIT_TEMPLATES_STREAM_OUTPUT_DIR": os.path.join(bed.dir, "stream-conf.d"),
-            "PEERPREP_INIT_NGINX_COMMAND": "nginx -p %s -c %s -g 'daemon off;'" % (p, conf),
-            "PEERPREP_INIT_NGINX_TEST": "nginx -t -q -p %s -c %s" % (p, conf),
-        })
+        self.env.update(init_env(Path(bed.dir), TEMPLATE_DIR))
+        self.out = self.env["PEERPREP_INIT_TEMPLATES_OUTPUT_DIR"]
         self.env.update(extra_env)
         self.log_path = os.path.join(bed.dir, "init.log")
         log = open(self.log_path, "wb")
         if DIRECT:
             with open(os.path.join(self.out, "default.conf"), "w") as f:
                 f.write(render_py(self.env))
-            argv = ["nginx", "-p", p, "-c", conf, "-g", "daemon off;"]
+            argv = shlex.split(self.env["PEERPREP_INIT_NGINX_COMMAND"])
         else:
             argv = [pi_binary, "-c", INI]
         with log:
