@@ -205,8 +205,21 @@ struct ini_ctx {
 	const char *path;
 	char *section; /* the last section seen, for the error message */
 	struct pi_config_error *err;
-	int failed; /* a system inih built without INI_STOP_ON_FIRST_ERROR goes on */
+	FILE *f;
+	int lines;    /* lines handed to inih so far, counted as inih counts */
+	int err_line; /* the line of the first error this handler found */
 };
+
+/* inih's reader: fgets, counting lines, so the handler knows its line even
+ * when inih does not pass it (INI_HANDLER_LINENO=0, Alpine's default). */
+static char *read_line(char *buf, int size, void *stream)
+{
+	struct ini_ctx *c = stream;
+	char *r = fgets(buf, size, c->f);
+
+	c->lines += r != NULL;
+	return r;
+}
 
 /* inih calls this per key (and per section header, with name and value
  * NULL). Returning 0 makes ini_parse return that line's number; the reason
@@ -217,9 +230,9 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	int known_section = 0;
 	const char *why;
 
-	if (c->failed)
-		return 0; /* keep the first error's reason with its line */
-	c->failed = 1;
+	if (c->err_line)
+		return 0; /* a system inih may go on after the first error: keep it */
+	c->err_line = c->lines;
 	for (size_t i = 0; i < NKEYS; i++) {
 		if (strcmp(keys[i].section, section) != 0)
 			continue;
@@ -231,7 +244,7 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 			snprintf(c->err->msg, sizeof(c->err->msg), "%s.%s: %s", section, name, why);
 			return 0;
 		}
-		c->failed = 0;
+		c->err_line = 0;
 		return 1;
 	}
 	if (!*section)
@@ -242,25 +255,24 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	else if (name)
 		snprintf(c->err->msg, sizeof(c->err->msg), "unknown key %s.%s", section, name);
 	else
-		c->failed = 0;
-	return !c->failed;
+		c->err_line = 0;
+	return !c->err_line;
 }
 
 static int load_file(struct pi_config *cfg, const char *path, struct pi_config_error *err)
 {
-	struct ini_ctx c = {.cfg = cfg, .path = path, .err = err};
-	FILE *f = fopen(path, "r");
+	struct ini_ctx c = {.cfg = cfg, .path = path, .err = err, .f = fopen(path, "r")};
 	char reason[sizeof(err->msg)];
 
-	if (!f) {
+	if (!c.f) {
 		int e = errno;
 		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file: %s", path,
 			 strerror(e));
 		return -e;
 	}
 	err->msg[0] = '\0';
-	int line = ini_parse_file(f, on_ini_key, &c);
-	fclose(f);
+	int line = ini_parse_stream(read_line, &c, on_ini_key, &c);
+	fclose(c.f);
 	if (line == 0) {
 		cfg->file = strdup(path);
 		return cfg->file ? 0 : -ENOMEM;
@@ -269,9 +281,12 @@ static int load_file(struct pi_config *cfg, const char *path, struct pi_config_e
 		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file", path);
 		return -EIO;
 	}
-	/* inih reports syntax errors (no '=', unclosed '[', an over-long
-	 * line) without calling the handler. */
-	snprintf(reason, sizeof(reason), "%s", err->msg[0] ? err->msg : "syntax error");
+	/* inih finds syntax errors (no '=', unclosed '[', an over-long line)
+	 * without calling the handler; a system inih that goes on may have
+	 * called it for a later line, so the reason is ours only if the
+	 * lines agree. */
+	snprintf(reason, sizeof(reason), "%s",
+		 c.err_line == line ? err->msg : "not a [section] header or a key = value line");
 	snprintf(err->msg, sizeof(err->msg), "%.200s:%d: %.280s", path, line, reason);
 	return -EINVAL;
 }

@@ -138,8 +138,8 @@ int main(void)
 		     "bad level");
 	expect_error("[log]\nformat = xml\n", "2: log.format: not one of text, json", "bad format");
 	expect_error("listen = 1\n", "1: key listen is outside any section", "key before section");
-	expect_error("[health]\nthis line has no equals\n", "2: syntax error", "syntax error");
-	expect_error("[health\n", "1: syntax error", "unclosed section");
+	expect_error("[health]\nthis line has no equals\n", "2: not a [section] header or a key = value line", "syntax error");
+	expect_error("[health\n", "1: not a [section] header or a key = value line", "unclosed section");
 
 	/* A file named explicitly must exist. */
 	ok(pi_config_load(&cfg, "/nonexistent/pi.ini", none, &err) == -ENOENT,
