@@ -20,6 +20,7 @@ problem.
 import configparser
 import gzip
 import json
+import fnmatch
 import os
 import re
 import shlex
@@ -403,8 +404,16 @@ def test_ecs_task_definition_matches_the_image():
 def test_dockerfile_copies_what_exists():
     with open(os.path.join(REPO, "Dockerfile")) as f:
         text = f.read()
-    for src in re.findall(r"^COPY\s+(?!--from)(?:--\S+\s+)*(\S+)\s+\S+\s*$", text, re.M):
+    with open(os.path.join(REPO, ".dockerignore")) as f:
+        ignored = [l.strip().rstrip("/") for l in f if l.strip() and not l.startswith("#")]
+    sources = re.findall(r"^COPY\s+(?!--from)(?:--\S+\s+)*(\S+)\s+\S+\s*$", text, re.M)
+    assert "Makefile" in sources and "deploy/peerprep-init.ini" in sources, sources
+    for src in sources:
         assert os.path.exists(os.path.join(REPO, src)), src
+        # A source the build context leaves out fails `docker build`.
+        path = src.rstrip("/")
+        assert not any(fnmatch.fnmatch(path, pat) or path.startswith(pat + "/")
+                       for pat in ignored), (src, "excluded by .dockerignore")
     assert 'CMD ["/peerprep-init"]' in text
     assert 'HEALTHCHECK' in text and '["/peerprep-init", "health"]' in text
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.M)
