@@ -20,6 +20,7 @@
 #define MAX_CONNS	 256
 #define N_REJECTS	 8 /* handles for connections over MAX_CONNS, closed at once */
 #define OUT_MAX		 16384
+#define HEAD_MAX	 256
 #define BODY_MAX	 (OUT_MAX - 512) /* leaves room for the response head */
 #define BACKLOG		 128
 
@@ -75,6 +76,10 @@ struct conn {
 	int reading, writing;
 	int last; /* the closing response is queued: parse nothing more */
 	int eof;  /* the client sent FIN: answer what is buffered, then close */
+	/* While open, the connection is cut at this loop time. The timer is
+	 * not restarted per response: when it fires early it re-arms for the
+	 * rest, so keep-alive traffic does not reorder the timer heap. */
+	uint64_t deadline;
 	size_t in_len, scanned, out_len;
 	char in[PI_HTTP_HEAD_MAX];
 	char out[OUT_MAX]; /* responses; owned by the kernel while writing */
@@ -99,7 +104,16 @@ struct pi_health_server {
 	struct sockaddr_storage probe_addr;
 	int overflow_logged;
 	char path[256], live[262], probe[64], version[64];
-	char body[BODY_MAX]; /* scratch for one JSON body, used synchronously */
+	/* The /health answer as last rendered (head up to "Connection: ", and
+	 * body), and the inputs it was rendered from: the view's fields, its
+	 * upstreams (cache_ups, cache_cap entries allocated) and the probe
+	 * result. Every request compares them before copying the answer. */
+	int cache_ok, cache_probe;
+	struct pi_health_view cache_view;
+	struct pi_health_upstream *cache_ups;
+	size_t cache_cap, head_len, body_len;
+	char head[HEAD_MAX];
+	char body[BODY_MAX];
 };
 
 static void conn_process(struct conn *c);
@@ -107,8 +121,10 @@ static void accept_next(struct pi_health_server *s);
 
 static void srv_unref(struct pi_health_server *s)
 {
-	if (--s->handles == 0 && s->stopped)
+	if (--s->handles == 0 && s->stopped) {
+		free(s->cache_ups);
 		free(s);
+	}
 }
 
 static void on_srv_handle_closed(uv_handle_t *h)
@@ -301,7 +317,7 @@ static void upstream_check(struct jbuf *j, const struct pi_health_upstream *u)
 	jputs(j, "}]");
 }
 
-/* Renders the /health body into s->body; returns the HTTP status. */
+/* Renders the /health body into j; returns the HTTP status. */
 static int health_body(struct pi_health_server *s, struct jbuf *j)
 {
 	const struct pi_health_view *v = s->view;
@@ -381,48 +397,74 @@ static const char *status_text(int status)
 }
 
 struct response {
-	int status;
-	const char *type, *extra; /* extra: header lines ending in CRLF, or "" */
+	const char *head; /* status line and headers up to "Connection: " */
+	size_t head_len;
 	const char *body;
 	size_t body_len;
 	int head_only, keep_alive;
 };
 
+/* Formats a response head up to "Connection: ", whose value depends on the
+ * request, into p (room bytes). Returns its length or -ENOBUFS. */
+static int format_head(char *p, size_t room, int status, const char *type, const char *extra,
+		       size_t body_len)
+{
+	int n = snprintf(p, room,
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "Cache-Control: no-store\r\n%sConnection: ",
+			 status, status_text(status), type, body_len, extra);
+
+	return n < 0 || (size_t)n >= room ? -ENOBUFS : n;
+}
+
 /* Appends one response to c->out; -ENOBUFS when it does not fit behind
  * the responses already there. */
 static int append_response(struct conn *c, const struct response *r)
 {
-	char *p = c->out + c->out_len;
-	size_t room = sizeof(c->out) - c->out_len;
-	int n = snprintf(p, room,
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Cache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
-			 r->status, status_text(r->status), r->type, r->body_len, r->extra,
-			 r->keep_alive ? "keep-alive" : "close");
-	if (n < 0 || (size_t)n >= room)
-		return -ENOBUFS;
+	static const char ka[] = "keep-alive\r\n\r\n", cl[] = "close\r\n\r\n";
+	const char *conn = r->keep_alive ? ka : cl;
+	size_t conn_len = r->keep_alive ? sizeof(ka) - 1 : sizeof(cl) - 1;
 	size_t body = r->head_only ? 0 : r->body_len;
-	if (body > room - (size_t)n)
+	char *p = c->out + c->out_len;
+
+	if (r->head_len + conn_len + body > sizeof(c->out) - c->out_len)
 		return -ENOBUFS;
-	memcpy(p + n, r->body, body);
-	c->out_len += (size_t)n + body;
+	memcpy(p, r->head, r->head_len);
+	memcpy(p + r->head_len, conn, conn_len);
+	if (body)
+		memcpy(p + r->head_len + conn_len, r->body, body);
+	c->out_len += r->head_len + conn_len + body;
 	return 0;
 }
 
-static void set_text(struct response *r, int status, const char *text)
+/* Appends r under a head formatted for its body. */
+static int append_formatted(struct conn *c, struct response *r, int status, const char *type,
+			    const char *extra)
 {
-	r->status = status;
-	r->type = "text/plain; charset=utf-8";
+	char head[HEAD_MAX];
+	int n = format_head(head, sizeof(head), status, type, extra, r->body_len);
+
+	if (n < 0)
+		return n;
+	r->head = head;
+	r->head_len = (size_t)n;
+	return append_response(c, r);
+}
+
+static int append_text(struct conn *c, struct response *r, int status, const char *text,
+		       const char *extra)
+{
 	r->body = text;
 	r->body_len = strlen(text);
+	return append_formatted(c, r, status, "text/plain; charset=utf-8", extra);
 }
 
 static int respond_error(struct conn *c, int status)
 {
-	struct response r = {.extra = ""};
+	struct response r = {0};
 
-	set_text(&r, status, status == 431 ? "request head too large\n" : "malformed request\n");
-	return append_response(c, &r);
+	return append_text(c, &r, status,
+			   status == 431 ? "request head too large\n" : "malformed request\n", "");
 }
 
 static int span_eq(struct pi_http_span sp, const char *s)
@@ -442,36 +484,107 @@ static enum route route(const struct pi_health_server *s, const struct pi_http_r
 	return health ? R_HEALTH : R_LIVE;
 }
 
+/* ---- the cached /health answer ---- */
+
+/* var and host are compared by pointer: the supervisor sets them once. The
+ * other strings are compared up to their NUL, as they are rendered. */
+static int upstream_same(const struct pi_health_upstream *a, const struct pi_health_upstream *b)
+{
+	if (a->var != b->var || a->host != b->host || a->resolved != b->resolved ||
+	    a->checked != b->checked || a->n_addrs != b->n_addrs ||
+	    strncmp(a->error, b->error, sizeof(a->error)) != 0)
+		return 0;
+	for (size_t k = 0; k < a->n_addrs && k < PI_HEALTH_MAX_ADDRS; k++)
+		if (strncmp(a->addrs[k], b->addrs[k], sizeof(a->addrs[k])) != 0)
+			return 0;
+	return 1;
+}
+
+/* Whether the cached answer was rendered from what the view and the probe
+ * say now. Checked on every request, so a change shows on the next one. */
+static int cache_fresh(const struct pi_health_server *s)
+{
+	const struct pi_health_view *v = s->view, *c = &s->cache_view;
+
+	if (!s->cache_ok || v->child_pid != c->child_pid || v->stopping != c->stopping ||
+	    v->reload_ok != c->reload_ok || v->reload_time != c->reload_time ||
+	    v->n_upstreams != c->n_upstreams || s->probe_result != s->cache_probe ||
+	    strncmp(v->reload_error, c->reload_error, sizeof(v->reload_error)) != 0)
+		return 0;
+	for (size_t i = 0; i < v->n_upstreams; i++)
+		if (!upstream_same(&v->upstreams[i], &s->cache_ups[i]))
+			return 0;
+	return 1;
+}
+
+/* Notes the inputs of the answer just rendered and marks it valid.
+ * Without memory for the upstreams it stays invalid, and every request
+ * renders afresh. */
+static void cache_store(struct pi_health_server *s)
+{
+	const struct pi_health_view *v = s->view;
+
+	if (v->n_upstreams > s->cache_cap) {
+		struct pi_health_upstream *u =
+		    realloc(s->cache_ups, v->n_upstreams * sizeof(*s->cache_ups));
+		if (!u)
+			return;
+		s->cache_ups = u;
+		s->cache_cap = v->n_upstreams;
+	}
+	s->cache_view = *v;
+	if (v->n_upstreams)
+		memcpy(s->cache_ups, v->upstreams, v->n_upstreams * sizeof(*s->cache_ups));
+	s->cache_probe = s->probe_result;
+	s->cache_ok = 1;
+}
+
+/* Points r at the /health answer, rendering it again if its inputs
+ * changed. Returns 0 or -ENOBUFS (a head over HEAD_MAX, which no status
+ * and body length make). */
+static int health_answer(struct pi_health_server *s, struct response *r)
+{
+	if (!cache_fresh(s)) {
+		struct jbuf j = {s->body, sizeof(s->body), 0, 0};
+		int status = health_body(s, &j);
+		int n = format_head(s->head, sizeof(s->head), status, "application/health+json", "",
+				    j.len);
+
+		s->cache_ok = 0;
+		if (n < 0)
+			return n;
+		s->head_len = (size_t)n;
+		s->body_len = j.len;
+		cache_store(s);
+	}
+	r->head = s->head;
+	r->head_len = s->head_len;
+	r->body = s->body;
+	r->body_len = s->body_len;
+	return 0;
+}
+
 static int respond(struct conn *c, const struct pi_http_request *req, enum route rt)
 {
 	struct pi_health_server *s = c->srv;
-	struct jbuf j = {s->body, sizeof(s->body), 0, 0};
-	struct response r = {.extra = ""};
+	struct response r = {0};
 
 	r.head_only = span_eq(req->method, "HEAD");
 	r.keep_alive = req->keep_alive && !req->has_body;
 	switch (rt) {
 	case R_HEALTH:
-		r.status = health_body(s, &j);
-		r.type = "application/health+json";
-		r.body = j.p;
-		r.body_len = j.len;
-		break;
+		return health_answer(s, &r) < 0 ? -ENOBUFS : append_response(c, &r);
 	case R_LIVE:
-		r.status = s->view->child_pid ? 200 : 503;
-		r.type = "application/health+json";
 		r.body = s->view->child_pid ? "{\"status\":\"pass\"}\n" : "{\"status\":\"fail\"}\n";
 		r.body_len = strlen(r.body);
-		break;
+		return append_formatted(c, &r, s->view->child_pid ? 200 : 503,
+					"application/health+json", "");
 	case R_NOT_FOUND:
-		set_text(&r, 404, "not found\n");
-		break;
+		return append_text(c, &r, 404, "not found\n", "");
 	case R_METHOD:
-		set_text(&r, 405, "method not allowed\n");
-		r.extra = "Allow: GET, HEAD\r\n";
-		break;
+		return append_text(c, &r, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
 	}
-	return append_response(c, &r);
+	return -EINVAL;
 }
 
 /* ---- the nginx probe ---- */
@@ -607,7 +720,20 @@ static void conn_close(struct conn *c)
 
 static void on_conn_timeout(uv_timer_t *t)
 {
-	conn_close(t->data);
+	struct conn *c = t->data;
+	uint64_t now = uv_now(t->loop);
+
+	if (c->state == C_OPEN && now < c->deadline) {
+		uv_timer_start(t, on_conn_timeout, c->deadline - now, 0);
+		return;
+	}
+	conn_close(c);
+}
+
+/* Starts the idle count again: from accept or from a response written. */
+static void conn_idle_from_now(struct conn *c)
+{
+	c->deadline = uv_now(c->srv->loop) + IDLE_TIMEOUT_MS;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -660,36 +786,61 @@ static void conn_linger(struct conn *c)
 	conn_update_read(c);
 }
 
+/* The queued responses are out. Returns 1 when the connection may answer
+ * more requests. */
+static int conn_written(struct conn *c)
+{
+	c->out_len = 0;
+	if (c->last) {
+		conn_linger(c);
+		return 0;
+	}
+	conn_idle_from_now(c);
+	return 1;
+}
+
 static void on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
 
 	c->writing = 0;
-	c->out_len = 0;
 	if (status < 0 || c->state != C_OPEN) {
 		conn_close(c);
 		return;
 	}
-	if (c->last) {
-		conn_linger(c);
-		return;
-	}
-	uv_timer_start(&c->timer, on_conn_timeout, IDLE_TIMEOUT_MS, 0);
-	conn_process(c);
+	if (conn_written(c))
+		conn_process(c);
 }
 
-static void conn_flush(struct conn *c)
+/* Writes the queued responses: straight to the socket when it takes them
+ * all, which costs libuv no write request, poll change or extra loop turn;
+ * what it does not take goes through uv_write. Returns 1 when everything
+ * went out at once and the connection may answer more requests. */
+static int conn_flush(struct conn *c)
 {
 	uv_buf_t b;
+	int n;
 
 	if (c->writing || c->out_len == 0 || c->state != C_OPEN)
-		return;
+		return 0;
 	b = uv_buf_init(c->out, (unsigned)c->out_len);
+	n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	if (n == UV_EAGAIN)
+		n = 0;
+	if (n < 0) {
+		conn_close(c);
+		return 0;
+	}
+	if ((size_t)n == c->out_len)
+		return conn_written(c);
+	/* c->out stays untouched while writing: nothing is appended then. */
+	b = uv_buf_init(c->out + n, (unsigned)(c->out_len - (size_t)n));
 	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
 		conn_close(c);
-		return;
+		return 0;
 	}
 	c->writing = 1;
+	return 0;
 }
 
 /* Whether the unparsed input may hold a whole head: an empty line, or a
@@ -710,9 +861,9 @@ static int head_ready(struct conn *c)
 	return 0;
 }
 
-/* Answers, in order, every complete request in the input until one must
- * wait (for the probe, or for room in the output), then writes. */
-static void conn_process(struct conn *c)
+/* Answers, in order, every complete request in the input into c->out until
+ * one must wait (for the probe, or for room in the output). */
+static void conn_answer(struct conn *c)
 {
 	struct pi_health_server *s = c->srv;
 
@@ -748,7 +899,15 @@ static void conn_process(struct conn *c)
 		if (!req.keep_alive || req.has_body)
 			c->last = 1;
 	}
-	conn_flush(c);
+}
+
+/* Answers what the input holds and writes it, again while the socket takes
+ * every answer at once and requests remain. */
+static void conn_process(struct conn *c)
+{
+	do
+		conn_answer(c);
+	while (conn_flush(c));
 	if (c->state == C_OPEN && c->eof && !c->writing && ring_empty(&c->wait))
 		conn_close(c);
 	else if (c->state != C_CLOSED)
@@ -812,6 +971,7 @@ static int conn_accept(struct pi_health_server *s)
 		return 0;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	conn_idle_from_now(c);
 	uv_timer_start(&c->timer, on_conn_timeout, IDLE_TIMEOUT_MS, 0);
 	conn_update_read(c);
 	return 0;

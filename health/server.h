@@ -20,8 +20,19 @@
  * every request waiting for it is answered when it ends, so a flood of
  * requests makes at most one connect per second.
  *
+ * The /health answer is rendered once and copied for each request while
+ * its inputs stay the same: every request first compares the view's fields
+ * and the probe result with the ones it was rendered from, so any change
+ * shows on the very next answer. Upstream var and host are compared by
+ * pointer: give them new strings rather than rewriting them in place.
+ *
+ * Responses go straight to the socket when it takes them whole (uv_write
+ * only for what it does not), every complete request of one read in one
+ * write.
+ *
  * Memory: one allocation per accepted connection (its 8 KiB input and
- * 16 KiB output buffers), none per request. Nothing blocks the loop. */
+ * 16 KiB output buffers), a copy of the upstream entries when their number
+ * grows, none per request. Nothing blocks the loop. */
 #ifndef PI_HEALTH_SERVER_H
 #define PI_HEALTH_SERVER_H
 

@@ -13,24 +13,7 @@ import time
 
 import pytest
 
-BINARY = os.environ.get("PI_BINARY") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "build", "peerprep-init")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from pi import BIN as BINARY, descendants, free_port, wait_for
 
 
 class FakeNginx:
@@ -92,7 +75,7 @@ class Init:
         self.proc = subprocess.Popen([BINARY, "--", "sleep", "1000"], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
-        wait_for(self._listening, 5, "the health listener")
+        wait_for(self._listening, 5, what="the health listener")
 
     def _listening(self):
         assert self.proc.poll() is None, "init exited early: " + self.stderr()
@@ -116,7 +99,12 @@ class Init:
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            # Not PID 1 here: kill what it started too, or `sleep` outlives it.
+            for pid in [self.proc.pid] + descendants(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         self.proc.wait(10)
         self.log.close()
         self.tmp.cleanup()
@@ -153,7 +141,7 @@ def test_pass(init, nginx):
     assert report["status"] == "pass"
     assert "output" not in report
     checks = report["checks"]
-    pid = wait_for(init.child_pid, 2, "the child")
+    pid = wait_for(init.child_pid, 2, what="the child")
     assert checks["nginx:process"] == [{"status": "pass", "observedValue": pid}]
     assert checks["nginx:listen"] == [{"status": "pass", "componentId": nginx.addr}]
     assert checks["config:reload"][0]["status"] == "pass"
@@ -275,7 +263,7 @@ def test_connection_limit(init):
             s.setblocking(False)
             conns.append(s)
         wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 44, 5,
-                 "44 connections closed")
+                 what="44 connections closed")
         time.sleep(0.2)  # give a wrong 45th close the chance to show
         closed = [s for s in conns if closed_by_peer(s)]
         held = [s for s in conns if s not in closed]
@@ -289,7 +277,7 @@ def test_connection_limit(init):
             s.close()
         # The server may still be at the limit until it has seen those go.
         status = wait_for(lambda: try_status(init.port, "/health/live"), 3,
-                          "a new connection answered")
+                          what="a new connection answered")
         assert status == 200
     finally:
         for s in conns:
@@ -300,11 +288,11 @@ def test_sigterm_turns_503_while_child_runs(nginx):
     i = Init(nginx.addr, {"PEERPREP_INIT_NGINX_STOP_DELAY": "3s"})
     try:
         assert http(i.port)[0] == 200
-        child = wait_for(i.child_pid, 2, "the child")
+        child = wait_for(i.child_pid, 2, what="the child")
         t0 = time.monotonic()
         i.proc.send_signal(signal.SIGTERM)
         status, _, body = wait_for(
-            lambda: (lambda r: r if r[0] == 503 else None)(http(i.port)), 1, "503")
+            lambda: (lambda r: r if r[0] == 503 else None)(http(i.port)), 1, what="503")
         assert time.monotonic() - t0 < 1
         report = json.loads(body)
         assert report["status"] == "fail" and "stopping" in report["output"]

@@ -293,6 +293,95 @@ static void test_report(int port)
 	reset_view();
 }
 
+/* Sends req on the open connection fd and reads one response to it. */
+static struct resp ask(int fd, const char *req)
+{
+	static struct reply r;
+	struct resp x;
+
+	memset(&r, 0, sizeof(r));
+	send_str(fd, req);
+	read_until(fd, &r, 3000, one_response);
+	parse_resp(r.buf, r.len, strncmp(req, "HEAD", 4) == 0, &x);
+	return x;
+}
+
+/* The server renders /health once and reuses it: every change of the view
+ * or of the probe must show on the very next request, here on one
+ * keep-alive connection, with nothing else happening in between. */
+static void test_cached_report(int port)
+{
+	static const char get_req[] = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+	int fd = connect_to(port);
+	struct resp x;
+
+	reset_view();
+	x = ask(fd, get_req);
+	is_int(x.status, 200, "cache: pass first");
+	x = ask(fd, get_req);
+	ok(x.status == 200 && has(x.body, "\"status\":\"pass\""), "cache: pass again");
+	ok(has(x.head, "Connection: keep-alive\r\n"), "cache: keep-alive answered as such");
+
+	view.stopping = 1;
+	x = ask(fd, get_req);
+	ok(x.status == 503 && has(x.body, "\"output\":\"stopping\""),
+	   "cache: stopping shows on the next request");
+	view.stopping = 0;
+	x = ask(fd, get_req);
+	is_int(x.status, 200, "cache: and its end on the one after");
+
+	view.reload_ok = 0;
+	strcpy(view.reload_error, "first reason");
+	x = ask(fd, get_req);
+	ok(x.status == 200 && has(x.body, "{\"status\":\"warn\"") &&
+	       has(x.body, "\"output\":\"first reason\""),
+	   "cache: a rejected reload shows as warn at once");
+	strcpy(view.reload_error, "second reason");
+	x = ask(fd, get_req);
+	ok(has(x.body, "\"output\":\"second reason\""), "cache: a new reason in place shows");
+	view.reload_ok = 1;
+	view.reload_time += 1;
+	x = ask(fd, get_req);
+	ok(has(x.body, "{\"status\":\"pass\"") &&
+	       has(x.body, "\"config:reload\":[{\"status\":\"pass\",\"time\":"
+			   "\"2026-11-25T18:00:01Z\"}]"),
+	   "cache: a good reload one second later shows its time");
+
+	strcpy(ups[0].addrs[0], "10.0.1.24");
+	x = ask(fd, get_req);
+	ok(has(x.body, "\"observedValue\":[\"10.0.1.24\"]"),
+	   "cache: an address rewritten in place shows");
+	strcpy(ups[0].addrs[1], "10.0.1.25");
+	ups[0].n_addrs = 2;
+	x = ask(fd, get_req);
+	ok(has(x.body, "\"observedValue\":[\"10.0.1.24\",\"10.0.1.25\"]"),
+	   "cache: an added address shows");
+	ups[0].resolved = 0;
+	strcpy(ups[0].error, "SERVFAIL");
+	x = ask(fd, get_req);
+	ok(has(x.body, "{\"status\":\"warn\"") && has(x.body, "\"output\":\"SERVFAIL\""),
+	   "cache: an upstream turning unresolved shows");
+	ups[0].checked += 30;
+	x = ask(fd, get_req);
+	ok(has(x.body, "\"time\":\"2026-11-25T18:00:30Z\""), "cache: a new lookup time shows");
+	view.n_upstreams = 0;
+	x = ask(fd, get_req);
+	ok(x.status == 200 && !has(x.body, "upstream:") && has(x.body, "{\"status\":\"pass\""),
+	   "cache: fewer upstreams show");
+
+	reset_view();
+	view.child_pid = 0;
+	x = ask(fd, "HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n");
+	ok(x.status == 503 && x.content_length > 0, "cache: HEAD sees the child gone");
+	view.child_pid = 4321;
+	x = ask(fd, "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	ok(x.status == 200 && has(x.body, "\"observedValue\":4321") &&
+	       has(x.head, "Connection: close\r\n") && x.content_length == (long)strlen(x.body),
+	   "cache: a new child pid shows, on a closing answer");
+	close(fd);
+	reset_view();
+}
+
 static void test_errors(int port)
 {
 	struct resp x;
@@ -384,6 +473,80 @@ static void test_connection_reuse(int port)
 	read_until(fd, &r, 3000, NULL);
 	ok(r.closed && has(r.buf, "HTTP/1.1 200 OK\r\n"), "half-closed client answered");
 	close(fd);
+}
+
+/* Sends what the socket takes of the next requests, alternately /health and
+ * /health/live, N in all; *sent counts whole ones, *off a started one. */
+static void send_alternating(int fd, int n, int *sent, size_t *off)
+{
+	static const char *const reqs[2] = {"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+					    "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n"};
+
+	while (*sent < n) {
+		const char *q = reqs[*sent % 2];
+		ssize_t w = send(fd, q + *off, strlen(q) - *off, MSG_NOSIGNAL);
+		if (w <= 0)
+			return;
+		if ((*off += (size_t)w) == strlen(q)) {
+			++*sent;
+			*off = 0;
+		}
+	}
+}
+
+/* A client that pipelines and reads nothing for half a second, then reads
+ * everything: the answers, some 30 MB (twelve upstreams of sixteen
+ * addresses make each report some 6 KB), are far more than the loopback
+ * socket buffers hold, so the server has to wait for the socket and write
+ * the rest later. Every answer must come whole and in order. */
+static void test_slow_reader(int port)
+{
+	enum { N = 10000, N_UPS = 12 };
+	static struct pi_health_upstream many[N_UPS];
+	static char in[65536];
+	size_t in_len = 0, off = 0;
+	int fd = connect_to(port), sent = 0, got = 0, in_order = 1;
+	long start = now_ms();
+
+	reset_view();
+	for (int i = 0; i < N_UPS; i++) {
+		many[i] = ups[0];
+		many[i].n_addrs = PI_HEALTH_MAX_ADDRS;
+		for (int k = 0; k < PI_HEALTH_MAX_ADDRS; k++)
+			snprintf(many[i].addrs[k], sizeof(many[i].addrs[k]), "10.0.%d.%d", i, k);
+	}
+	view.upstreams = many;
+	view.n_upstreams = N_UPS;
+	while (got < N && now_ms() - start < 15000) {
+		struct resp x;
+		size_t used = 0;
+
+		send_alternating(fd, N, &sent, &off);
+		if (now_ms() - start < 500) {
+			pump(1);
+			continue;
+		}
+		uv_run(&loop, UV_RUN_NOWAIT);
+		ssize_t k = recv(fd, in + in_len, sizeof(in) - in_len, 0);
+		if (k == 0 || (k < 0 && errno != EAGAIN))
+			break;
+		if (k < 0)
+			poll(NULL, 0, 1);
+		in_len += k > 0 ? (size_t)k : 0;
+		while (parse_resp(in + used, in_len - used, 0, &x)) {
+			in_order &= x.status == 200 &&
+				    (got % 2 ? strcmp(x.body, "{\"status\":\"pass\"}\n") == 0
+					     : has(x.body, "\"checks\""));
+			used += x.size;
+			got++;
+		}
+		memmove(in, in + used, in_len - used);
+		in_len -= used;
+	}
+	is_int(got, N, "a late reader gets every pipelined request answered");
+	ok(in_order && in_len == 0, "complete answers, in order");
+	close(fd);
+	reset_view();
 }
 
 /* A listening socket nobody accepts from: connects succeed via the backlog. */
@@ -743,8 +906,10 @@ int main(void)
 	struct pi_health_server *s = start("", &port);
 	if (s) {
 		test_report(port);
+		test_cached_report(port);
 		test_errors(port);
 		test_connection_reuse(port);
+		test_slow_reader(port);
 		test_health_command(port);
 		test_limits(port);
 		test_timeouts(port);
