@@ -104,6 +104,23 @@ size_t pi_render_estimate(size_t len);
 int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct pi_buf *out,
 	      struct pi_render_error *err);
 
+/* Renders a template that arrives in pieces (a large file read a block at a
+ * time), giving the same output, host calls and errors as pi_render on the
+ * whole template. in[0..len) is the text not rendered yet; last is 1 when
+ * the template ends at len. When last is 0, rendering stops at a '$' whose
+ * meaning could change with the bytes after len (a name that reaches len,
+ * "${NAME" or "${NAME:" at the end, a DEFAULT or MESSAGE not closed yet):
+ * everything before that '$' is appended to *out and *used is its offset.
+ * The caller keeps in[*used..len), adds the next bytes after it and calls
+ * again, until a call with last = 1 (which sets *used to len).
+ *
+ * Returns as pi_render. Each call stands alone: err's line and col count
+ * from in[0] (line 1, col 1), so the caller adds where in[0] is in the
+ * template; a value from lookup need only stay valid during the call; on
+ * error out->len is back to its value on entry to this call. */
+int pi_render_piece(const char *in, size_t len, int last, const struct pi_render_opts *o,
+		    struct pi_buf *out, size_t *used, struct pi_render_error *err);
+
 /* Makes room for at least `more` bytes after out->len. Returns 0, -ENOMEM
  * or -EOVERFLOW; on failure *out is unchanged. */
 int pi_buf_reserve(struct pi_buf *out, size_t more);

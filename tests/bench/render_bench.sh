@@ -2,9 +2,9 @@
 # Template rendering benchmark: peerprep-init `render --stdout` against GNU
 # envsubst on a ~37 MB template holding 400,000 references to NGINX_X among
 # nginx-looking text. Checks both give identical output, then prints the
-# median wall time of 5 runs each, the speed ratio, and each one's peak RSS
-# next to the output size. It only reports: the exit code is 0 unless the
-# tools are missing or the outputs differ.
+# median wall time of 5 runs each (the two taking turns), the speed ratio,
+# and each one's peak RSS next to the output size. It only reports: the
+# exit code is 0 unless the tools are missing or the outputs differ.
 #
 # usage: tests/bench/render_bench.sh [BINARY]   (default build/peerprep-init)
 set -eu
@@ -49,33 +49,43 @@ fi
 OUT_BYTES=$(wc -c <"$WORK/ours.out")
 TPL_BYTES=$(wc -c <"$TPL")
 
-# measure NAME INPUT CMD...: runs CMD RUNS times, stdin from INPUT, stdout
-# to /dev/null; prints the median wall time in ms and the largest peak RSS
-# in KiB.
-measure() {
+# run_once NAME INPUT CMD...: runs CMD once, stdin from INPUT, stdout to
+# /dev/null; appends its wall time in ms to NAME.times and its peak RSS in
+# KiB to NAME.rss.
+run_once() {
 	name=$1 input=$2
 	shift 2
-	: >"$WORK/$name.times"
-	: >"$WORK/$name.rss"
-	i=0
-	while [ $i -lt $RUNS ]; do
-		t0=$(date +%s%N)
-		/usr/bin/time -f %M -o "$WORK/rss" "$@" <"$input" >/dev/null
-		t1=$(date +%s%N)
-		echo $(((t1 - t0) / 1000000)) >>"$WORK/$name.times"
-		tail -n 1 "$WORK/rss" >>"$WORK/$name.rss"
-		i=$((i + 1))
-	done
-	median=$(sort -n "$WORK/$name.times" | sed -n "$(((RUNS + 1) / 2))p")
-	rss=$(sort -n "$WORK/$name.rss" | tail -n 1)
+	t0=$(date +%s%N)
+	/usr/bin/time -f %M -o "$WORK/rss" "$@" <"$input" >/dev/null
+	t1=$(date +%s%N)
+	echo $(((t1 - t0) / 1000000)) >>"$WORK/$name.times"
+	tail -n 1 "$WORK/rss" >>"$WORK/$name.rss"
+}
+
+# summary NAME: the median wall time in ms and the largest peak RSS in KiB.
+summary() {
+	median=$(sort -n "$WORK/$1.times" | sed -n "$(((RUNS + 1) / 2))p")
+	rss=$(sort -n "$WORK/$1.rss" | tail -n 1)
 	echo "$median $rss"
 }
 
+# The two tools take turns, so a burst of other work on the machine slows
+# both medians alike instead of only the one being measured at the time.
+: >"$WORK/ours.times"
+: >"$WORK/ours.rss"
+: >"$WORK/gnu.times"
+: >"$WORK/gnu.rss"
+i=0
+while [ $i -lt $RUNS ]; do
+	run_once ours /dev/null "$@" "$BIN" render --stdout
+	run_once gnu "$TPL" "$@" envsubst '$NGINX_X'
+	i=$((i + 1))
+done
 read -r OURS_MS OURS_KB <<EOT
-$(measure ours /dev/null "$@" "$BIN" render --stdout)
+$(summary ours)
 EOT
 read -r GNU_MS GNU_KB <<EOT
-$(measure gnu "$TPL" "$@" envsubst '$NGINX_X')
+$(summary gnu)
 EOT
 
 awk -v tb="$TPL_BYTES" -v ob="$OUT_BYTES" -v refs="$REFS" -v runs="$RUNS" \

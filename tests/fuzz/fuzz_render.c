@@ -15,7 +15,10 @@
  *     output buffer holds exactly what it held before;
  *   - on_host is called once per substituted host variable;
  *   - pi_value_check_host accepts nothing pi_value_check_word refuses, and
- *     both report a position inside the value. */
+ *     both report a position inside the value;
+ *   - pi_render_piece fed the template a few bytes at a time, as
+ *     templates.c feeds it from read(2), gives the same output, host calls
+ *     and error (line and column included) as one pi_render. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +205,76 @@ static void check_values(const uint8_t *d, size_t n)
 		abort();
 }
 
+/* Renders tpl in pieces of 0-8 new bytes (sizes from a generator seeded by
+ * the input), carrying the unused tail over as templates.c does, and checks
+ * the result against the whole render's. */
+static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, int rc1,
+			 const struct pi_buf *whole, const struct pi_render_error *err1)
+{
+	struct env e = {e0->data, e0->len, 0};
+	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e};
+	struct pi_buf out = {0};
+	struct pi_render_error err;
+	char *buf = malloc(tlen + 1);
+	size_t have = 0, fed = 0, off = 0;
+	unsigned seed = (unsigned)tlen * 2654435761u + (tlen ? tpl[0] : 0);
+	int rc = 0, last = 0;
+
+	if (!buf)
+		abort();
+	memset(&err, 0, sizeof(err));
+	while (!last) {
+		size_t n, used = (size_t)-1;
+
+		seed = seed * 1103515245u + 12345u;
+		n = (seed >> 16) % 9;
+		if (n > tlen - fed)
+			n = tlen - fed;
+		if (n == 0 && fed < tlen)
+			n = 1;
+		memcpy(buf + have, tpl + fed, n);
+		have += n;
+		fed += n;
+		last = n == 0;
+		rc = pi_render_piece(buf, have, last, &o, &out, &used, &err);
+		if (rc < 0)
+			break;
+		if (used > have || (last && used != have))
+			abort();
+		memmove(buf, buf + used, have - used);
+		have -= used;
+		off += used;
+	}
+	if (rc < 0 && err.line) {
+		/* The piece's line and column count from its first byte. */
+		unsigned lines = 0, col = 0;
+
+		for (size_t i = 0; i < off; i++) {
+			col++;
+			if (tpl[i] == '\n') {
+				lines++;
+				col = 0;
+			}
+		}
+		if (err.line == 1)
+			err.col += col;
+		err.line += lines;
+	}
+	if (rc != rc1 || e.hosts_seen != e0->hosts_seen)
+		abort();
+	if (rc == 0 && (out.len + 3 != whole->len ||
+			(out.len && memcmp(out.data, whole->data + 3, out.len) != 0)))
+		abort();
+	if (rc < 0 && (err.line != err1->line || err.col != err1->col ||
+		       strcmp(err.msg, err1->msg) != 0 || strcmp(err.var, err1->var) != 0)) {
+		fprintf(stderr, "pieces: %u:%u %s, whole: %u:%u %s\n", err.line, err.col, err.msg,
+			err1->line, err1->col, err1->msg);
+		abort();
+	}
+	free(buf);
+	free(out.data);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -255,6 +328,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if ((unsigned char)*m < 0x20)
 				abort();
 	}
+	check_pieces(tpl, tlen, &e, rc, &out, &err);
 	free(out.data);
 	free(want.data);
 	return 0;
