@@ -205,6 +205,20 @@ static void check_values(const uint8_t *d, size_t n)
 		abort();
 }
 
+/* The line and column (from 1) of offset at in t. */
+static void line_col(const uint8_t *t, size_t at, unsigned *line, unsigned *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < at; i++) {
+		++*col;
+		if (t[i] == '\n') {
+			++*line;
+			*col = 1;
+		}
+	}
+}
+
 /* Renders tpl in pieces of 0-8 new bytes (sizes from a generator seeded by
  * the input), carrying the unused tail over as templates.c does, and checks
  * the result against the whole render's. */
@@ -247,18 +261,12 @@ static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, 
 	}
 	if (rc < 0 && err.line) {
 		/* The piece's line and column count from its first byte. */
-		unsigned lines = 0, col = 0;
+		unsigned line, col;
 
-		for (size_t i = 0; i < off; i++) {
-			col++;
-			if (tpl[i] == '\n') {
-				lines++;
-				col = 0;
-			}
-		}
+		line_col(tpl, off, &line, &col);
 		if (err.line == 1)
-			err.col += col;
-		err.line += lines;
+			err.col += col - 1;
+		err.line += line - 1;
 	}
 	if (rc != rc1 || e.hosts_seen != e0->hosts_seen)
 		abort();
@@ -310,15 +318,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (e.hosts_seen != want_hosts)
 			abort();
 	} else {
-		unsigned line = 1, col = 1;
+		unsigned line, col;
 
-		for (size_t i = 0; i < at; i++) {
-			col++;
-			if (tpl[i] == '\n') {
-				line++;
-				col = 1;
-			}
-		}
+		line_col(tpl, at, &line, &col);
 		if (out.len != 3 || err.line != line || err.col != col || err.msg[0] == '\0') {
 			fprintf(stderr, "at %u:%u, want %u:%u: %s\n", err.line, err.col, line, col,
 				err.msg);
