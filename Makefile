@@ -92,7 +92,7 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/tap.h $(ASAN_LIBOBJ)
 
 # libFuzzer harnesses: clang, ASan+UBSan, linked with the library sources.
 FUZZ_CFLAGS := $(COMMON) -O1 -g -fsanitize=fuzzer,address,undefined $(ASAN_INC)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIBSRC) $(HDR) $(DEPDIR)/glibc/lib/libuv.a
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/check.h $(LIBSRC) $(HDR) $(DEPDIR)/glibc/lib/libuv.a
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIBSRC) $(ASAN_LIBS)

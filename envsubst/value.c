@@ -48,7 +48,8 @@ static int parse_ip(int af, const char *s, size_t n)
 	char tmp[INET6_ADDRSTRLEN];
 	unsigned char addr[sizeof(struct in6_addr)];
 
-	if (n >= sizeof(tmp))
+	/* inet_pton stops at a NUL, so "[::\0x]" would pass as "[::]". */
+	if (n >= sizeof(tmp) || memchr(s, '\0', n))
 		return 0;
 	memcpy(tmp, s, n);
 	tmp[n] = '\0';

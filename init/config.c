@@ -1,5 +1,6 @@
 #include "init/config.h"
 #include "init/log.h"
+#include "health/server.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,7 +13,17 @@
 #include <strings.h>
 #include <unistd.h>
 
-enum key_type { T_STRING, T_DURATION, T_SIGNAL, T_LEVEL, T_FORMAT };
+enum key_type {
+	T_STRING,
+	T_DURATION,
+	T_SIGNAL,
+	T_LEVEL,
+	T_FORMAT,
+	T_COMMAND,  /* split like a shell would; must name a program */
+	T_TEST,     /* the same, or empty */
+	T_ADDR,     /* HOST:PORT or [IPv6]:PORT, or empty */
+	T_URL_PATH, /* starts with '/' */
+};
 
 struct key {
 	const char *section;
@@ -48,9 +59,9 @@ static const struct key keys[] = {
 	 "how long run waits for all hosts to resolve before giving up"},
 	{"upstreams", "recheck", T_DURATION, F(upstreams_recheck_ms), "30s", NULL,
 	 "after start, re-resolve this often; 0 turns it off"},
-	{"nginx", "command", T_STRING, F(nginx_command), "nginx -g 'daemon off;'", NULL,
+	{"nginx", "command", T_COMMAND, F(nginx_command), "nginx -g 'daemon off;'", NULL,
 	 "the child, split like a shell splits words; -- COMMAND overrides"},
-	{"nginx", "test", T_STRING, F(nginx_test), "nginx -t -q", NULL,
+	{"nginx", "test", T_TEST, F(nginx_test), "nginx -t -q", NULL,
 	 "config test run before start and before every reload; empty skips it"},
 	{"nginx", "stop_signal", T_SIGNAL, F(nginx_stop_signal), "QUIT", NULL,
 	 "sent to the child on SIGTERM or SIGINT (graceful stop)"},
@@ -58,10 +69,10 @@ static const struct key keys[] = {
 	 "on SIGTERM/SIGINT, /health turns 503 at once and the stop signal waits this long"},
 	{"nginx", "stop_timeout", T_DURATION, F(nginx_stop_timeout_ms), "25s", NULL,
 	 "then SIGTERM; 5 s later SIGKILL"},
-	{"health", "listen", T_STRING, F(health_listen), "127.0.0.1:8081", NULL,
+	{"health", "listen", T_ADDR, F(health_listen), "127.0.0.1:8081", NULL,
 	 "HOST:PORT or [IPv6]:PORT of /health; empty turns it off"},
-	{"health", "path", T_STRING, F(health_path), "/health", NULL, "path of the endpoint"},
-	{"health", "probe", T_STRING, F(health_probe), "127.0.0.1:80", NULL,
+	{"health", "path", T_URL_PATH, F(health_path), "/health", NULL, "path of the endpoint"},
+	{"health", "probe", T_ADDR, F(health_probe), "127.0.0.1:80", NULL,
 	 "TCP address nginx listens on, connected to by each check; empty skips it"},
 	{"log", "format", T_FORMAT, F(log_format), "text", NULL, "text (logfmt) or json"},
 	{"log", "level", T_LEVEL, F(log_level), "info", NULL, "debug, info, warn or error"},
@@ -69,24 +80,31 @@ static const struct key keys[] = {
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
+/* Digits, an optional fraction, an optional unit, optional blanks around:
+ * no sign, exponent or hex, which strtod alone would take. */
 int pi_config_duration(const char *s, uint64_t *ms)
 {
-	char *end;
-	double mult = 1000.0;
+	double v = 0, scale = 1, mult = 1000.0;
+	int digits = 0;
 
 	while (isspace((unsigned char)*s))
 		s++;
-	if (!isdigit((unsigned char)*s) && *s != '.')
+	for (; isdigit((unsigned char)*s); s++, digits++)
+		v = v * 10 + (*s - '0');
+	if (*s == '.')
+		for (s++; isdigit((unsigned char)*s); s++, digits++)
+			v += (*s - '0') * (scale /= 10);
+	if (!digits || v > 1e12)
 		return -EINVAL;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || !isfinite(v) || v < 0)
-		return -EINVAL;
-	if (strcmp(end, "ms") == 0)
-		mult = 1.0;
-	else if (strcmp(end, "m") == 0)
-		mult = 60000.0;
-	else if (strcmp(end, "s") != 0 && *end != '\0')
+	if (strncmp(s, "ms", 2) == 0)
+		mult = 1.0, s += 2;
+	else if (*s == 'm')
+		mult = 60000.0, s++;
+	else if (*s == 's')
+		s++;
+	while (isspace((unsigned char)*s))
+		s++;
+	if (*s)
 		return -EINVAL;
 	v *= mult;
 	/* A week is far beyond any sensible wait; reject rather than overflow. */
@@ -132,22 +150,58 @@ const char *pi_config_signal_name(int sig)
 }
 
 /* Sets one key from text; returns 0 or -EINVAL with a reason in why. */
+static int set_string(char *base, const char *value, const char **why)
+{
+	char *copy = strdup(value);
+
+	if (!copy) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	free(*(char **)base);
+	*(char **)base = copy;
+	return 0;
+}
+
+/* A command must split (quotes closed) into at least one word; a test may
+ * also be empty, which turns it off. */
+static int check_command(const char *value, int may_be_empty, const char **why)
+{
+	char **argv = NULL;
+	int rc = pi_config_split(value, &argv);
+
+	pi_config_argv_free(argv);
+	if (rc == -ENOENT && may_be_empty)
+		return 0;
+	*why = rc == -ENOENT ? "empty command" : rc == -ENOMEM ? "out of memory" : "unclosed quote";
+	return rc < 0 ? -EINVAL : 0;
+}
+
 static int set_key(struct pi_config *cfg, const struct key *k, const char *value, const char **why)
 {
 	char *base = (char *)cfg + k->offset;
 	int n;
 
 	switch (k->type) {
-	case T_STRING: {
-		char *copy = strdup(value);
-		if (!copy) {
-			*why = "out of memory";
-			return -ENOMEM;
-		}
-		free(*(char **)base);
-		*(char **)base = copy;
-		return 0;
+	case T_COMMAND:
+	case T_TEST:
+		if ((n = check_command(value, k->type == T_TEST, why)) < 0)
+			return n;
+		return set_string(base, value, why);
+	case T_ADDR: {
+		struct sockaddr_storage ss;
+		*why = "not HOST:PORT or [IPv6]:PORT with an IP address";
+		if (*value && pi_health_parse_addr(value, &ss) < 0)
+			return -EINVAL;
+		return set_string(base, value, why);
 	}
+	case T_URL_PATH:
+		*why = "must start with /";
+		if (value[0] != '/')
+			return -EINVAL;
+		return set_string(base, value, why);
+	case T_STRING:
+		return set_string(base, value, why);
 	case T_DURATION:
 		*why = "not a duration (seconds, or a number with ms, s or m)";
 		return pi_config_duration(value, (uint64_t *)base);
@@ -188,10 +242,15 @@ void pi_config_defaults(struct pi_config *cfg)
 			abort(); /* a default that does not parse is a bug */
 }
 
+static int holds_string(enum key_type t)
+{
+	return t == T_STRING || t == T_COMMAND || t == T_TEST || t == T_ADDR || t == T_URL_PATH;
+}
+
 void pi_config_free(struct pi_config *cfg)
 {
 	for (size_t i = 0; i < NKEYS; i++)
-		if (keys[i].type == T_STRING) {
+		if (holds_string(keys[i].type)) {
 			char **p = (char **)((char *)cfg + keys[i].offset);
 			free(*p);
 			*p = NULL;
@@ -206,8 +265,10 @@ struct ini_ctx {
 	char *section; /* the last section seen, for the error message */
 	struct pi_config_error *err;
 	FILE *f;
-	int lines;    /* lines handed to inih so far, counted as inih counts */
-	int err_line; /* the line of the first error this handler found */
+	int lines;     /* lines handed to inih so far, counted as inih counts */
+	int mid_line;  /* the last chunk read did not end the line */
+	int long_line; /* the first line longer than inih's buffer */
+	int err_line;  /* the line of the first error this handler found */
 };
 
 /* inih's reader: fgets, counting lines, so the handler knows its line even
@@ -216,8 +277,15 @@ static char *read_line(char *buf, int size, void *stream)
 {
 	struct ini_ctx *c = stream;
 	char *r = fgets(buf, size, c->f);
+	size_t n = r ? strlen(r) : 0;
 
-	c->lines += r != NULL;
+	if (!r)
+		return NULL;
+	if (!c->mid_line)
+		c->lines++;
+	c->mid_line = n > 0 && r[n - 1] != '\n' && (int)n == size - 1;
+	if (c->mid_line && !c->long_line)
+		c->long_line = c->lines;
 	return r;
 }
 
@@ -247,9 +315,10 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 		c->err_line = 0;
 		return 1;
 	}
-	if (!*section)
-		snprintf(c->err->msg, sizeof(c->err->msg), "key %s is outside any section",
-			 name ? name : "");
+	if (!*section && !name)
+		snprintf(c->err->msg, sizeof(c->err->msg), "empty section name []");
+	else if (!*section)
+		snprintf(c->err->msg, sizeof(c->err->msg), "key %s is outside any section", name);
 	else if (!known_section)
 		snprintf(c->err->msg, sizeof(c->err->msg), "unknown section [%s]", section);
 	else if (name)
@@ -286,7 +355,9 @@ static int load_file(struct pi_config *cfg, const char *path, struct pi_config_e
 	 * called it for a later line, so the reason is ours only if the
 	 * lines agree. */
 	snprintf(reason, sizeof(reason), "%s",
-		 c.err_line == line ? err->msg : "not a [section] header or a key = value line");
+		 c.err_line == line    ? err->msg
+		 : c.long_line == line ? "line too long"
+				       : "not a [section] header or a key = value line");
 	snprintf(err->msg, sizeof(err->msg), "%.200s:%d: %.280s", path, line, reason);
 	return -EINVAL;
 }

@@ -9,16 +9,9 @@
 #include <string.h>
 
 #include "health/http.h"
+#include "check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "property failed: %s (line %d)\n", #cond, __LINE__);       \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static int inside(const char *buf, size_t len, struct pi_http_span s)
 {

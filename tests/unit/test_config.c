@@ -71,6 +71,13 @@ int main(void)
 	is_int(pi_config_duration("", &ms), -EINVAL, "empty refused");
 	is_int(pi_config_duration("nan", &ms), -EINVAL, "nan refused");
 	is_int(pi_config_duration("1e300", &ms), -EINVAL, "huge refused");
+	is_int(pi_config_duration("1e3", &ms), -EINVAL, "exponent refused");
+	is_int(pi_config_duration("0x10", &ms), -EINVAL, "hex refused");
+	is_int(pi_config_duration("+5", &ms), -EINVAL, "sign refused");
+	is_int(pi_config_duration(".", &ms), -EINVAL, "a lone dot refused");
+	ok(pi_config_duration(" 5s ", &ms) == 0 && ms == 5000, "blanks around allowed");
+	ok(pi_config_duration(".5m", &ms) == 0 && ms == 30000, ".5m is 30000 ms");
+	ok(pi_config_duration("1.25ms", &ms) == 0 && ms == 1, "1.25ms rounds to 1");
 
 	/* Signals. */
 	is_int(pi_config_signal("QUIT"), SIGQUIT, "QUIT");
@@ -126,7 +133,7 @@ int main(void)
 	pi_config_free(&cfg);
 
 	/* Every file error names file, line and key. */
-	expect_error("[health]\nlisten = x\nbogus = 1\n", "3: unknown key health.bogus",
+	expect_error("[health]\nlisten = 127.0.0.1:1\nbogus = 1\n", "3: unknown key health.bogus",
 		     "unknown key");
 	expect_error("; c\n[nope]\nx = 1\n", "2: unknown section [nope]", "unknown section");
 	expect_error("[upstreams]\n\nwait = forever\n",
@@ -140,6 +147,28 @@ int main(void)
 	expect_error("listen = 1\n", "1: key listen is outside any section", "key before section");
 	expect_error("[health]\nthis line has no equals\n", "2: not a [section] header or a key = value line", "syntax error");
 	expect_error("[health\n", "1: not a [section] header or a key = value line", "unclosed section");
+	expect_error("[]\nlisten = 1\n", "1: empty section name []", "empty section name");
+	expect_error("[nginx]\ncommand = nginx -g 'daemon off;\n", "2: nginx.command: unclosed quote",
+		     "command with an unclosed quote");
+	expect_error("[nginx]\ncommand =\n", "2: nginx.command: empty command", "empty command");
+	expect_error("[nginx]\ntest = \"nginx -t\n", "2: nginx.test: unclosed quote",
+		     "test with an unclosed quote");
+	expect_error("[health]\nlisten = health.local:8081\n",
+		     "2: health.listen: not HOST:PORT or [IPv6]:PORT with an IP address",
+		     "listen on a name");
+	expect_error("[health]\nprobe = 127.0.0.1\n",
+		     "2: health.probe: not HOST:PORT or [IPv6]:PORT with an IP address",
+		     "probe without a port");
+	expect_error("[health]\npath = health\n", "2: health.path: must start with /",
+		     "path without a slash");
+	{
+		/* A comment longer than inih's 4096-byte line, then a bad key. */
+		static char text[6000];
+		size_t n = (size_t)snprintf(text, sizeof(text), "[log]\n;");
+		memset(text + n, 'x', 5000);
+		snprintf(text + n + 5000, sizeof(text) - n - 5000, "\nlevel = loud\n");
+		expect_error(text, "2: line too long", "over-long line named");
+	}
 
 	/* A file named explicitly must exist. */
 	ok(pi_config_load(&cfg, "/nonexistent/pi.ini", none, &err) == -ENOENT,
