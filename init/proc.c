@@ -29,14 +29,18 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	if (stderr_fd >= 0 && stderr_fd != STDERR_FILENO)
 		dup2(stderr_fd, STDERR_FILENO);
 
-	/* Keep 0-2 and the report pipe (close-on-exec, so exec closes it). */
-	for (int fd = 3; fd < 1024; fd++)
-		if (fd != report_fd)
-			close(fd);
+	/* Keep 0-2 and the report pipe (close-on-exec, so exec closes it):
+	 * two close_range calls, or a loop on kernels older than 5.9. */
+	int closed = -1;
 #ifdef SYS_close_range
-	if (report_fd < 1024)
-		syscall(SYS_close_range, 1024U, ~0U, 0U);
+	if (report_fd >= 3)
+		closed = (report_fd == 3 ? 0 : (int)syscall(SYS_close_range, 3U, report_fd - 1U, 0U)) |
+			 (int)syscall(SYS_close_range, report_fd + 1U, ~0U, 0U);
 #endif
+	if (closed != 0)
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != report_fd)
+				close(fd);
 	execvpe(argv[0], argv, envp);
 	int e = errno;
 	ssize_t w;

@@ -2,12 +2,13 @@
 namespace, real signals, real exit statuses, real orphans."""
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from pi import Init, base_env, wait_for, descendants, proc_state, children_of
+from pi import BIN, Init, base_env, wait_for, descendants, proc_state, children_of, free_port
 
 PY = "/usr/bin/python3"
 SIGCHILD = os.path.join(os.path.dirname(__file__), "sigchild.py")
@@ -227,3 +228,34 @@ def test_child_gets_the_inits_environment_unchanged(tmp_path):
     assert got["SOME_SETTING"] == "x y"
     assert got["NGINX_A_HOST"] == "127.0.0.1"
     assert "UV_THREADPOOL_SIZE" not in got
+
+
+def test_child_inherits_only_stdio_and_no_ignored_signals(tmp_path):
+    """Descriptors the init was given by its own parent (a low one and
+    one above 1024) and those it holds itself (epoll, io_uring, pipes, the
+    health socket) must not reach the child, and SIG_IGN (the init ignores
+    SIGPIPE) must not survive exec."""
+    env = base_env(tmp_path, PEERPREP_INIT_HEALTH_LISTEN="127.0.0.1:%d" % free_port(),
+                   PEERPREP_INIT_HEALTH_PROBE="")
+    low = os.open(os.devnull, os.O_RDONLY)
+    high = next(fd for fd in range(1500, 1600) if not os.path.exists(f"/proc/self/fd/{fd}"))
+    os.dup2(low, high)
+    try:
+        proc = subprocess.Popen([BIN, "--", "sleep", "100"], env=env, pass_fds=(low, high),
+                                stdin=subprocess.DEVNULL)
+    finally:
+        os.close(low)
+        os.close(high)
+    try:
+        child = wait_for(lambda: (children_of(proc.pid) or [None])[0], what="the child")
+        wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("sleep"), what="exec")
+        assert {low, high} <= {int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{child}/fd")) == [0, 1, 2]
+        with open(f"/proc/{child}/status") as f:
+            status = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        assert int(status["SigIgn"], 16) == 0, status["SigIgn"]
+        assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
+    finally:
+        for pid in [proc.pid] + descendants(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(5)
