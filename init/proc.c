@@ -11,18 +11,37 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The kernel's struct sigaction (x86-64 and arm64 alike). */
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	unsigned long mask;
+};
+
+/* Sets signal s to SIG_DFL. musl refuses the signals it keeps for itself
+ * (32-34), but one of them ignored by our own parent (GNU make ignores 32
+ * and 33) would stay ignored across exec: the kernel is asked directly. */
+static void default_disposition(int s)
+{
+	struct sigaction dfl;
+	struct kernel_sigaction k = {SIG_DFL, 0, NULL, 0};
+
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	if (sigaction(s, &dfl, NULL) < 0 && errno == EINVAL)
+		syscall(SYS_rt_sigaction, s, &k, NULL, sizeof(k.mask));
+}
+
 /* Only async-signal-safe calls from here to exec: libuv's resolver threads
  * may hold allocator locks at the moment of fork. */
 static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int report_fd)
 {
 	sigset_t none;
-	struct sigaction dfl;
 
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
-			sigaction(s, &dfl, NULL);
+			default_disposition(s);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	setpgid(0, 0);
