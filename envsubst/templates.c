@@ -785,13 +785,14 @@ static int render_item(struct ctx *c, const char *prefix, struct item *it,
 			ready = want;
 		}
 		rc = pi_render_piece(in.data, in.len, last, &ro, &it->text, &used, &rerr);
-		if (rc < 0 && rerr.line) {
-			place_in_file(fd, off, &rerr);
-			seterr(err, "%s:%u:%u: %s", it->source, rerr.line, rerr.col, rerr.msg);
-		} else if (rc < 0) {
-			seterr(err, "%s: %s", it->source, rerr.msg);
-		}
 		if (rc < 0) {
+			if (rerr.line) {
+				place_in_file(fd, off, &rerr);
+				seterr(err, "%s:%u:%u: %s", it->source, rerr.line, rerr.col,
+				       rerr.msg);
+			} else {
+				seterr(err, "%s: %s", it->source, rerr.msg);
+			}
 			it->text.len = 0;
 			goto out;
 		}

@@ -80,13 +80,14 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		printf("config test: skipped (nginx.test is empty)\n");
 		return 0;
 	}
-	if (pi_config_split(cfg->nginx_test, &argv) < 0) {
-		printf("config test: FAIL nginx.test is not a valid command\n");
+	int rc = pi_config_split(cfg->nginx_test, &argv);
+	if (rc < 0) { /* pi_config_load checked it splits: only memory fails */
+		printf("config test: FAIL cannot split nginx.test: %s\n", strerror(-rc));
 		return 2;
 	}
 	fflush(stdout);
 	pid_t pid = pi_proc_spawn(argv, envp, -1, &exec_errno);
-	int rc = -1;
+	rc = -1;
 	if (pid > 0)
 		while ((rc = (int)waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 			;

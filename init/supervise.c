@@ -646,18 +646,17 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	s->view.reload_ok = 1;
 	s->view.reload_time = time(NULL);
 	pi_supervise_template_opts(cfg, envp, &s->topts);
+	/* pi_config_load checked that both split: only memory can fail here. */
 	if (!cmd) {
-		rc = pi_config_split(cfg->nginx_command, &own_cmd);
-		if (rc < 0) {
-			PI_LOG(PI_ERROR, "nginx.command: %s",
-			       rc == -ENOENT ? "empty command" : "unterminated quote");
+		if ((rc = pi_config_split(cfg->nginx_command, &own_cmd)) < 0) {
+			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
 			goto out_free;
 		}
 		cmd = own_cmd;
 	}
 	s->cmd = cmd;
 	if (*cfg->nginx_test && (rc = pi_config_split(cfg->nginx_test, &s->test_argv)) < 0) {
-		PI_LOG(PI_ERROR, "nginx.test: unterminated quote");
+		PI_LOG(PI_ERROR, "cannot split nginx.test: %s", strerror(-rc));
 		goto out_free;
 	}
 

@@ -30,3 +30,14 @@ def test_unknown_command_or_argument_is_exit_2(tmp_path):
         p = run(tmp_path, *args)
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.startswith("peerprep-init: "), p.stderr
+
+
+def test_bad_command_is_refused_at_load_naming_the_variable(tmp_path):
+    """A command that cannot be split is a configuration error (exit 2)
+    found when the config is read, before anything is rendered or run."""
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_COMMAND="nginx -g 'daemon off;",
+                   PEERPREP_INIT_TEMPLATES_DIR=str(tmp_path / "absent"))
+    p = subprocess.run([BIN], env=env, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p.stderr
+    assert "PEERPREP_INIT_NGINX_COMMAND: unclosed quote" in p.stderr, p.stderr
+    assert "rendered" not in p.stderr and "started" not in p.stderr, p.stderr
