@@ -490,7 +490,7 @@ static enum route route(const struct pi_health_server *s, const struct pi_http_r
  * other strings are compared up to their NUL, as they are rendered. */
 static int upstream_same(const struct pi_health_upstream *a, const struct pi_health_upstream *b)
 {
-	if (a->var != b->var || a->host != b->host || a->resolved != b->resolved ||
+	if (strcmp(a->var, b->var) != 0 || strcmp(a->host, b->host) != 0 || a->resolved != b->resolved ||
 	    a->checked != b->checked || a->n_addrs != b->n_addrs ||
 	    strncmp(a->error, b->error, sizeof(a->error)) != 0)
 		return 0;

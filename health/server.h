@@ -23,8 +23,7 @@
  * The /health answer is rendered once and copied for each request while
  * its inputs stay the same: every request first compares the view's fields
  * and the probe result with the ones it was rendered from, so any change
- * shows on the very next answer. Upstream var and host are compared by
- * pointer: give them new strings rather than rewriting them in place.
+ * shows on the very next answer.
  *
  * Responses go straight to the socket when it takes them whole (uv_write
  * only for what it does not), every complete request of one read in one

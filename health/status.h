@@ -5,14 +5,19 @@
 #define PI_HEALTH_STATUS_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <time.h>
 
 #define PI_HEALTH_MAX_ADDRS 16
+#define PI_HEALTH_NAME_MAX 256
 
+/* Every string is a copy held in the entry itself: nothing here points
+ * into memory another module may free (a reload frees the rendered
+ * templates the names came from). Use pi_health_upstream_name to fill. */
 struct pi_health_upstream {
-	const char *var;  /* variable name, owned by the supervisor */
-	const char *host; /* its value, owned by the supervisor */
+	char var[PI_HEALTH_NAME_MAX];  /* variable name, NUL-terminated */
+	char host[PI_HEALTH_NAME_MAX]; /* its value (a host is at most 253 bytes) */
 	int resolved;	  /* 1: last lookup succeeded */
 	time_t checked;	  /* time of the last lookup, 0 before the first */
 	size_t n_addrs;	  /* addresses of the last successful lookup */
@@ -29,5 +34,15 @@ struct pi_health_view {
 	size_t n_upstreams;
 	struct pi_health_upstream *upstreams;
 };
+
+/* Copies var and host into u (each cut to PI_HEALTH_NAME_MAX - 1 bytes;
+ * a host value is checked to be at most 253 bytes long before it gets
+ * here). */
+static inline void pi_health_upstream_name(struct pi_health_upstream *u, const char *var,
+					   const char *host)
+{
+	snprintf(u->var, sizeof(u->var), "%s", var);
+	snprintf(u->host, sizeof(u->host), "%s", host);
+}
 
 #endif

@@ -40,7 +40,11 @@ static int check_hosts(struct pi_templates *t)
 	if (!slots)
 		return 2;
 	for (size_t i = 0; i < n; i++)
-		pi_templates_host(t, i, &slots[i].var, &slots[i].host);
+	{
+		const char *var, *host;
+		pi_templates_host(t, i, &var, &host);
+		pi_health_upstream_name(&slots[i], var, host);
+	}
 	uv_loop_init(&loop);
 	if (pi_upstreams_new(&loop, slots, n, &done, &u) < 0) {
 		code = 2;

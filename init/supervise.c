@@ -614,8 +614,11 @@ static int prepare_hosts(struct sup *s)
 		return -ENOMEM;
 	s->view.n_upstreams = n;
 	for (size_t i = 0; i < n; i++)
-		pi_templates_host(s->tpl, i, &s->view.upstreams[i].var,
-				  &s->view.upstreams[i].host);
+	{
+		const char *var, *host;
+		pi_templates_host(s->tpl, i, &var, &host);
+		pi_health_upstream_name(&s->view.upstreams[i], var, host);
+	}
 	return pi_upstreams_new(s->loop, s->view.upstreams, n, s, &s->ups);
 }
 

@@ -231,3 +231,31 @@ def test_refusing_resolver_is_named(tmp_path):
         out = p.communicate(timeout=20)[0].decode()
         assert p.returncode == 4, out
         assert "nameserver 127.0.0.53 answered REFUSED" in out
+
+
+def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
+    """A successful re-render reload frees the previous render; the health
+    answer and the upstream log lines must still name the variable and host
+    (they once read the freed strings: a crash under ASan, garbage in the
+    release build)."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
+    bed.wait_port("127.0.0.1", 80)
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    for i in range(3):
+        init.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: init.text().count("reloaded nginx") >= i + 1, 10,
+                 what="reload %d" % (i + 1))
+        status, doc = health(bed)
+        assert status == 200, doc
+        up = doc["checks"]["upstream:NGINX_API_HOST"][0]
+        assert up["componentId"] == "api." + ZONE, up
+    # A change after the reloads is logged with the right names too.
+    bed.set_host("api." + ZONE, "127.0.0.12")
+    init.wait_log("upstream addresses changed")
+    line = [l for l in init.text().splitlines() if "upstream addresses changed" in l][0]
+    assert "var=NGINX_API_HOST" in line and "host=api." + ZONE in line, line
+    wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
+             ["observedValue"] == ["127.0.0.12"], 5, what="new address on /health")
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
