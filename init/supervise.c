@@ -2,6 +2,7 @@
 #include "envsubst/templates.h"
 #include "health/server.h"
 #include "health/status.h"
+#include "init/builtins.h"
 #include "init/log.h"
 #include "init/proc.h"
 #include "init/upstream.h"
@@ -79,7 +80,8 @@ void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 	o->prefix = cfg->templates_prefix;
 	o->hosts = cfg->upstreams_hosts;
 	o->resolv_conf = NULL;
-	o->envp = envp;
+	/* The renderer sees the built-in variables after the environment. */
+	o->envp = pi_builtins_env(envp);
 }
 
 static void begin_exit(struct sup *s, int code);
