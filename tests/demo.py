@@ -92,6 +92,8 @@ def prepare(tmp, upstreams):
         sys.exit("demo: deploy template no longer has exactly one 'listen 80;' line")
     os.makedirs(os.path.join(tmp, "templates"))
     with open(os.path.join(tmp, "templates", "default.conf.template"), "w") as f:
+        # Only the demo's address: no IPv6 listen on the host's port 80.
+        text = text.replace("    listen ${NGINX_LISTEN_IPV6}:80;\n", "")
         f.write(text.replace("    listen 80;\n", "    listen %s:%d;\n" % LISTEN))
     hosts = os.path.join(tmp, "hosts")
     with open("/etc/hosts") as src, open(hosts, "w") as dst:
