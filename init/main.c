@@ -2,6 +2,7 @@
 #include "envsubst/templates.h"
 #include "health/probe.h"
 #include "init/config.h"
+#include "init/entrypointd.h"
 #include "init/log.h"
 #include "init/supervise.h"
 
@@ -140,6 +141,8 @@ int main(int argc, char **argv, char **envp)
 		return 2;
 	}
 	pi_log_setup(cfg.log_level, cfg.log_format);
+	if (strcmp(sub, "render") != 0)
+		pi_entrypointd_warn(envp);
 
 	if (strcmp(sub, "render") == 0)
 		code = render(&cfg, envp, to_stdout);
