@@ -55,7 +55,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps check check-unit check-it check-asan fuzz fuzz-smoke bench demo install clean format
+.PHONY: all deps check check-unit check-it check-asan check-man fuzz fuzz-smoke bench demo install install-man clean format
 
 all: $(BUILD)/peerprep-init
 
@@ -127,7 +127,15 @@ fuzz-smoke: deps $(FUZZ_BIN)
 fuzz: deps $(FUZZ_BIN)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)
 
-check: deps all check-unit fuzz-smoke check-it check-asan
+# The man page renders with man(1), and groff reports no warning (-ww).
+MANPAGE   := doc/peerprep-init.8
+check-man:
+	@out=$$(LC_ALL=C.UTF-8 MANWIDTH=80 man -l $(MANPAGE) 2>&1 >/dev/null) && \
+	  out="$$out$$(groff -man -ww -z -Tutf8 $(MANPAGE) 2>&1)" && [ -z "$$out" ] || \
+	  { echo "$(MANPAGE): $${out:-man failed}" >&2; exit 1; }; \
+	  echo "$(MANPAGE): renders without warnings"
+
+check: deps all check-man check-unit fuzz-smoke check-it check-asan
 
 bench: deps all
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)
@@ -135,9 +143,12 @@ bench: deps all
 demo: deps all
 	$(PYTHON) tests/demo.py $(abspath $(BUILD)/peerprep-init)
 
-install: $(BUILD)/peerprep-init
+install: $(BUILD)/peerprep-init install-man
 	install -D -m 0755 $(BUILD)/peerprep-init $(DESTDIR)$(PREFIX)/bin/peerprep-init
 	install -D -m 0644 deploy/peerprep-init.ini $(DESTDIR)/etc/peerprep-init.ini
+
+install-man:
+	install -D -m 0644 $(MANPAGE) $(DESTDIR)$(PREFIX)/share/man/man8/peerprep-init.8
 
 format:
 	clang-format -i $(SRC) $(HDR) $(UNIT_SRC) $(FUZZ_SRC)
