@@ -44,19 +44,23 @@ DIRECT = os.environ.get("PEERPREP_E2E_DIRECT_NGINX") == "1"
 ROUTES = {svc: "/%s-api/" % svc for svc in testbed.SERVICES}
 
 REF = re.compile(r"\$\{(NGINX_[A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Variables the init computes itself (SPEC §3), with the value direct mode
+# gives them: nothing to set in compose or the task definition.
+BUILTINS = {"NGINX_LISTEN_IPV6": "255.255.255.255"}
 
 
 def template_variables():
     """{variable: default or None} of every reference in the template."""
     with open(TEMPLATE) as f:
-        return {m.group(1): m.group(2) for m in REF.finditer(f.read())}
+        return {m.group(1): m.group(2) for m in REF.finditer(f.read())
+                if m.group(1) not in BUILTINS}
 
 
 def render_py(env):
     """The subset of SPEC §3 the deploy template uses (direct mode only)."""
     with open(TEMPLATE) as f:
         text = f.read()
-    return REF.sub(lambda m: env.get(m.group(1)) or m.group(2), text)
+    return REF.sub(lambda m: env.get(m.group(1)) or m.group(2) or BUILTINS[m.group(1)], text)
 
 
 class Stack:
