@@ -119,17 +119,32 @@ static int bi_has_word(const char *list, const char *word)
 	return 0;
 }
 
+/* 1 when the cgroup path lies at or below root. */
+static int bi_under(const char *cgroup, const char *root)
+{
+	size_t n = strlen(root);
+
+	if (strcmp(root, "/") == 0)
+		return cgroup[0] == '/';
+	return strncmp(cgroup, root, n) == 0 && (cgroup[n] == '/' || cgroup[n] == '\0');
+}
+
+/* Takes a mount of the hierarchy. One that holds this process's cgroup
+ * beats one that does not, and among equals the later one wins: it is
+ * listed after, and so mounted over, any earlier one at the same place. */
 static void bi_set_mount(struct bi_hier *h, const char *root, const char *point)
 {
-	if (h->found || strlen(root) >= sizeof(h->root) || strlen(point) >= sizeof(h->point))
+	if (strlen(root) >= sizeof(h->root) || strlen(point) >= sizeof(h->point))
+		return;
+	if (h->found && bi_under(h->cgroup, h->root) && !bi_under(h->cgroup, root))
 		return;
 	strcpy(h->root, root);
 	strcpy(h->point, point);
 	h->found = 1;
 }
 
-/* The first cgroup2 mount and the first cgroup (v1) mount with the cpu
- * controller, from /proc/self/mountinfo:
+/* The cgroup2 mount and the cgroup (v1) mount with the cpu controller that
+ * hold this process's cgroups, from /proc/self/mountinfo:
  *   ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS */
 static void bi_scan_mounts(struct bi_hier *v2, struct bi_hier *v1)
 {
@@ -224,13 +239,9 @@ static void bi_scan_cgroups(struct bi_hier *v2, struct bi_hier *v1)
 static void bi_cgroup_dir(const struct bi_hier *h, char *dir, size_t n)
 {
 	size_t rlen = strcmp(h->root, "/") == 0 ? 0 : strlen(h->root);
-	const char *rel = h->cgroup;
+	const char *rel = bi_under(h->cgroup, h->root) ? h->cgroup + rlen : "";
 	struct stat st;
 
-	if (strncmp(rel, h->root, rlen) == 0 && (rel[rlen] == '/' || rel[rlen] == '\0'))
-		rel += rlen;
-	else
-		rel = "";
 	if (strstr(rel, "/..") || strcmp(rel, "/") == 0)
 		rel = "";
 	if ((size_t)snprintf(dir, n, "%s%s", h->point, rel) >= n ||
@@ -314,10 +325,10 @@ void pi_builtins_cpus(struct pi_builtins_cpu *out)
 	memset(out, 0, sizeof(*out));
 	out->affinity = bi_affinity();
 	if (h) {
+		bi_scan_cgroups(&h[0], &h[1]);
 		bi_scan_mounts(&h[0], &h[1]);
 		if (!h[0].found && !h[1].found)
 			bi_usual_mounts(&h[0], &h[1]);
-		bi_scan_cgroups(&h[0], &h[1]);
 		bi_hier_quota(&h[0], 1, out);
 		bi_hier_quota(&h[1], 0, out);
 		free(h);

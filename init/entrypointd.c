@@ -12,6 +12,9 @@
 
 #define ED_DEPTH_MAX 8	  /* folders below the top one */
 #define ED_FILES_MAX 10000 /* the walk stops here: "10000+" */
+/* Entries of any kind looked at, so that folders linking back to their
+ * parents cannot make the walk explode before the depth limit. */
+#define ED_SEEN_MAX 50000
 #define ED_SHOWN     5	  /* names in the log line */
 
 /* What the init does instead, so they are no reason to warn. */
@@ -25,7 +28,7 @@ static const char *const ed_stock[] = {
 /* The count, and the ED_SHOWN first names in strcmp order. */
 struct ed_found {
 	char *names[ED_SHOWN];
-	size_t n, nnames;
+	size_t n, nnames, seen;
 	int more;
 };
 
@@ -70,6 +73,10 @@ static int ed_walk(const char *dir, const char *rel, int depth, struct ed_found 
 
 		if (e->d_name[0] == '.')
 			continue; /* ".", "..", and a .gitkeep is no customisation */
+		if (++f->seen > ED_SEEN_MAX) {
+			f->more = 1;
+			break;
+		}
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path) ||
 		    (size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "",
 				     e->d_name) >= sizeof(sub) ||

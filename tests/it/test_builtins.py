@@ -157,23 +157,28 @@ def test_unsafe_value_from_the_environment_is_still_refused(tmp_path):
 
 
 def real_cpu_cgroup():
+    """(mount point, controllers) of the machine's cgroup-v1 cpu hierarchy
+    at /sys/fs/cgroup/cpu, or None."""
     root = "/sys/fs/cgroup/cpu"
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            fields = left.split()
-            if (fields[4] == root and right.split()[0] == "cgroup"
-                    and "cpu" in right.split()[2].split(",")):
-                return root
+            fields, super_ = left.split(), right.split()
+            opts = [o for o in super_[2].split(",") if o not in ("rw", "ro")]
+            if fields[4] == root and super_[0] == "cgroup" and "cpu" in opts:
+                return root, ",".join(opts)
     return None
 
 
-@pytest.mark.skipif(not real_cpu_cgroup(), reason="no cgroup-v1 cpu controller at /sys/fs/cgroup/cpu")
-def test_real_v1_cgroup_parent_quota(tmp_path):
-    """The machine's own cgroup v1: a child cgroup with 1.5 CPUs and, inside
-    it, one without a quota holding the init. The parent's limit binds."""
-    env = setup_templates(tmp_path)
-    outer = os.path.join(real_cpu_cgroup(), "pi-test-" + uuid.uuid4().hex[:8])
+@pytest.fixture
+def real_cgroup():
+    """A child cgroup of the real cpu hierarchy with a quota of 1.5 CPUs and,
+    inside it, `inner` without one. Yields (hierarchy, name of the child)."""
+    found = real_cpu_cgroup()
+    if not found:
+        pytest.skip("no cgroup-v1 cpu controller at /sys/fs/cgroup/cpu")
+    name = "pi-test-" + uuid.uuid4().hex[:8]
+    outer = os.path.join(found[0], name)
     inner = os.path.join(outer, "inner")
     os.mkdir(outer)
     try:
@@ -182,16 +187,46 @@ def test_real_v1_cgroup_parent_quota(tmp_path):
             f.write("100000")
         with open(os.path.join(outer, "cpu.cfs_quota_us"), "w") as f:
             f.write("150000")
-        script = "echo $$ > %s/cgroup.procs && exec %s render --stdout" % (
-            shlex.quote(inner), shlex.quote(pi.BIN))
-        code, out, err = run(["sh", "-c", script], env)
-        assert code == 0, err
-        assert workers(out) == min(2, AFFINITY), err
-        assert "quota_file=%s/cpu.cfs_quota_us" % outer in err, err
+        yield found, name
     finally:
+        # The processes put there have exited: run() waits for them.
         for d in (inner, outer):
             if os.path.isdir(d):
                 os.rmdir(d)
+
+
+def test_real_v1_cgroup_parent_quota(tmp_path, real_cgroup):
+    """The machine's own cgroup v1, the init in `inner`: the parent's limit
+    binds."""
+    (point, _), name = real_cgroup
+    env = setup_templates(tmp_path)
+    script = "echo $$ > %s/%s/inner/cgroup.procs && exec %s render --stdout" % (
+        point, name, shlex.quote(pi.BIN))
+    code, out, err = run(["sh", "-c", script], env)
+    assert code == 0, err
+    assert workers(out) == min(2, AFFINITY), err
+    assert "quota_file=%s/%s/cpu.cfs_quota_us" % (point, name) in err, err
+
+
+def test_real_v1_cgroup_mounted_at_its_own_root(tmp_path, real_cgroup):
+    """As a container without a cgroup namespace sees it: only its own cgroup
+    is mounted at /sys/fs/cgroup/cpu (mountinfo's root field is /NAME) while
+    /proc/self/cgroup says /NAME/inner. The init maps one onto the other."""
+    (point, controllers), name = real_cgroup
+    env = setup_templates(tmp_path)
+    h = tmp_path / "hierarchy"
+    h.mkdir()
+    script = " && ".join([
+        "mount -t cgroup -o %s cgroup %s" % (controllers, h),
+        "umount %s" % point,
+        "mount --bind %s/%s %s" % (h, name, point),
+        "umount %s" % h,
+        "echo $$ > %s/inner/cgroup.procs" % point,
+        "exec %s render --stdout" % shlex.quote(pi.BIN)])
+    code, out, err = run(["unshare", "--mount", "sh", "-c", script], env)
+    assert code == 0, err
+    assert workers(out) == min(2, AFFINITY), err
+    assert "quota_file=%s/cpu.cfs_quota_us" % point in err, err
 
 
 # ---- IPv6 --------------------------------------------------------------------

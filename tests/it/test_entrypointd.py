@@ -102,3 +102,17 @@ def test_check_warns_too_render_does_not(tmp_path):
     assert len(warnings(err)) == 1, err
     code, err = start(tmp_path, str(d), ["render", "--stdout"])
     assert code == 0 and not warnings(err), err
+
+
+def test_folders_linking_to_themselves_stay_bounded(tmp_path):
+    """Ten links back to the folder at every level would be 10^8 folders
+    before the depth limit; the walk stops at its budget instead."""
+    d = tmp_path / "entrypoint.d"
+    d.mkdir()
+    (d / "40-custom.sh").write_text("")
+    for i in range(10):
+        os.symlink(".", str(d / ("loop%d" % i)))
+    code, err = start(tmp_path, str(d))
+    assert code == 0, err
+    lines = warnings(err)
+    assert len(lines) == 1 and "+ files=" in lines[0], err
