@@ -17,8 +17,8 @@
 #define IPV6_VAR    "NGINX_LISTEN_IPV6"
 /* No TCP connection can have the limited broadcast address as its
  * destination, so a `listen` on it beside the wildcard never matches. */
-#define IPV6_NONE   "255.255.255.255"
-#define CPUS_MAX    (1u << 16) /* affinity masks tried up to this many CPUs */
+#define IPV6_NONE "255.255.255.255"
+#define CPUS_MAX  (1u << 16) /* affinity masks tried up to this many CPUs */
 
 /* A cgroup hierarchy as this process sees it: the mount point, the path
  * inside the hierarchy that is mounted there, and this process's cgroup. */
@@ -186,8 +186,7 @@ static void bi_scan_mounts(struct bi_hier *v2, struct bi_hier *v1)
 /* Without a cgroup mount in mountinfo, the places container runtimes use. */
 static void bi_usual_mounts(struct bi_hier *v2, struct bi_hier *v1)
 {
-	static const char *const v1_points[] = {"/sys/fs/cgroup/cpu,cpuacct",
-						"/sys/fs/cgroup/cpu"};
+	static const char *const v1_points[] = {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"};
 	struct stat st;
 
 	if (stat("/sys/fs/cgroup/cgroup.controllers", &st) == 0)
@@ -244,8 +243,8 @@ static void bi_cgroup_dir(const struct bi_hier *h, char *dir, size_t n)
 
 	if (strstr(rel, "/..") || strcmp(rel, "/") == 0)
 		rel = "";
-	if ((size_t)snprintf(dir, n, "%s%s", h->point, rel) >= n ||
-	    stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+	if ((size_t)snprintf(dir, n, "%s%s", h->point, rel) >= n || stat(dir, &st) != 0 ||
+	    !S_ISDIR(st.st_mode))
 		snprintf(dir, n, "%s", h->point);
 }
 
@@ -392,8 +391,7 @@ static void bi_compute(char *const *envp)
 	       "built-in template variables" PI_KV WORKERS_VAR "=%s" PI_KV "cpu_quota=%s" PI_KV
 	       "quota_file=%s" PI_KV "affinity_cpus=%u" PI_KV IPV6_VAR "=%s",
 	       w ? "(from the environment)" : bi_workers + sizeof(WORKERS_VAR), quota, cpu.source,
-	       cpu.affinity,
-	       v6 ? "(from the environment)" : bi_ipv6 + sizeof(IPV6_VAR));
+	       cpu.affinity, v6 ? "(from the environment)" : bi_ipv6 + sizeof(IPV6_VAR));
 }
 
 char *const *pi_builtins_env(char *const *envp)

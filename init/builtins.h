@@ -25,10 +25,10 @@
 
 /* Where the CPU count came from, for the log line. */
 struct pi_builtins_cpu {
-	unsigned affinity;   /* CPUs in the affinity mask (at least 1) */
-	unsigned quota;	     /* ceil(quota / period) of the tightest cgroup, 0: none */
+	unsigned affinity;	    /* CPUs in the affinity mask (at least 1) */
+	unsigned quota;		    /* ceil(quota / period) of the tightest cgroup, 0: none */
 	char source[PATH_MAX + 32]; /* the file that gave `quota`, "" when none */
-	unsigned cpus;	     /* the answer */
+	unsigned cpus;		    /* the answer */
 };
 
 /* Computes NGINX_WORKER_PROCESSES. Reads /proc/self/cgroup and

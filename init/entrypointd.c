@@ -10,19 +10,19 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define ED_DEPTH_MAX 8	  /* folders below the top one */
+#define ED_DEPTH_MAX 8	   /* folders below the top one */
 #define ED_FILES_MAX 10000 /* the walk stops here: "10000+" */
 /* Entries of any kind looked at, so that folders linking back to their
  * parents cannot make the walk explode before the depth limit. */
 #define ED_SEEN_MAX 50000
-#define ED_SHOWN     5	  /* names in the log line */
+#define ED_SHOWN    5 /* names in the log line */
 
 /* What the init does instead, so they are no reason to warn. */
 static const char *const ed_stock[] = {
-	"10-listen-on-ipv6-by-default.sh", /* NGINX_LISTEN_IPV6 */
-	"15-local-resolvers.envsh",	   /* NGINX_LOCAL_RESOLVERS */
-	"20-envsubst-on-templates.sh",	   /* the renderer */
-	"30-tune-worker-processes.sh",	   /* NGINX_WORKER_PROCESSES */
+    "10-listen-on-ipv6-by-default.sh", /* NGINX_LISTEN_IPV6 */
+    "15-local-resolvers.envsh",	       /* NGINX_LOCAL_RESOLVERS */
+    "20-envsubst-on-templates.sh",     /* the renderer */
+    "30-tune-worker-processes.sh",     /* NGINX_WORKER_PROCESSES */
 };
 
 /* The count, and the ED_SHOWN first names in strcmp order. */
@@ -78,8 +78,8 @@ static int ed_walk(const char *dir, const char *rel, int depth, struct ed_found 
 			break;
 		}
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path) ||
-		    (size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "",
-				     e->d_name) >= sizeof(sub) ||
+		    (size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", e->d_name) >=
+			sizeof(sub) ||
 		    stat(path, &st) < 0)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
@@ -113,8 +113,10 @@ void pi_entrypointd_warn(char *const *envp)
 		return;
 	rc = ed_walk(dir, "", 0, f);
 	if (rc < 0 && rc != -ENOENT)
-		PI_LOG(PI_WARN, "cannot read the folder of entrypoint scripts; nothing in it is run"
-		       PI_KV "dir=%s" PI_KV "error=%s", dir, strerror(-rc));
+		PI_LOG(PI_WARN,
+		       "cannot read the folder of entrypoint scripts; nothing in it is run" PI_KV
+		       "dir=%s" PI_KV "error=%s",
+		       dir, strerror(-rc));
 	if (f->n) {
 		for (size_t i = 0; i < f->nnames; i++) {
 			int w = snprintf(shown + len, sizeof(shown) - len, "%s%.*s", i ? " " : "",
