@@ -250,7 +250,7 @@ static void bi_cgroup_dir(const struct bi_hier *h, char *dir, size_t n)
 
 /* ---- reading quotas ------------------------------------------------------ */
 
-/* ceil(quota / period) of one cgroup folder; 0 when it sets no quota. */
+/* ceil(q / p), at least 1 (a tiny quota still runs one worker). */
 static unsigned bi_ceil_div(unsigned long long q, unsigned long long p)
 {
 	unsigned long long c = q / p + (q % p != 0);
@@ -258,6 +258,8 @@ static unsigned bi_ceil_div(unsigned long long q, unsigned long long p)
 	return c > UINT_MAX ? UINT_MAX : (unsigned)(c ? c : 1);
 }
 
+/* The CPUs a cgroup folder's quota allows (rounded up); 0 when it sets none
+ * or its files cannot be read. `file` receives the file that said so. */
 static unsigned bi_quota_v2(const char *dir, char *file, size_t n)
 {
 	unsigned long long q, p;
