@@ -28,6 +28,10 @@ tarball() { # $1 = source package name: the pinned tarball in deps.sha256
 }
 
 [ -x "$init" ] || { echo "peers: $init: not built" >&2; exit 1; }
+# One run at a time: each starts by emptying build/peers.
+mkdir -p "$top/build"
+exec 9>"$top/build/peers.lock"
+flock 9
 tini_tar=$(tarball tini)
 dumb_tar=$(tarball dumb-init)
 

@@ -161,6 +161,9 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line("expected difference: %s: %s" % (nodeid, why))
     for why, n in sorted(_State.left_out.items()):
         tr.write_line("left out (%d): %s" % (n, why))
+    if PEER == "tini":
+        tr.write_line("left out: the steps for tini's own flags and messages are not "
+                      "replayed (tini_steps.py names them)")
     line = "%s against %s: %d passed, %d failed, %d expected differences, %d left out" % (
         PEER, AGAINST, c["passed"], c["failed"], c["differences"], c["left out"])
     tr.write_line(line)

@@ -27,7 +27,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pexpect
@@ -119,7 +118,7 @@ def test_smoke_pipes():
 
 # ---- test/run_inner_tests.py -----------------------------------------------
 
-# run_inner_tests.py:80-84 with FORCE_SUBREAPER=1: tini under a subreaper
+# run_inner_tests.py:77-82 with FORCE_SUBREAPER=1: tini under a subreaper
 # proxy, and tini as the subreaper itself.
 TARGETS = {
     "proxy": (lambda: [tini_file("subreaper-proxy.py"), TINI], {}),
@@ -129,7 +128,7 @@ TARGETS = {
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_inner_reaping(target):
-    """run_inner_tests.py:86-111: every zombie reaped, exit 0."""
+    """run_inner_tests.py:84-105: every zombie reaped, exit 0."""
     cmd, env = TARGETS[target]
     p = subprocess.Popen(
         cmd() + [tini_file("reaping", "stage_1.py")],
@@ -152,7 +151,7 @@ def test_inner_reaping(target):
                          ids=lambda s: s.name)
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_inner_signal(target, signum):
-    """run_inner_tests.py:136-160: a signal to the init reaches the child,
+    """run_inner_tests.py:130-152: a signal to the init reaches the child,
     which dies of it; the init exits 128 + signal."""
     cmd, env = TARGETS[target]
     p = subprocess.Popen(
@@ -173,7 +172,7 @@ def test_inner_signal(target, signum):
 
 
 def test_inner_sigconf():
-    """run_inner_tests.py:198-240: the signals the init's parent ignored or
+    """run_inner_tests.py:198-243: the signals the init's parent ignored or
     blocked stay ignored or blocked in the child."""
     p = subprocess.Popen(
         [SIGCONF, TINI, "cat", "/proc/self/status"],
@@ -202,7 +201,7 @@ def test_inner_sigconf():
 # ---- test/run_outer_tests.py (in a container) ------------------------------
 
 def test_outer_reaping():
-    """run_outer_tests.py:147-148: the reaping test with the init as PID 1."""
+    """run_outer_tests.py:145-146: the reaping test with the init as PID 1."""
     rc = run(container([TINI, tini_file("reaping", "stage_1.py")]))
     assert rc == 0, "Test failed with unexpected returncode (expected 0, got %s)" % rc
 
@@ -210,7 +209,7 @@ def test_outer_reaping():
 @pytest.mark.parametrize("sig,retcode", [("TERM", 143), ("USR1", 138), ("USR2", 140)],
                          ids=["SIGTERM", "SIGUSR1", "SIGUSR2"])
 def test_outer_signal(sig, retcode):
-    """run_outer_tests.py:150-156: `docker kill -s SIG` to PID 1; the child
+    """run_outer_tests.py:148-155: `docker kill -s SIG` to PID 1; the child
     dies of it and the container exits 128 + signal."""
     p = subprocess.Popen(container([TINI, tini_file("signals", "test.py")]),
                          stdin=subprocess.DEVNULL)
@@ -234,7 +233,7 @@ def test_outer_command_not_found():
 
 
 def tty_handling(container_command, exit_function, expect_exit_code):
-    """run_outer_tests.py:80-112: the init on a terminal (`docker run --tty
+    """run_outer_tests.py:83-116: the init on a terminal (`docker run --tty
     --interactive`) as the session's leader, an interactive shell as its
     command."""
     # One string, split by pexpect as in tini's driver.
@@ -260,7 +259,7 @@ def tty_handling(container_command, exit_function, expect_exit_code):
 
 
 def test_outer_tty_exit():
-    """run_outer_tests.py:172: `dash` on the terminal, `exit 0` typed."""
+    """run_outer_tests.py:168: `dash` on the terminal, `exit 0` typed."""
     def attach_and_type_exit_0(p):
         p.sendline('')
         p.sendline('exit 0')
@@ -268,7 +267,7 @@ def test_outer_tty_exit():
 
 
 def test_outer_tty_ctrl_c():
-    """run_outer_tests.py:173: a dash loop on the terminal, Ctrl-C typed:
+    """run_outer_tests.py:169: a dash loop on the terminal, Ctrl-C typed:
     the child dies of SIGINT, the init exits 130."""
     def attach_and_issue_ctrl_c(p):
         p.sendintr()
