@@ -106,7 +106,7 @@ for peer in tini dumb-init; do
 	for against in control peerprep-init; do
 		f=$out/result-$peer-$against
 		[ -f "$f" ] || { failed=$((failed + 1)); continue; }
-		read -r p fl d l <"$f"
+		read -r p fl _ <"$f"
 		[ "$against" = control ] && { [ "$fl" -eq 0 ] || failed=$((failed + fl)); continue; }
 		passed=$((passed + p)) failed=$((failed + fl))
 	done

@@ -86,6 +86,7 @@ def pytest_collection_modifyitems(config, items):
             [t for t, _, _ in expected.DIFFERENCES.get(PEER, [])]
     stale = [t for t in stale if t not in _State.used]
     if stale and AGAINST != "control":
+        _State.counts["failed"] += len(stale)
         raise pytest.UsageError("peers_plugin: expected.py names tests that %s's suite "
                                 "does not have: %s" % (PEER, ", ".join(stale)))
     _State.counts["left out"] = len(drop)
