@@ -36,7 +36,7 @@ def _left_out(item):
     for param, value, why in expected.LEFT_OUT_VARIANTS.get(PEER, []):
         if param in params:
             got = params[param]
-            if value == "non-empty" and got or got == value:
+            if (value == "non-empty" and got) or got == value:
                 return "%s=%s" % (param, value), why
     return None
 
