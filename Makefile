@@ -55,7 +55,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps check check-unit check-it check-asan check-man fuzz fuzz-smoke bench demo install install-man clean format
+.PHONY: all deps check check-unit check-it check-asan check-man check-peers fuzz fuzz-smoke bench demo install install-man clean format
 
 all: $(BUILD)/peerprep-init
 
@@ -135,7 +135,13 @@ check-man:
 	  { echo "$(MANPAGE): $${out:-man failed}" >&2; exit 1; }; \
 	  echo "$(MANPAGE): renders without warnings"
 
-check: deps all check-man check-unit fuzz-smoke check-it check-asan
+# The general tests of tini's and dumb-init's own suites, against the real
+# peers (the control) and against peerprep-init; tests/peers/expected.py
+# names what is left out and the documented differences.
+check-peers: deps $(BUILD)/peerprep-init
+	@sh mk/peers.sh $(BUILD)/peerprep-init $(PYTHON)
+
+check: deps all check-man check-unit fuzz-smoke check-it check-asan check-peers
 
 bench: deps all
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)
@@ -154,4 +160,4 @@ format:
 	clang-format -i $(SRC) $(HDR) $(UNIT_SRC) $(FUZZ_SRC)
 
 clean:
-	rm -rf $(BUILD)/rel $(BUILD)/asan $(BUILD)/unit $(BUILD)/fuzz $(BUILD)/peerprep-init
+	rm -rf $(BUILD)/rel $(BUILD)/asan $(BUILD)/unit $(BUILD)/fuzz $(BUILD)/peers $(BUILD)/peerprep-init

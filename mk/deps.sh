@@ -3,8 +3,9 @@
 # fetches libuv and inih from Debian's source archive, checks each tarball
 # against mk/deps.sha256 and builds two static copies of each: one with
 # musl-gcc for the shipped binary, one with gcc for sanitizer builds and
-# unit tests (ASan cannot run on musl). Idempotent: each step is skipped
-# when its result is already there.
+# unit tests (ASan cannot run on musl). It also fetches the source of tini
+# and dumb-init, whose own test suites `make check-peers` runs (unbuilt).
+# Idempotent: each step is skipped when its result is already there.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,11 +16,15 @@ UV_VER=1.50.0
 UV_DEB=1.50.0-2
 INIH_VER=59
 INIH_DEB=59-1
+TINI_VER=0.19.0
+TINI_DEB=0.19.0-1
+DUMB_INIT_VER=1.2.5
+DUMB_INIT_DEB=1.2.5-2
 # inih's compile-time options, pinned once for both builds. HANDLER_LINENO
 # stays 0 so the handler signature matches a distribution's libinih.
 INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0"
 
-PKGS="python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev man-db groff-base"
+PKGS="python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev man-db groff-base python3-pexpect python3-psutil python3-prctl python3-pytest-timeout"
 
 need=""
 for p in $PKGS; do
@@ -33,7 +38,8 @@ if [ -n "$need" ]; then
 fi
 
 mkdir -p "$src"
-if [ ! -f "$src/libuv1_$UV_VER.orig.tar.gz" ] || [ ! -f "$src/libinih_$INIH_VER.orig.tar.gz" ]; then
+if [ ! -f "$src/libuv1_$UV_VER.orig.tar.gz" ] || [ ! -f "$src/libinih_$INIH_VER.orig.tar.gz" ] ||
+   [ ! -f "$src/tini_$TINI_VER.orig.tar.gz" ] || [ ! -f "$src/dumb-init_$DUMB_INIT_VER.orig.tar.gz" ]; then
 	list=/etc/apt/sources.list.d/peerprep-init-src.sources
 	if ! apt-get source --help >/dev/null 2>&1 || ! grep -rqs "trixie" /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null ||
 	   ! grep -rqs "deb-src" /etc/apt/sources.list.d/ /etc/apt/sources.list 2>/dev/null; then
@@ -47,6 +53,7 @@ SRC
 		apt-get update -qq
 	fi
 	(cd "$src" && apt-get source -qq --download-only "libuv1=$UV_DEB" "libinih=$INIH_DEB" 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
+	(cd "$src" && apt-get source -qq --download-only --tar-only "tini=$TINI_DEB" "dumb-init=$DUMB_INIT_DEB" 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
 fi
 (cd "$src" && sha256sum -c --quiet "$top/mk/deps.sha256")
 
