@@ -101,7 +101,7 @@ check-unit: deps $(UNIT_BIN)
 	prove -f --exec 'timeout -k 5 $(UNIT_TIMEOUT)' $(UNIT_BIN)
 
 check-it: deps $(BUILD)/peerprep-init
-	PI_BINARY=$(abspath $(BUILD)/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
+	PI_BINARY=$(abspath $(BUILD)/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider -p no:timeout tests/it
 
 # Every sanitizer report goes to a file under build/san-logs; any file there
 # fails the target, even when the test around it passed.
@@ -110,7 +110,7 @@ check-asan: deps $(BUILD)/asan/peerprep-init
 	@rm -rf $(SANLOG) && mkdir -p $(SANLOG)
 	ASAN_OPTIONS=log_path=$(SANLOG)/asan:detect_leaks=1 \
 	UBSAN_OPTIONS=log_path=$(SANLOG)/ubsan:print_stacktrace=1:halt_on_error=1 \
-	PI_BINARY=$(abspath $(BUILD)/asan/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider tests/it
+	PI_BINARY=$(abspath $(BUILD)/asan/peerprep-init) $(PYTHON) -m pytest -q -p no:cacheprovider -p no:timeout tests/it
 	@if [ -n "$$(ls $(SANLOG))" ]; then echo "sanitizer reports in $(SANLOG):" >&2; \
 	  head -n 40 $(SANLOG)/* >&2; exit 1; fi; echo "no sanitizer reports"
 
