@@ -11,7 +11,7 @@
 
 int pi_addrset_add(struct pi_addrset *s, int family, const void *bytes)
 {
-	char text[PI_ADDR_TEXT];
+	char text[PI_ADDR_TEXT] = {0}; /* zero-padded: sets compare with memcmp */
 
 	if ((family != AF_INET && family != AF_INET6) ||
 	    !inet_ntop(family, bytes, text, sizeof(text)))

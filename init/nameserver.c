@@ -170,9 +170,10 @@ struct ns_round {
 	const struct pi_resolv_conf *rc;
 	int fd[PI_NS_MAX];
 	unsigned char q[2][300];
-	size_t qlen[2];
+	size_t qlen[2]; /* header and question; an EDNS record follows */
 	unsigned id[2];
 	int rcode[PI_NS_MAX][2]; /* NS_UNANSWERED until an answer came */
+	int positive[PI_NS_MAX]; /* gave addresses */
 };
 
 static int ns_send(struct ns_round *r, const char *name)
@@ -187,12 +188,19 @@ static int ns_send(struct ns_round *r, const char *name)
 					 t ? NS_QTYPE_AAAA : NS_QTYPE_A);
 		if (!r->qlen[t])
 			return -EINVAL;
+		/* EDNS0 with a 4096-byte payload: a host with many addresses
+		 * fits whole, where a 512-byte answer would hold a subset
+		 * that changes from one answer to the next. */
+		static const unsigned char opt[11] = {0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0};
+		memcpy(r->q[t] + r->qlen[t], opt, sizeof(opt));
+		r->q[t][11] = 1; /* one additional record */
 	}
 	for (size_t i = 0; i < r->rc->n_ns; i++) {
 		const struct sockaddr_storage *ss = &r->rc->ns[i];
 		socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
 							: sizeof(struct sockaddr_in6);
 		r->rcode[i][0] = r->rcode[i][1] = NS_UNANSWERED;
+		r->positive[i] = 0;
 		r->fd[i] = socket(ss->ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (r->fd[i] < 0)
 			continue;
@@ -202,7 +210,7 @@ static int ns_send(struct ns_round *r, const char *name)
 			continue;
 		}
 		for (int t = 0; t < 2; t++)
-			(void)send(r->fd[i], r->q[t], r->qlen[t], 0);
+			(void)send(r->fd[i], r->q[t], r->qlen[t] + 11, 0);
 	}
 	return 0;
 }
@@ -217,23 +225,38 @@ static int ns_receive(struct ns_round *r, size_t i, struct pi_addrset *out)
 		for (int t = 0; t < 2; t++) {
 			if (r->rcode[i][t] != NS_UNANSWERED)
 				continue;
+			size_t before = out->n;
 			int rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12, r->qlen[t] - 12, r->id[t],
 					     out);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc >= 0)
 				r->rcode[i][t] = rc;
+			if (out->n > before)
+				r->positive[i] = 1;
 		}
 	}
 	return 0;
 }
 
-static int ns_all_answered(const struct ns_round *r)
+static int ns_answered(const struct ns_round *r, size_t i)
 {
-	for (size_t i = 0; i < r->rc->n_ns; i++)
-		if (r->fd[i] >= 0 && (r->rcode[i][0] == NS_UNANSWERED || r->rcode[i][1] == NS_UNANSWERED))
-			return 0;
-	return 1;
+	return r->fd[i] < 0 || (r->rcode[i][0] != NS_UNANSWERED && r->rcode[i][1] != NS_UNANSWERED);
+}
+
+/* Done when every nameserver answered both questions, or one that knows
+ * the name did (its A and AAAA together: half a dual-stack set would look
+ * like a change). */
+static int ns_done(const struct ns_round *r)
+{
+	int all = 1;
+
+	for (size_t i = 0; i < r->rc->n_ns; i++) {
+		if (r->positive[i] && ns_answered(r, i))
+			return 1;
+		all &= ns_answered(r, i);
+	}
+	return all;
 }
 
 /* Asks name until every nameserver answered, one gave addresses, or the
@@ -245,7 +268,7 @@ static int ns_ask(struct ns_round *r, const char *name, long long deadline, stru
 
 	if (ns_send(r, name) < 0)
 		return 0;
-	while (out->n == 0 && !ns_all_answered(r)) {
+	while (!ns_done(r)) {
 		long long left = deadline - ns_now_ms();
 		if (left <= 0)
 			break;

@@ -6,6 +6,9 @@
  *   lists its own DNS and the host's) a fast NXDOMAIN wins at random. Here
  *   a positive answer from any nameserver counts.
  * - musl ignores a REFUSED answer and times out; here it is named.
+ * - musl takes a truncated 512-byte answer as it is: a host with many
+ *   addresses gives a different subset each time. Here the question
+ *   carries EDNS0 (4096 bytes), so the answer holds them all.
  *
  * Blocking; meant for the lookup threads (init/resolver.c). No globals. */
 #ifndef PI_NAMESERVER_H

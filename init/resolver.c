@@ -10,6 +10,8 @@
 
 #define RESOLVER_STACK (512 * 1024)
 #define RESOLVER_ASK_MS 1000 /* the direct questions after a failure */
+/* A 512-byte answer holds 16 AAAA records or 29 A records at most. */
+#define RESOLVER_MAYBE_CUT 16
 
 struct resolver_job {
 	struct resolver_job *next;
@@ -67,8 +69,21 @@ static void resolver_lookup(struct resolver_job *j)
 			j->res.gai = EAI_NONAME;
 		freeaddrinfo(res);
 	}
-	if (j->res.gai == 0 || j->res.gai == EAI_MEMORY || pi_ns_read_conf("/etc/resolv.conf", &rc) < 0)
+	if (j->res.gai == EAI_MEMORY || pi_ns_read_conf("/etc/resolv.conf", &rc) < 0)
 		return;
+	if (j->res.gai == 0) {
+		/* Many addresses: the answer may have been cut to what 512
+		 * bytes hold; ask for the whole set. The larger set wins. */
+		struct pi_addrset whole;
+		char ignored[8];
+		if (j->res.set.n < RESOLVER_MAYBE_CUT ||
+		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, ignored, sizeof(ignored)) <= 0)
+			return;
+		if (whole.n > j->res.set.n)
+			pi_addrset_move(&j->res.set, &whole);
+		pi_addrset_free(&whole);
+		return;
+	}
 	/* With one nameserver its "no such name" is final; any other
 	 * failure is worth a direct question, if only to name the cause. */
 	if (rc.n_ns < 2 && j->res.gai != EAI_AGAIN && j->res.gai != EAI_FAIL)
