@@ -40,6 +40,15 @@ class InBed:
     def wait_log(self, needle, timeout=10):
         return wait_for(lambda: needle in self.text(), timeout, what=repr(needle))
 
+    def wait_serving(self, bed, timeout=10):
+        """Until nginx itself accepts on port 80. A connect alone is not
+        enough: the config test (`nginx -t`) binds and listens on the same
+        port for a moment before nginx starts, so a probe could see its
+        socket and the next request find nothing listening. After "started"
+        the test has exited and been reaped: a listener is nginx."""
+        self.wait_log("msg=started", timeout)
+        bed.wait_port("127.0.0.1", 80, timeout=timeout)
+
     def wait(self, timeout=15):
         return self.proc.wait(timeout)
 
@@ -90,7 +99,7 @@ def test_host_appearing_late_starts_nginx(bed, setup):
     t0 = time.monotonic()
     time.sleep(0.5)  # the host is absent for a while: the init keeps waiting
     bed.set_host("api." + ZONE, "127.0.0.11")
-    bed.wait_port("127.0.0.1", 80, timeout=10)
+    init.wait_serving(bed)
     assert time.monotonic() - t0 < 7
     assert service_of(bed) == "user-service"
     log = init.text()
@@ -116,7 +125,7 @@ def test_host_that_never_appears_exits_4(bed, setup):
 def test_address_change_is_followed_without_failed_requests(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="500ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     assert service_of(bed) == "user-service"
 
     results, stop = [], threading.Event()
@@ -161,7 +170,7 @@ def health(bed):
 def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
     status, doc = health(bed)
     up = doc["checks"]["upstream:NGINX_API_HOST"][0]
@@ -244,7 +253,7 @@ def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
     release build)."""
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
     for i in range(3):
         init.proc.send_signal(signal.SIGHUP)
@@ -305,7 +314,7 @@ def test_exit_4_at_the_deadline_with_a_silent_nameserver(bed, setup, tmp_path):
         text = init.text()
         waited = log_times(text, "waiting for upstream hosts")[0]
         gave_up = log_times(text, "did not resolve in time")[0]
-        assert 1.0 <= gave_up - waited < 1.2, text
+        assert 0.99 <= gave_up - waited < 1.2, text  # log times are to the ms
         # Process start (nsenter, unshare) and exit around it, generously.
         assert elapsed < 1.0 + 0.2 + 1.0, elapsed
     finally:
@@ -391,7 +400,7 @@ def test_rejected_address_reload_is_retried_until_applied(bed, setup, tmp_path):
     _, test = nginx_prefix(tmp_path, 80)
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
                  PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
 
     (tmp_path / "fail-test").write_text("")
@@ -417,14 +426,15 @@ def test_rejected_address_reload_is_retried_until_applied(bed, setup, tmp_path):
     assert init.wait(15) == 0
 
 
-def test_address_change_merged_with_a_failed_render_still_runs(bed, setup, tmp_path):
-    """An address change pending while a SIGHUP reload runs merges with
-    it; when that render fails the address reload must still happen."""
+def test_address_change_pending_at_a_failed_render_still_runs(bed, setup, tmp_path):
+    """An address change not yet applied when a SIGHUP's render fails
+    (the two merge into one reload when they meet) is not dropped with
+    the render: it is applied at a later recheck."""
     bed.set_host("api." + ZONE, "127.0.0.11")
     _, test = nginx_prefix(tmp_path, 80)
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
                  PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     # The address change is rejected first, so it is pending at the SIGHUP.
     (tmp_path / "fail-test").write_text("")
     bed.set_host("api." + ZONE, "127.0.0.12")
@@ -449,7 +459,7 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     (tmp_path / "templates" / "api.conf.template").write_text(
         TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_OLD_HOST:-api.%s}" % ZONE))
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=None)
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
     assert "upstream:NGINX_OLD_HOST" in health(bed)[1]["checks"]
 
@@ -466,7 +476,8 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     assert "upstream:NGINX_OLD_HOST" not in checks
     wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_NEW_HOST"][0]
              .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
-    assert service_of(bed) == "question-service"
+    # nginx's reload is asynchronous: old workers answer for a moment.
+    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new host")
 
     # The new host is watched, the old one not.
     bed.set_host("api." + ZONE, "127.0.0.13")
