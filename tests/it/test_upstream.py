@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -160,6 +161,31 @@ def test_address_change_is_followed_without_failed_requests(bed, setup):
     log = init.text()
     assert "upstream addresses changed" in log and "old=127.0.0.11 new=127.0.0.12" in log
     assert "reloaded nginx" in log
+
+
+def test_a_listener_during_the_config_test_is_not_taken_for_nginx(bed, setup, tmp_path):
+    """Why the address-change test once failed 1 run in 5: `nginx -t`
+    binds and listens on nginx's port for a moment (strace shows bind and
+    listen on 127.0.0.1:80), so a bare port probe can connect to the config
+    test, and the next request finds nothing listening until nginx itself
+    starts. Here a stand-in config test holds the port until someone
+    connects, then runs the real test: the port probe is fooled every
+    time, wait_serving never."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    _, test = nginx_prefix(tmp_path, 80)
+    script = tmp_path / "listening-test.py"
+    script.write_text(
+        "import os, socket, sys\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', 80)); s.listen(8); s.settimeout(10)\n"
+        "try:\n    s.accept()[0].close()\nexcept OSError:\n    pass\n"
+        "s.close()\n"
+        "os.execvp('sh', ['sh', '-c', sys.argv[1]])\n")
+    init = setup(PEERPREP_INIT_NGINX_TEST="%s %s '%s'" % (sys.executable, script, test))
+    bed.wait_port("127.0.0.1", 80)
+    assert "msg=started" not in init.text(), "the probe saw the config test, not nginx"
+    init.wait_serving(bed)
+    assert service_of(bed) == "user-service"
 
 
 def health(bed):
