@@ -210,6 +210,9 @@ def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     assert up["status"] == "warn"
     assert service_of(bed) == "user-service"  # nginx keeps its last addresses
     init.wait_log("stopped resolving")
+    lines = [l for l in init.text().splitlines() if "stopped resolving" in l]
+    # Reported after 3 failed rechecks in a row, and once.
+    assert len(lines) == 1 and "failures=3" in lines[0], lines
     assert "reloaded nginx" not in init.text()
 
     bed.set_host("api." + ZONE, "127.0.0.11")
