@@ -9,7 +9,7 @@
 
 struct addrinfo;
 
-#define PI_ADDR_TEXT 48 /* an IPv6 address with scope fits */
+#define PI_ADDR_TEXT   48   /* an IPv6 address with scope fits */
 #define PI_ADDRSET_MAX 4096 /* more is treated as out of memory */
 
 /* The set owns `a` (malloc'd, n entries); an empty set has a == NULL. */

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NS_QTYPE_A 1
+#define NS_QTYPE_A    1
 #define NS_QTYPE_AAAA 28
 #define NS_UNANSWERED (-1)
 
@@ -49,7 +49,8 @@ static void ns_conf_line(struct pi_resolv_conf *rc, char *line)
 		rc->n_search = 0; /* the last such line wins, as in musl */
 		while ((w = strtok_r(NULL, " \t\r\n", &save)) && rc->n_search < PI_NS_SEARCH_MAX)
 			if (strlen(w) < sizeof(rc->search[0]))
-				snprintf(rc->search[rc->n_search++], sizeof(rc->search[0]), "%s", w);
+				snprintf(rc->search[rc->n_search++], sizeof(rc->search[0]), "%s",
+					 w);
 	} else if (strcmp(key, "options") == 0) {
 		while ((w = strtok_r(NULL, " \t\r\n", &save)))
 			if (strncmp(w, "ndots:", 6) == 0) {
@@ -126,14 +127,13 @@ static int ns_skip_name(const unsigned char *p, size_t len, size_t *off)
 	return -1;
 }
 
-int pi_ns_parse(const unsigned char *pkt, size_t len, const unsigned char *question,
-		size_t qlen, unsigned id, struct pi_addrset *out)
+int pi_ns_parse(const unsigned char *pkt, size_t len, const unsigned char *question, size_t qlen,
+		unsigned id, struct pi_addrset *out)
 {
 	size_t off = 12 + qlen;
 
 	if (len < off || pkt[0] != (unsigned char)(id >> 8) || pkt[1] != (unsigned char)id ||
-	    !(pkt[2] & 0x80) || pkt[4] != 0 || pkt[5] != 1 ||
-	    memcmp(pkt + 12, question, qlen) != 0)
+	    !(pkt[2] & 0x80) || pkt[4] != 0 || pkt[5] != 1 || memcmp(pkt + 12, question, qlen) != 0)
 		return -EINVAL;
 	int rcode = pkt[3] & 15;
 	unsigned an = (unsigned)pkt[6] << 8 | pkt[7];
@@ -226,8 +226,8 @@ static int ns_receive(struct ns_round *r, size_t i, struct pi_addrset *out)
 			if (r->rcode[i][t] != NS_UNANSWERED)
 				continue;
 			size_t before = out->n;
-			int rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12, r->qlen[t] - 12, r->id[t],
-					     out);
+			int rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12, r->qlen[t] - 12,
+					     r->id[t], out);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc >= 0)
@@ -290,14 +290,15 @@ static int ns_ask(struct ns_round *r, const char *name, long long deadline, stru
 
 static void ns_diag(const struct ns_round *r, char *diag, size_t dlen)
 {
-	static const char *const rcodes[] = {"NOERROR", "FORMERR", "SERVFAIL",
-					      "NXDOMAIN", "NOTIMP",  "REFUSED"};
+	static const char *const rcodes[] = {"NOERROR",	 "FORMERR", "SERVFAIL",
+					     "NXDOMAIN", "NOTIMP",  "REFUSED"};
 
 	for (size_t i = 0; i < r->rc->n_ns; i++) {
 		for (int t = 0; t < 2; t++) {
 			int c = r->rcode[i][t];
 			if (c == NS_UNANSWERED) {
-				snprintf(diag, dlen, "nameserver %s does not answer", r->rc->ns_text[i]);
+				snprintf(diag, dlen, "nameserver %s does not answer",
+					 r->rc->ns_text[i]);
 				return;
 			}
 			if (c != 0 && c != 3) {

@@ -19,7 +19,7 @@
 
 #include "init/addrset.h"
 
-#define PI_NS_MAX 3	 /* as musl and glibc: later nameservers are ignored */
+#define PI_NS_MAX	 3 /* as musl and glibc: later nameservers are ignored */
 #define PI_NS_SEARCH_MAX 6
 
 struct pi_resolv_conf {
@@ -49,8 +49,8 @@ int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_
  * adds its A/AAAA answers to out. Returns the response code (0..15),
  * -EINVAL for a malformed packet or one that answers another question,
  * -ENOMEM. Exposed for the unit tests. */
-int pi_ns_parse(const unsigned char *pkt, size_t len, const unsigned char *question,
-		size_t qlen, unsigned id, struct pi_addrset *out);
+int pi_ns_parse(const unsigned char *pkt, size_t len, const unsigned char *question, size_t qlen,
+		unsigned id, struct pi_addrset *out);
 
 /* Builds a query for name (no trailing dot) and qtype into q; returns its
  * length, or 0 when the name is not a valid DNS name or q is too small.

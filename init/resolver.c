@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RESOLVER_STACK (512 * 1024)
+#define RESOLVER_STACK	(512 * 1024)
 #define RESOLVER_ASK_MS 1000 /* the direct questions after a failure */
 /* A 512-byte answer holds 16 AAAA records or 29 A records at most. */
 #define RESOLVER_MAYBE_CUT 16
@@ -77,7 +77,8 @@ static void resolver_lookup(struct resolver_job *j)
 		struct pi_addrset whole;
 		char ignored[8];
 		if (j->res.set.n < RESOLVER_MAYBE_CUT ||
-		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, ignored, sizeof(ignored)) <= 0)
+		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, ignored, sizeof(ignored)) <=
+			0)
 			return;
 		if (whole.n > j->res.set.n)
 			pi_addrset_move(&j->res.set, &whole);

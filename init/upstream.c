@@ -13,8 +13,8 @@
 #include <string.h>
 
 #define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS 5000
-#define LOG_SHOWN 32 /* addresses written per set in a log line */
+#define BACKOFF_MAX_MS	 5000
+#define LOG_SHOWN	 32 /* addresses written per set in a log line */
 
 enum ups_mode { M_IDLE, M_WAIT, M_ROUND, M_RECHECK };
 
@@ -47,8 +47,8 @@ struct pi_upstreams {
 	size_t n;
 	struct pi_health_upstream *pub; /* view->upstreams, n entries */
 	enum ups_mode mode;
-	int started;	 /* a wait or round has run: new hosts are looked up */
-	int rejected;	 /* the last reload attempt was rejected */
+	int started;  /* a wait or round has run: new hosts are looked up */
+	int rejected; /* the last reload attempt was rejected */
 	pi_upstreams_done_cb done_cb;
 	pi_upstreams_change_cb change_cb;
 	uint64_t every_ms;
@@ -218,16 +218,21 @@ static void ups_failed(struct pi_upstreams *u, struct ups_host *h, const char *w
 	if (!h->ever || u->mode == M_WAIT || u->mode == M_ROUND) {
 		h->reported = 1;
 		if (!was_reported)
-			PI_LOG(PI_WARN, "upstream host does not resolve" PI_KV "var=%s" PI_KV
-			       "host=%s" PI_KV "error=%s", h->var, h->value, h->error);
+			PI_LOG(PI_WARN,
+			       "upstream host does not resolve" PI_KV "var=%s" PI_KV "host=%s" PI_KV
+			       "error=%s",
+			       h->var, h->value, h->error);
 	} else if (h->fails >= PI_UPSTREAMS_FAILS_TO_WARN) {
 		h->reported = 1;
 		if (!was_reported)
-			PI_LOG(PI_WARN, "upstream host stopped resolving; nginx keeps its last "
-			       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "failures=%d"
-			       PI_KV "error=%s", h->var, h->value, h->fails, h->error);
+			PI_LOG(PI_WARN,
+			       "upstream host stopped resolving; nginx keeps its last "
+			       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV
+			       "error=%s",
+			       h->var, h->value, h->fails, h->error);
 	} else {
-		PI_LOG(PI_DEBUG, "upstream lookup failed; not reported before %d in a row" PI_KV
+		PI_LOG(PI_DEBUG,
+		       "upstream lookup failed; not reported before %d in a row" PI_KV
 		       "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV "error=%s",
 		       PI_UPSTREAMS_FAILS_TO_WARN, h->var, h->value, h->fails, h->error);
 	}
@@ -245,14 +250,18 @@ static void ups_resolved(struct pi_upstreams *u, struct ups_host *h, struct pi_a
 
 	pi_addrset_join(set, LOG_SHOWN, after, sizeof(after));
 	if (h->reported)
-		PI_LOG(PI_INFO, "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "addresses=%s", h->var, h->value, after);
+		PI_LOG(PI_INFO,
+		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
+		       h->var, h->value, after);
 	else if (!h->ever)
-		PI_LOG(PI_DEBUG, "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "addresses=%s", h->var, h->value, after);
+		PI_LOG(PI_DEBUG,
+		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
+		       h->var, h->value, after);
 	if (h->current.n > 0 && !pi_addrset_equal(&h->current, set))
-		PI_LOG(PI_INFO, "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "old=%s" PI_KV "new=%s" PI_KV "count=%zu", h->var, h->value,
+		PI_LOG(PI_INFO,
+		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
+		       "old=%s" PI_KV "new=%s" PI_KV "count=%zu",
+		       h->var, h->value,
 		       pi_addrset_join(&h->current, LOG_SHOWN, before, sizeof(before)), after,
 		       set->n);
 	pi_addrset_move(&h->current, set);
@@ -308,8 +317,9 @@ static void ups_start_lookup(struct pi_upstreams *u, struct ups_host *h)
 		return;
 	}
 	h->checked = time(NULL);
-	ups_failed(u, h, rc == -EAGAIN ? "cannot start a lookup (too many in flight)"
-				       : strerror(-rc), NULL);
+	ups_failed(u, h,
+		   rc == -EAGAIN ? "cannot start a lookup (too many in flight)" : strerror(-rc),
+		   NULL);
 	ups_publish_host(u, h);
 }
 
@@ -360,7 +370,7 @@ static struct ups_host *ups_host_new(struct pi_upstreams *u, const char *var, co
 		snprintf(h->name, sizeof(h->name), "%s", value);
 	int fam = inet_pton(AF_INET, h->name, bin) == 1	   ? AF_INET
 		  : inet_pton(AF_INET6, h->name, bin) == 1 ? AF_INET6
-							    : 0;
+							   : 0;
 	if (fam) {
 		if (pi_addrset_add(&h->current, fam, bin) < 0) {
 			free(h);
@@ -392,8 +402,8 @@ static void ups_drop_untaken(struct pi_upstreams *u, const char *taken, int log)
 		if (taken[j])
 			continue;
 		if (log)
-			PI_LOG(PI_INFO, "upstream host removed" PI_KV "var=%s" PI_KV "host=%s", h->var,
-			       h->value);
+			PI_LOG(PI_INFO, "upstream host removed" PI_KV "var=%s" PI_KV "host=%s",
+			       h->var, h->value);
 		ups_host_free(h);
 	}
 }

@@ -19,7 +19,8 @@ static void fill(struct pi_addrset *s, size_t n, const size_t *perm)
 	memset(s, 0, sizeof(*s));
 	for (size_t i = 0; i < n; i++) {
 		size_t k = perm ? perm[i] : i;
-		unsigned char b[4] = {10, 0, (unsigned char)(k / 250), (unsigned char)(k % 250 + 1)};
+		unsigned char b[4] = {10, 0, (unsigned char)(k / 250),
+				      (unsigned char)(k % 250 + 1)};
 		pi_addrset_add(s, AF_INET, b);
 	}
 	pi_addrset_finish(s);
@@ -132,8 +133,8 @@ static size_t answer(unsigned char *pkt, const unsigned char *q, size_t qlen, in
 	memcpy(pkt + n, cname, sizeof(cname));
 	n += sizeof(cname);
 	for (int i = 0; i < n_a; i++) {
-		unsigned char rr[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 0,
-				      (unsigned char)(i + 1)};
+		unsigned char rr[] = {0xc0, 12, 0, 1, 0,  1, 0, 0,
+				      0,    60, 0, 4, 10, 1, 0, (unsigned char)(i + 1)};
 		memcpy(pkt + n, rr, sizeof(rr));
 		n += sizeof(rr);
 	}
@@ -174,7 +175,8 @@ static void test_resolv_conf(void)
 
 	fputs("# comment\nsearch a.example b.example\nnameserver 127.0.0.54\n"
 	      "nameserver ::1\nnameserver bogus\nnameserver 127.0.0.53\nnameserver 127.0.0.9\n"
-	      "options timeout:2 ndots:3\n", f);
+	      "options timeout:2 ndots:3\n",
+	      f);
 	fclose(f);
 	is_int(pi_ns_read_conf(path, &rc), 0, "resolv.conf read");
 	is_int((long)rc.n_ns, 3, "three nameservers at most, bogus ones skipped");
