@@ -313,6 +313,8 @@ static void upstream_check(struct jbuf *j, const struct pi_health_upstream *u)
 			check_output(j, u->error, elen);
 		else
 			check_output(j, "not resolved yet", 16);
+	} else if (u->note[0]) {
+		check_output(j, u->note, strnlen(u->note, sizeof(u->note)));
 	}
 	jputs(j, "}]");
 }
@@ -492,7 +494,8 @@ static int upstream_same(const struct pi_health_upstream *a, const struct pi_hea
 {
 	if (strcmp(a->var, b->var) != 0 || strcmp(a->host, b->host) != 0 || a->resolved != b->resolved ||
 	    a->checked != b->checked || a->n_addrs != b->n_addrs ||
-	    strncmp(a->error, b->error, sizeof(a->error)) != 0)
+	    strncmp(a->error, b->error, sizeof(a->error)) != 0 ||
+	    strncmp(a->note, b->note, sizeof(a->note)) != 0)
 		return 0;
 	for (size_t k = 0; k < a->n_addrs && k < PI_HEALTH_MAX_ADDRS; k++)
 		if (strncmp(a->addrs[k], b->addrs[k], sizeof(a->addrs[k])) != 0)

@@ -20,9 +20,11 @@ struct pi_health_upstream {
 	char host[PI_HEALTH_NAME_MAX]; /* its value (a host is at most 253 bytes) */
 	int resolved;	  /* 1: last lookup succeeded */
 	time_t checked;	  /* time of the last lookup, 0 before the first */
-	size_t n_addrs;	  /* addresses of the last successful lookup */
-	char addrs[PI_HEALTH_MAX_ADDRS][48];
+	size_t n_addrs;	  /* how many addresses nginx runs with (all of them) */
+	char addrs[PI_HEALTH_MAX_ADDRS][48]; /* the first of them, sorted */
 	char error[192]; /* the resolver's error when !resolved */
+	char note[160];	 /* shown as output when resolved and not empty: more
+			    addresses than shown, a newer set not loaded yet */
 };
 
 struct pi_health_view {

@@ -31,46 +31,38 @@ static void on_walk_close(uv_handle_t *h, void *arg)
 /* Resolves every host once; prints a line each. Returns 0 or 4. */
 static int check_hosts(struct pi_templates *t)
 {
-	size_t n = pi_templates_nhosts(t);
-	struct pi_health_upstream *slots = calloc(n ? n : 1, sizeof(*slots));
+	struct pi_health_view view = {0};
 	struct pi_upstreams *u = NULL;
 	uv_loop_t loop;
 	int done = 0, code = 0;
 
-	if (!slots)
+	if (uv_loop_init(&loop) < 0)
 		return 2;
-	for (size_t i = 0; i < n; i++)
-	{
-		const char *var, *host;
-		pi_templates_host(t, i, &var, &host);
-		pi_health_upstream_name(&slots[i], var, host);
-	}
-	uv_loop_init(&loop);
-	if (pi_upstreams_new(&loop, slots, n, &done, &u) < 0) {
+	if (pi_upstreams_new(&loop, &view, &done, &u) < 0 || pi_upstreams_sync(u, t, 0) < 0) {
 		code = 2;
 		goto out;
 	}
 	pi_upstreams_round(u, on_round);
 	while (!done && uv_run(&loop, UV_RUN_ONCE))
 		;
-	for (size_t i = 0; i < n; i++) {
-		struct pi_health_upstream *h = &slots[i];
+	for (size_t i = 0; i < view.n_upstreams; i++) {
+		const struct pi_health_upstream *h = &view.upstreams[i];
+		const struct pi_addrset *set = pi_upstreams_current(u, i);
 		printf("host %s %s: ", h->var, h->host);
 		if (!h->resolved) {
 			printf("FAIL %s\n", h->error);
 			code = 4;
 			continue;
 		}
-		for (size_t j = 0; j < h->n_addrs; j++)
-			printf("%s%s", j ? " " : "", h->addrs[j]);
+		for (size_t j = 0; j < set->n; j++)
+			printf("%s%s", j ? " " : "", set->a[j]);
 		printf("\n");
 	}
-	pi_upstreams_close(u);
 out:
+	pi_upstreams_close(u);
 	uv_walk(&loop, on_walk_close, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
-	free(slots);
 	return code;
 }
 

@@ -256,8 +256,10 @@ static void test_judged(struct sup *s)
 			return;
 		}
 		start_child(s);
-		if (s->ups && s->state == ST_RUN)
+		if (s->ups && s->state == ST_RUN) {
+			pi_upstreams_applied(s->ups, 1); /* ups: nginx runs with these sets */
 			pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_upstream_change);
+		}
 		return;
 	}
 
@@ -265,10 +267,15 @@ static void test_judged(struct sup *s)
 	s->view.reload_time = time(NULL);
 	if (ok && s->state == ST_RUN) {
 		signal_child(s, SIGHUP);
+		/* ups: nginx now runs with the current address sets. */
+		pi_upstreams_applied(s->ups, 1);
 		if (s->test_tpl) {
 			pi_templates_free(s->tpl);
 			s->tpl = s->test_tpl;
 			s->test_tpl = NULL;
+			/* ups: the new templates' hosts are the ones watched. */
+			if (s->ups && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
+				PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
 		}
 		s->view.reload_ok = 1;
 		s->view.reload_error[0] = '\0';
@@ -281,6 +288,7 @@ static void test_judged(struct sup *s)
 			s->test_tpl = NULL;
 		}
 		if (!ok) {
+			pi_upstreams_applied(s->ups, 0); /* ups: the sets stay pending */
 			test_reason(s, why, sizeof(why));
 			snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 				 "config test failed: %.200s", why);
@@ -607,21 +615,12 @@ static int render_at_start(struct sup *s)
 	return 0;
 }
 
+/* ups: the upstream module owns the view's upstream entries. */
 static int prepare_hosts(struct sup *s)
 {
-	size_t n = pi_templates_nhosts(s->tpl);
+	int rc = pi_upstreams_new(s->loop, &s->view, s, &s->ups);
 
-	s->view.upstreams = calloc(n ? n : 1, sizeof(*s->view.upstreams));
-	if (!s->view.upstreams)
-		return -ENOMEM;
-	s->view.n_upstreams = n;
-	for (size_t i = 0; i < n; i++)
-	{
-		const char *var, *host;
-		pi_templates_host(s->tpl, i, &var, &host);
-		pi_health_upstream_name(&s->view.upstreams[i], var, host);
-	}
-	return pi_upstreams_new(s->loop, s->view.upstreams, n, s, &s->ups);
+	return rc < 0 ? rc : pi_upstreams_sync(s->ups, s->tpl, 0);
 }
 
 static void on_walk_close(uv_handle_t *h, void *arg)
@@ -711,12 +710,13 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 run:
 	uv_run(&loop, UV_RUN_DEFAULT);
 	code = s->exit_code;
+	pi_upstreams_close(s->ups); /* ups: frees the view's upstream entries */
+	s->ups = NULL;
 	uv_walk(&loop, on_walk_close, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	pi_templates_free(s->tpl);
 	pi_templates_free(s->test_tpl);
-	free(s->view.upstreams);
 out_free:
 	pi_config_argv_free(own_cmd);
 	pi_config_argv_free(s->test_argv);

@@ -1,252 +1,195 @@
+/* The upstream policy: rounds, backoff, when a failure counts, and which
+ * address set is applied. Lookups themselves are init/resolver.c's. */
 #include "init/upstream.h"
+#include "envsubst/templates.h"
 #include "init/log.h"
+#include "init/resolver.h"
 
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <stdio.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS	 5000
+#define LOG_SHOWN	 32 /* addresses written per set in a log line */
 
-enum mode { M_IDLE, M_WAIT, M_ROUND, M_RECHECK };
+enum ups_mode { M_IDLE, M_WAIT, M_ROUND, M_RECHECK };
 
-struct host {
-	struct pi_upstreams *u;
-	struct pi_health_upstream *slot;
-	uv_work_t req;
-	/* Set by the worker thread, read once it is done. */
-	int gai;		/* getaddrinfo's result */
-	struct addrinfo *res;
-	char diag[128]; /* what the nameserver answered, after a failure */
-	uv_timer_t retry;
-	char name[256]; /* the host without IPv6 brackets */
-	int literal;	/* an IP address: counts as resolved, never looked up */
+struct ups_host {
+	uint64_t id; /* names this host's lookups; never reused */
+	char var[PI_HEALTH_NAME_MAX];
+	char value[PI_HEALTH_NAME_MAX];
+	char name[256]; /* the value without IPv6 brackets */
+	int literal;	/* an IP address: resolved, never looked up */
 	int busy;	/* a lookup is in flight */
-	int logged;	/* its current failure was logged */
-	int done;	/* resolved in this wait, or answered in this round */
-	uint64_t backoff;
+	int in_round;	/* takes part in the round running now */
+	int done;	/* answered in this round (resolved, in a wait) */
+	int ever;	/* resolved at least once */
+	int reported;	/* shown as not resolving, and logged so */
+	int fails;	/* failed lookups in a row */
+	int adopt;	/* added at a reload: nginx loaded its first set */
+	int applied_known;
+	uint64_t backoff, due; /* a wait's next retry, in uv_now time */
+	time_t checked;
+	char error[192];
+	struct pi_addrset current, applied;
 };
 
 struct pi_upstreams {
 	uv_loop_t *loop;
-	struct host *hosts;
-	size_t n;
+	struct pi_health_view *view;
 	void *data;
-	enum mode mode;
+	struct pi_resolver *resolver;
+	struct ups_host **hosts;
+	size_t n;
+	struct pi_health_upstream *pub; /* view->upstreams, n entries */
+	enum ups_mode mode;
+	int started;  /* a wait or round has run: new hosts are looked up */
+	int rejected; /* the last reload attempt was rejected */
 	pi_upstreams_done_cb done_cb;
 	pi_upstreams_change_cb change_cb;
-	uv_timer_t deadline; /* end of a wait */
-	uv_timer_t every;    /* recheck interval */
-	int changed;	     /* some host's set changed in this round */
+	uint64_t every_ms;
+	uint64_t next_id;
+	uv_timer_t deadline, every, retry;
+	int open_handles;
 	int closing;
-	size_t refs; /* lookups in flight + handles not yet closed */
 };
 
-static void start_lookup(struct host *h);
+static void ups_start_lookup(struct pi_upstreams *u, struct ups_host *h);
+static void ups_on_every(uv_timer_t *t);
 
-static int cmp_str(const void *a, const void *b)
+/* ---- the view ---- */
+
+static const struct pi_addrset *ups_shown(const struct ups_host *h)
 {
-	return strcmp(a, b);
+	return h->applied_known ? &h->applied : &h->current;
 }
 
-/* Collects the unique addresses of res, sorted, so that two lookups that
- * return the same set in another order compare equal. */
-static size_t collect(const struct addrinfo *res, char out[][48], size_t max)
+static int ups_stale(const struct ups_host *h)
 {
-	size_t n = 0;
-
-	for (const struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
-		char buf[48];
-		if (ai->ai_family == AF_INET)
-			uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, buf, sizeof(buf));
-		else if (ai->ai_family == AF_INET6)
-			uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, buf, sizeof(buf));
-		else
-			continue;
-		int dup = 0;
-		for (size_t i = 0; i < n && !dup; i++)
-			dup = strcmp(out[i], buf) == 0;
-		if (!dup)
-			memcpy(out[n++], buf, sizeof(buf));
-	}
-	qsort(out, n, sizeof(out[0]), cmp_str);
-	return n;
+	return h->applied_known && h->current.n > 0 && !pi_addrset_equal(&h->current, &h->applied);
 }
 
-static void join(const char addrs[][48], size_t n, char *out, size_t len)
+static void ups_note(const struct pi_upstreams *u, const struct ups_host *h, char *out, size_t len)
 {
+	const struct pi_addrset *s = ups_shown(h);
 	size_t used = 0;
 
 	out[0] = '\0';
-	for (size_t i = 0; i < n && used < len; i++)
-		used += (size_t)snprintf(out + used, len - used, "%s%s", i ? " " : "", addrs[i]);
+	if (s->n > PI_HEALTH_MAX_ADDRS)
+		used = (size_t)snprintf(out, len, "%zu addresses, the first %d shown", s->n,
+					PI_HEALTH_MAX_ADDRS);
+	if (ups_stale(h) && used < len)
+		snprintf(out + used, len - used, "%s%zu new addresses not loaded by nginx yet (%s)",
+			 used ? "; " : "", h->current.n,
+			 u->rejected ? "the reload was rejected; retried at each recheck"
+				     : "reload pending");
 }
 
-static void maybe_free(struct pi_upstreams *u)
+static void ups_publish(struct pi_upstreams *u, size_t i)
 {
-	if (u->closing && u->refs == 0) {
-		free(u->hosts);
-		free(u);
-	}
+	const struct ups_host *h = u->hosts[i];
+	struct pi_health_upstream *p = &u->pub[i];
+	const struct pi_addrset *s = ups_shown(h);
+
+	pi_health_upstream_name(p, h->var, h->value);
+	p->resolved = h->literal || (h->ever && !h->reported);
+	p->checked = h->checked;
+	p->n_addrs = s->n;
+	for (size_t k = 0; k < s->n && k < PI_HEALTH_MAX_ADDRS; k++)
+		memcpy(p->addrs[k], s->a[k], sizeof(p->addrs[k]));
+	snprintf(p->error, sizeof(p->error), "%s", p->resolved ? "" : h->error);
+	ups_note(u, h, p->note, sizeof(p->note));
 }
 
-static void on_close(uv_handle_t *h)
+static void ups_publish_all(struct pi_upstreams *u)
 {
-	struct pi_upstreams *u = h->data;
-	u->refs--;
-	maybe_free(u);
+	for (size_t i = 0; i < u->n; i++)
+		ups_publish(u, i);
 }
 
-static void on_host_close(uv_handle_t *handle)
+static void ups_publish_host(struct pi_upstreams *u, const struct ups_host *h)
 {
-	struct host *h = handle->data;
-	struct pi_upstreams *u = h->u;
-	u->refs--;
-	maybe_free(u);
+	for (size_t i = 0; i < u->n; i++)
+		if (u->hosts[i] == h)
+			ups_publish(u, i);
 }
 
-static void finish(struct pi_upstreams *u, int ok)
+/* ---- rounds ---- */
+
+static void ups_finish(struct pi_upstreams *u, int ok)
 {
 	pi_upstreams_done_cb cb = u->done_cb;
 
 	u->mode = M_IDLE;
 	u->done_cb = NULL;
 	uv_timer_stop(&u->deadline);
-	for (size_t i = 0; i < u->n; i++)
-		uv_timer_stop(&u->hosts[i].retry);
+	uv_timer_stop(&u->retry);
 	if (cb)
 		cb(u, ok, u->data);
 }
 
-static void check_round_end(struct pi_upstreams *u)
+static void ups_round_end(struct pi_upstreams *u)
 {
-	int all_ok = 1;
+	int all_ok = 1, stale = 0;
 
+	if (u->mode == M_IDLE || u->closing)
+		return;
 	for (size_t i = 0; i < u->n; i++) {
-		if (!u->hosts[i].done)
+		const struct ups_host *h = u->hosts[i];
+		if (h->in_round && !h->done)
 			return;
-		all_ok &= u->hosts[i].slot->resolved;
+		all_ok &= h->literal || (h->ever && !h->reported);
+		stale |= ups_stale(h);
 	}
-	if (u->mode == M_RECHECK) {
-		u->mode = M_IDLE;
-		if (u->changed && u->change_cb)
-			u->change_cb(u, u->data);
-	} else if (u->mode == M_WAIT || u->mode == M_ROUND) {
-		finish(u, all_ok);
+	if (u->mode != M_RECHECK) {
+		ups_finish(u, all_ok);
+		return;
 	}
+	u->mode = M_IDLE;
+	if (stale && u->change_cb)
+		u->change_cb(u, u->data);
 }
 
-static void on_retry(uv_timer_t *t)
-{
-	start_lookup(t->data);
-}
+/* The earliest retry of a wait, if any is due later. */
+static void ups_arm_retry(struct pi_upstreams *u);
 
-/* The first nameserver of /etc/resolv.conf; 0 when there is none. */
-static int first_nameserver(struct sockaddr_storage *ss, char *text, size_t len)
+static void ups_on_retry(uv_timer_t *t)
 {
-	char line[256], addr[64];
-	FILE *f = fopen("/etc/resolv.conf", "re");
-	int found = 0;
+	struct pi_upstreams *u = t->data;
+	uint64_t now = uv_now(u->loop);
 
-	if (!f)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f)) {
-		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-		if (sscanf(line, " nameserver %63s", addr) != 1)
-			continue;
-		memset(ss, 0, sizeof(*ss));
-		if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
-			v4->sin_family = AF_INET;
-			v4->sin_port = htons(53);
-			found = 1;
-		} else if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
-			v6->sin6_family = AF_INET6;
-			v6->sin6_port = htons(53);
-			found = 1;
+	for (size_t i = 0; i < u->n && u->mode == M_WAIT; i++) {
+		struct ups_host *h = u->hosts[i];
+		if (h->in_round && !h->done && !h->busy && h->due && h->due <= now) {
+			h->due = 0;
+			ups_start_lookup(u, h);
 		}
 	}
-	fclose(f);
-	if (found)
-		snprintf(text, len, "%s", addr);
-	return found;
+	ups_arm_retry(u);
 }
 
-/* getaddrinfo cannot tell a refusing server from an absent one (musl
- * ignores a REFUSED answer and times out), so after a temporary failure
- * the worker asks the first nameserver itself, one A query with a 1 s
- * deadline, and keeps what it answered for the log and /health. It runs
- * in a worker thread, where blocking is fine. */
-static void diagnose(struct host *h)
+static void ups_arm_retry(struct pi_upstreams *u)
 {
-	static const char *const rcodes[] = {"NOERROR", "FORMERR", "SERVFAIL",
-					      "NXDOMAIN", "NOTIMP",  "REFUSED"};
-	unsigned char q[300], a[512];
-	struct sockaddr_storage ss;
-	char server[64];
-	size_t n = 12;
+	uint64_t first = 0, now = uv_now(u->loop);
 
-	if (!first_nameserver(&ss, server, sizeof(server)))
+	if (u->mode != M_WAIT || u->closing)
 		return;
-	memset(q, 0, n);
-	q[0] = 0x70, q[1] = 0x69; /* id */
-	q[2] = 0x01;		  /* recursion desired */
-	q[5] = 1;		  /* one question */
-	for (const char *p = h->name; *p;) {
-		const char *dot = strchr(p, '.');
-		size_t l = dot ? (size_t)(dot - p) : strlen(p);
-		if (l == 0 || l > 63 || n + l + 6 > sizeof(q))
-			return;
-		q[n++] = (unsigned char)l;
-		memcpy(q + n, p, l);
-		n += l;
-		p += l + (dot ? 1 : 0);
+	for (size_t i = 0; i < u->n; i++) {
+		const struct ups_host *h = u->hosts[i];
+		if (h->in_round && !h->done && !h->busy && h->due && (!first || h->due < first))
+			first = h->due;
 	}
-	q[n++] = 0;
-	q[n++] = 0, q[n++] = 1; /* type A */
-	q[n++] = 0, q[n++] = 1; /* class IN */
-
-	int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	socklen_t sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-					       : sizeof(struct sockaddr_in6);
-	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	ssize_t got = -1;
-	if (sendto(fd, q, n, 0, (struct sockaddr *)&ss, sl) == (ssize_t)n &&
-	    poll(&pfd, 1, 1000) == 1)
-		got = recv(fd, a, sizeof(a), 0);
-	close(fd);
-	if (got < 0) {
-		snprintf(h->diag, sizeof(h->diag), "nameserver %s does not answer", server);
-		return;
-	}
-	if (got < 12 || a[0] != q[0] || a[1] != q[1])
-		return;
-	int rcode = a[3] & 15;
-	if (rcode != 0 && rcode != 3)
-		snprintf(h->diag, sizeof(h->diag), "nameserver %s answered %s", server,
-			 rcode < 6 ? rcodes[rcode] : "with an error");
+	if (first)
+		uv_timer_start(&u->retry, ups_on_retry, first > now ? first - now : 0, 0);
 }
 
-static void lookup_work(uv_work_t *w)
-{
-	static const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	struct host *h = w->data;
+/* ---- results ---- */
 
-	h->gai = getaddrinfo(h->name, NULL, &hints, &h->res);
-	if (h->gai == EAI_AGAIN || h->gai == EAI_FAIL)
-		diagnose(h);
-}
-
-static const char *lookup_error(int gai)
+static const char *ups_gai_text(int gai)
 {
 	switch (gai) {
 	case EAI_NONAME:
@@ -262,181 +205,310 @@ static const char *lookup_error(int gai)
 	}
 }
 
-static void on_resolved(uv_work_t *req, int cancelled)
+static void ups_failed(struct pi_upstreams *u, struct ups_host *h, const char *why,
+		       const char *diag)
 {
-	struct host *h = req->data;
-	struct pi_upstreams *u = h->u;
-	struct pi_health_upstream *s = h->slot;
-	char addrs[PI_HEALTH_MAX_ADDRS][48];
-	size_t n = 0;
-	int status = cancelled ? EAI_AGAIN : h->gai;
+	int was_reported = h->reported;
 
-	h->busy = 0;
-	u->refs--;
-	if (status == 0)
-		n = collect(h->res, addrs, PI_HEALTH_MAX_ADDRS);
-	if (h->res)
-		freeaddrinfo(h->res);
-	h->res = NULL;
-	if (u->closing) {
-		maybe_free(u);
+	h->fails++;
+	if (diag && *diag)
+		snprintf(h->error, sizeof(h->error), "%s (%s)", why, diag);
+	else
+		snprintf(h->error, sizeof(h->error), "%s", why);
+	if (!h->ever || u->mode == M_WAIT || u->mode == M_ROUND) {
+		h->reported = 1;
+		if (!was_reported)
+			PI_LOG(PI_WARN,
+			       "upstream host does not resolve" PI_KV "var=%s" PI_KV "host=%s" PI_KV
+			       "error=%s",
+			       h->var, h->value, h->error);
+	} else if (h->fails >= PI_UPSTREAMS_FAILS_TO_WARN) {
+		h->reported = 1;
+		if (!was_reported)
+			PI_LOG(PI_WARN,
+			       "upstream host stopped resolving; nginx keeps its last "
+			       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV
+			       "error=%s",
+			       h->var, h->value, h->fails, h->error);
+	} else {
+		PI_LOG(PI_DEBUG,
+		       "upstream lookup failed; not reported before %d in a row" PI_KV
+		       "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV "error=%s",
+		       PI_UPSTREAMS_FAILS_TO_WARN, h->var, h->value, h->fails, h->error);
+	}
+	if (u->mode == M_WAIT && h->in_round) {
+		h->due = uv_now(u->loop) + h->backoff;
+		h->backoff = h->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : h->backoff * 2;
 		return;
 	}
-	s->checked = time(NULL);
-	if (status == 0 && n == 0)
-		status = EAI_NONAME;
-
-	if (status != 0) {
-		int was = s->resolved;
-		s->resolved = 0;
-		if (h->diag[0])
-			snprintf(s->error, sizeof(s->error), "%s (%s)", lookup_error(status),
-				 h->diag);
-		else
-			snprintf(s->error, sizeof(s->error), "%s", lookup_error(status));
-		if (!h->logged) {
-			if (was && u->mode == M_RECHECK)
-				PI_LOG(PI_WARN,
-				       "upstream host stopped resolving; nginx keeps its last "
-				       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "error=%s",
-				       s->var, s->host, s->error);
-			else
-				PI_LOG(PI_WARN,
-				       "upstream host does not resolve" PI_KV "var=%s" PI_KV
-				       "host=%s" PI_KV "error=%s",
-				       s->var, s->host, s->error);
-			h->logged = 1;
-		}
-		if (u->mode == M_WAIT) {
-			uv_timer_start(&h->retry, on_retry, h->backoff, 0);
-			h->backoff = h->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : h->backoff * 2;
-			return;
-		}
-		h->done = 1;
-		check_round_end(u);
-		return;
-	}
-
-	char before[PI_HEALTH_MAX_ADDRS * 48], after[PI_HEALTH_MAX_ADDRS * 48];
-	join((const char(*)[48])s->addrs, s->n_addrs, before, sizeof(before));
-	join((const char(*)[48])addrs, n, after, sizeof(after));
-	int differs = s->n_addrs > 0 && strcmp(before, after) != 0;
-	if (h->logged || (!s->resolved && s->n_addrs == 0))
-		PI_LOG(h->logged ? PI_INFO : PI_DEBUG,
-		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
-		       s->var, s->host, after);
-	if (differs) {
-		PI_LOG(PI_INFO,
-		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "old=%s" PI_KV "new=%s",
-		       s->var, s->host, before, after);
-		u->changed = 1;
-	}
-	memcpy(s->addrs, addrs, sizeof(addrs[0]) * n);
-	s->n_addrs = n;
-	s->resolved = 1;
-	s->error[0] = '\0';
-	h->logged = 0;
 	h->done = 1;
-	check_round_end(u);
 }
 
-static void start_lookup(struct host *h)
+static void ups_resolved(struct pi_upstreams *u, struct ups_host *h, struct pi_addrset *set)
 {
-	struct pi_upstreams *u = h->u;
+	char before[1024], after[1024];
 
+	pi_addrset_join(set, LOG_SHOWN, after, sizeof(after));
+	if (h->reported)
+		PI_LOG(PI_INFO,
+		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
+		       h->var, h->value, after);
+	else if (!h->ever)
+		PI_LOG(PI_DEBUG,
+		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
+		       h->var, h->value, after);
+	if (h->current.n > 0 && !pi_addrset_equal(&h->current, set))
+		PI_LOG(PI_INFO,
+		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
+		       "old=%s" PI_KV "new=%s" PI_KV "count=%zu",
+		       h->var, h->value,
+		       pi_addrset_join(&h->current, LOG_SHOWN, before, sizeof(before)), after,
+		       set->n);
+	pi_addrset_move(&h->current, set);
+	if (h->adopt && !h->applied_known && pi_addrset_copy(&h->applied, &h->current) == 0)
+		h->applied_known = 1;
+	h->ever = 1;
+	h->reported = 0;
+	h->fails = 0;
+	h->error[0] = '\0';
+	h->done = 1;
+}
+
+static struct ups_host *ups_find(struct pi_upstreams *u, uint64_t id)
+{
+	for (size_t i = 0; i < u->n; i++)
+		if (u->hosts[i]->id == id)
+			return u->hosts[i];
+	return NULL;
+}
+
+static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
+{
+	struct pi_upstreams *u = data;
+	struct ups_host *h = ups_find(u, id);
+
+	if (!h)
+		return; /* removed at a reload while its lookup ran */
+	h->busy = 0;
+	h->checked = time(NULL);
+	if (r->gai == 0)
+		ups_resolved(u, h, &r->set);
+	else
+		ups_failed(u, h, ups_gai_text(r->gai), r->diag);
+	ups_publish_host(u, h);
+	ups_arm_retry(u);
+	ups_round_end(u);
+}
+
+/* Starts h's lookup; a lookup that cannot start counts as a failure. The
+ * caller checks for the end of the round. */
+static void ups_start_lookup(struct pi_upstreams *u, struct ups_host *h)
+{
 	if (h->busy || u->closing)
 		return;
 	if (h->literal) {
-		h->slot->checked = time(NULL);
+		h->checked = time(NULL);
 		h->done = 1;
-		check_round_end(u);
 		return;
 	}
-	h->req.data = h;
-	h->res = NULL;
-	h->gai = EAI_AGAIN;
-	h->diag[0] = '\0';
-	h->busy = 1;
-	u->refs++;
-	if (uv_queue_work(u->loop, &h->req, lookup_work, on_resolved) < 0) {
-		/* Not even queued: report it like a failed lookup. */
-		on_resolved(&h->req, 0);
+	int rc = pi_resolver_start(u->resolver, h->id, h->name);
+	if (rc == 0) {
+		h->busy = 1;
 		return;
+	}
+	h->checked = time(NULL);
+	ups_failed(u, h,
+		   rc == -EAGAIN ? "cannot start a lookup (too many in flight)" : strerror(-rc),
+		   NULL);
+	ups_publish_host(u, h);
+}
+
+static void ups_start_round(struct pi_upstreams *u, enum ups_mode mode)
+{
+	u->mode = mode;
+	u->started = 1;
+	for (size_t i = 0; i < u->n; i++) {
+		struct ups_host *h = u->hosts[i];
+		h->in_round = 1;
+		h->done = 0;
+		h->due = 0;
+		h->backoff = BACKOFF_FIRST_MS;
+	}
+	/* All lookups go out at once, each on its own thread. A host whose
+	 * lookup from an earlier round still runs answers this one. */
+	for (size_t i = 0; i < u->n && u->mode == mode; i++)
+		ups_start_lookup(u, u->hosts[i]);
+	ups_arm_retry(u);
+	ups_round_end(u);
+}
+
+/* ---- hosts ---- */
+
+static void ups_host_free(struct ups_host *h)
+{
+	if (!h)
+		return;
+	pi_addrset_free(&h->current);
+	pi_addrset_free(&h->applied);
+	free(h);
+}
+
+static struct ups_host *ups_host_new(struct pi_upstreams *u, const char *var, const char *value)
+{
+	struct ups_host *h = calloc(1, sizeof(*h));
+	unsigned char bin[16];
+	size_t len = strlen(value);
+
+	if (!h)
+		return NULL;
+	h->id = ++u->next_id;
+	snprintf(h->var, sizeof(h->var), "%s", var);
+	snprintf(h->value, sizeof(h->value), "%s", value);
+	if (len >= 2 && value[0] == '[' && value[len - 1] == ']')
+		snprintf(h->name, sizeof(h->name), "%.*s", (int)(len - 2), value + 1);
+	else
+		snprintf(h->name, sizeof(h->name), "%s", value);
+	int fam = inet_pton(AF_INET, h->name, bin) == 1	   ? AF_INET
+		  : inet_pton(AF_INET6, h->name, bin) == 1 ? AF_INET6
+							   : 0;
+	if (fam) {
+		if (pi_addrset_add(&h->current, fam, bin) < 0) {
+			free(h);
+			return NULL;
+		}
+		h->literal = h->ever = 1;
+	}
+	h->backoff = BACKOFF_FIRST_MS;
+	return h;
+}
+
+/* The old host of that variable and value not yet taken, or -1. */
+static long ups_match(const struct pi_upstreams *u, const char *taken, const char *var,
+		      const char *value)
+{
+	for (size_t j = 0; j < u->n; j++) {
+		const struct ups_host *h = u->hosts[j];
+		if (!taken[j] && strcmp(h->var, var) == 0 && strcmp(h->value, value) == 0)
+			return (long)j;
+	}
+	return -1;
+}
+
+/* Frees the old hosts nobody took (removed at this reload). */
+static void ups_drop_untaken(struct pi_upstreams *u, const char *taken, int log)
+{
+	for (size_t j = 0; j < u->n; j++) {
+		struct ups_host *h = u->hosts[j];
+		if (taken[j])
+			continue;
+		if (log)
+			PI_LOG(PI_INFO, "upstream host removed" PI_KV "var=%s" PI_KV "host=%s",
+			       h->var, h->value);
+		ups_host_free(h);
 	}
 }
 
-int pi_upstreams_new(uv_loop_t *loop, struct pi_health_upstream *slots, size_t n, void *data,
+/* Swaps in the new host list and its view entries; looks the new ones up. */
+static void ups_install(struct pi_upstreams *u, struct ups_host **hosts, const char *isnew,
+			struct pi_health_upstream *pub, size_t n, int log)
+{
+	free(u->hosts);
+	free(u->pub);
+	u->hosts = hosts;
+	u->pub = pub;
+	u->n = n;
+	u->view->upstreams = pub;
+	u->view->n_upstreams = n;
+	ups_publish_all(u);
+	for (size_t i = 0; i < n; i++) {
+		if (!isnew[i])
+			continue;
+		if (log)
+			PI_LOG(PI_INFO, "upstream host added" PI_KV "var=%s" PI_KV "host=%s",
+			       hosts[i]->var, hosts[i]->value);
+		if (u->started && u->mode != M_WAIT)
+			ups_start_lookup(u, hosts[i]);
+	}
+	ups_publish_all(u);
+}
+
+int pi_upstreams_sync(struct pi_upstreams *u, const struct pi_templates *t, int log)
+{
+	size_t n = pi_templates_nhosts(t);
+	struct ups_host **hosts = calloc(n ? n : 1, sizeof(*hosts));
+	struct pi_health_upstream *pub = calloc(n ? n : 1, sizeof(*pub));
+	char *isnew = calloc(n ? n : 1, 1), *taken = calloc(u->n ? u->n : 1, 1);
+	int rc = -ENOMEM;
+
+	if (!hosts || !pub || !isnew || !taken)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const char *var, *value;
+		pi_templates_host(t, i, &var, &value);
+		long j = ups_match(u, taken, var, value);
+		if (j >= 0) {
+			hosts[i] = u->hosts[j];
+			taken[j] = 1;
+			continue;
+		}
+		if (!(hosts[i] = ups_host_new(u, var, value)))
+			goto out;
+		hosts[i]->adopt = u->started;
+		isnew[i] = 1;
+	}
+	ups_drop_untaken(u, taken, log);
+	ups_install(u, hosts, isnew, pub, n, log);
+	hosts = NULL;
+	pub = NULL;
+	if (u->every_ms && u->n && !uv_is_active((uv_handle_t *)&u->every))
+		uv_timer_start(&u->every, ups_on_every, u->every_ms, u->every_ms);
+	rc = 0;
+	ups_round_end(u); /* removing the last slow host may end a round */
+out:
+	for (size_t i = 0; hosts && i < n; i++)
+		if (isnew && isnew[i])
+			ups_host_free(hosts[i]);
+	free(hosts);
+	free(pub);
+	free(isnew);
+	free(taken);
+	return rc;
+}
+
+/* ---- the public calls ---- */
+
+int pi_upstreams_new(uv_loop_t *loop, struct pi_health_view *view, void *data,
 		     struct pi_upstreams **out)
 {
 	struct pi_upstreams *u = calloc(1, sizeof(*u));
+	uv_timer_t *timers[3];
+	int rc;
+
 	if (!u)
 		return -ENOMEM;
-	u->hosts = calloc(n ? n : 1, sizeof(*u->hosts));
-	if (!u->hosts) {
-		free(u);
-		return -ENOMEM;
-	}
+	timers[0] = &u->deadline, timers[1] = &u->every, timers[2] = &u->retry;
 	u->loop = loop;
-	u->n = n;
+	u->view = view;
 	u->data = data;
-	/* libuv sizes its threadpool once, at the first queued work (which is
-	 * ours): one thread per host makes every lookup run at the same time
-	 * (SPEC §4). The child gets the environment main() was given, so this
-	 * never reaches nginx. A value set by the user stands. */
-	char threads[16];
-	snprintf(threads, sizeof(threads), "%zu", n < 4 ? 4 : n > 64 ? 64 : n);
-	setenv("UV_THREADPOOL_SIZE", threads, 0);
-	uv_timer_init(loop, &u->deadline);
-	uv_timer_init(loop, &u->every);
-	u->deadline.data = u->every.data = u;
-	u->refs = 2;
-	for (size_t i = 0; i < n; i++) {
-		struct host *h = &u->hosts[i];
-		const char *v = slots[i].host;
-		size_t len = strlen(v);
-		unsigned char bin[16];
-		h->u = u;
-		h->slot = &slots[i];
-		if (len >= 2 && v[0] == '[' && v[len - 1] == ']')
-			snprintf(h->name, sizeof(h->name), "%.*s", (int)(len - 2), v + 1);
-		else
-			snprintf(h->name, sizeof(h->name), "%s", v);
-		if (inet_pton(AF_INET, h->name, bin) == 1 || inet_pton(AF_INET6, h->name, bin) == 1) {
-			h->literal = 1;
-			slots[i].resolved = 1;
-			slots[i].n_addrs = 1;
-			snprintf(slots[i].addrs[0], sizeof(slots[i].addrs[0]), "%.47s", h->name);
-		}
-		uv_timer_init(loop, &h->retry);
-		h->retry.data = h;
-		u->refs++;
+	if ((rc = pi_resolver_new(loop, ups_on_lookup, u, &u->resolver)) < 0) {
+		free(u);
+		return rc;
 	}
+	/* uv_timer_init cannot fail on a live loop (it only fills the struct). */
+	for (int i = 0; i < 3; i++) {
+		uv_timer_init(loop, timers[i]);
+		timers[i]->data = u;
+	}
+	u->open_handles = 3;
+	view->upstreams = NULL;
+	view->n_upstreams = 0;
 	*out = u;
 	return 0;
 }
 
-static void on_deadline(uv_timer_t *t)
+static void ups_on_deadline(uv_timer_t *t)
 {
-	struct pi_upstreams *u = t->data;
-	finish(u, 0);
-}
-
-static void start_round(struct pi_upstreams *u, enum mode mode)
-{
-	u->mode = mode;
-	u->changed = 0;
-	for (size_t i = 0; i < u->n; i++) {
-		u->hosts[i].done = 0;
-		u->hosts[i].backoff = BACKOFF_FIRST_MS;
-	}
-	if (u->n == 0) {
-		check_round_end(u);
-		return;
-	}
-	/* All lookups go out at once; the threadpool runs them side by side. */
-	for (size_t i = 0; i < u->n && u->mode == mode; i++)
-		start_lookup(&u->hosts[i]);
+	ups_finish(t->data, 0);
 }
 
 int pi_upstreams_wait(struct pi_upstreams *u, uint64_t wait_ms, pi_upstreams_done_cb cb)
@@ -444,8 +516,11 @@ int pi_upstreams_wait(struct pi_upstreams *u, uint64_t wait_ms, pi_upstreams_don
 	if (u->mode != M_IDLE)
 		return -EBUSY;
 	u->done_cb = cb;
-	uv_timer_start(&u->deadline, on_deadline, wait_ms, 0);
-	start_round(u, M_WAIT);
+	/* The loop's clock was read before the render: the deadline counts
+	 * from now. */
+	uv_update_time(u->loop);
+	uv_timer_start(&u->deadline, ups_on_deadline, wait_ms, 0);
+	ups_start_round(u, M_WAIT);
 	return 0;
 }
 
@@ -454,24 +529,65 @@ int pi_upstreams_round(struct pi_upstreams *u, pi_upstreams_done_cb cb)
 	if (u->mode != M_IDLE)
 		return -EBUSY;
 	u->done_cb = cb;
-	start_round(u, M_ROUND);
+	ups_start_round(u, M_ROUND);
 	return 0;
 }
 
-static void on_every(uv_timer_t *t)
+static void ups_on_every(uv_timer_t *t)
 {
 	struct pi_upstreams *u = t->data;
 	/* A round still running (a slow resolver) is not stacked upon. */
 	if (u->mode == M_IDLE)
-		start_round(u, M_RECHECK);
+		ups_start_round(u, M_RECHECK);
 }
 
 int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams_change_cb cb)
 {
 	u->change_cb = cb;
+	u->every_ms = every_ms;
 	if (every_ms == 0 || u->n == 0)
 		return 0;
-	return uv_timer_start(&u->every, on_every, every_ms, every_ms);
+	return uv_timer_start(&u->every, ups_on_every, every_ms, every_ms);
+}
+
+void pi_upstreams_applied(struct pi_upstreams *u, int ok)
+{
+	if (!u)
+		return;
+	u->rejected = !ok;
+	for (size_t i = 0; ok && i < u->n; i++) {
+		struct ups_host *h = u->hosts[i];
+		/* A host not resolving now keeps the set nginx had. */
+		if (h->current.n > 0 && pi_addrset_copy(&h->applied, &h->current) == 0)
+			h->applied_known = 1;
+	}
+	ups_publish_all(u);
+}
+
+const struct pi_addrset *pi_upstreams_current(const struct pi_upstreams *u, size_t i)
+{
+	return &u->hosts[i]->current;
+}
+
+void pi_upstreams_unresolved(const struct pi_upstreams *u, char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < u->n && used < len; i++) {
+		const struct pi_health_upstream *p = &u->pub[i];
+		if (!p->resolved)
+			used += (size_t)snprintf(out + used, len - used, "%s%s=%s", used ? " " : "",
+						 p->var, p->host);
+	}
+}
+
+static void ups_on_close(uv_handle_t *h)
+{
+	struct pi_upstreams *u = h->data;
+
+	if (--u->open_handles == 0)
+		free(u);
 }
 
 void pi_upstreams_close(struct pi_upstreams *u)
@@ -481,11 +597,18 @@ void pi_upstreams_close(struct pi_upstreams *u)
 	u->closing = 1;
 	u->done_cb = NULL;
 	u->change_cb = NULL;
-	for (size_t i = 0; i < u->n; i++) {
-		if (u->hosts[i].busy)
-			uv_cancel((uv_req_t *)&u->hosts[i].req);
-		uv_close((uv_handle_t *)&u->hosts[i].retry, on_host_close);
-	}
-	uv_close((uv_handle_t *)&u->deadline, on_close);
-	uv_close((uv_handle_t *)&u->every, on_close);
+	pi_resolver_close(u->resolver);
+	u->resolver = NULL;
+	for (size_t i = 0; i < u->n; i++)
+		ups_host_free(u->hosts[i]);
+	free(u->hosts);
+	free(u->pub);
+	u->hosts = NULL;
+	u->pub = NULL;
+	u->n = 0;
+	u->view->upstreams = NULL;
+	u->view->n_upstreams = 0;
+	uv_close((uv_handle_t *)&u->deadline, ups_on_close);
+	uv_close((uv_handle_t *)&u->every, ups_on_close);
+	uv_close((uv_handle_t *)&u->retry, ups_on_close);
 }

@@ -52,6 +52,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DNS_ADDR = "127.0.0.53"
+NXDOMAIN_DNS_ADDR = "127.0.0.54"  # knows no name of the zone (nxdomain_dns=True)
 STUB_PORT = 8000
 DEFAULT_ZONE = "peerprep-prod.internal"
 SERVICES = (
@@ -417,11 +418,11 @@ def _log(msg):
     sys.stderr.flush()
 
 
-def _dns_answers(name, timeout=0.3):
-    """True once the bed's DNS server gives an authoritative answer."""
+def _dns_answers(name, timeout=0.3, addr=DNS_ADDR):
+    """True once the bed's DNS server at addr gives an authoritative answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(dns_query_packet(1, name, 1), (DNS_ADDR, 53))
+        s.sendto(dns_query_packet(1, name, 1), (addr, 53))
         _, rcode, _, _ = dns_parse_response(s.recv(4096))
         return rcode in (0, 3)
 
@@ -459,9 +460,25 @@ def holder_main(cfg_path):
             argv, stdin=subprocess.DEVNULL, stdout=sys.stderr,
             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, []))
 
+    nx_dnsmasq = None
+    if cfg.get("nxdomain_dns"):
+        # Authoritative for the same zone with no records: a fast NXDOMAIN
+        # for every name, as the host's resolver gives for podman's names.
+        nx_dnsmasq = subprocess.Popen(
+            ["dnsmasq", "--no-daemon", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+             "--listen-address=" + NXDOMAIN_DNS_ADDR, "--bind-interfaces", "--pid-file=",
+             "--user=root", "--group=root",
+             "--log-facility=" + os.path.join(bed_dir, "dnsmasq-nx.log")]
+            + ["--local=/%s/" % d for d in cfg["local_domains"]],
+            stdin=subprocess.DEVNULL, stdout=sys.stderr,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, []))
+
     probe = cfg["probe_name"]
     try:
         deadline_poll("the bed's DNS server to answer for " + probe, lambda: _dns_answers(probe), 10)
+        if nx_dnsmasq is not None:
+            deadline_poll("the NXDOMAIN DNS server to answer",
+                          lambda: _dns_answers(probe, addr=NXDOMAIN_DNS_ADDR), 10)
     except TimeoutError as exc:
         print("ERROR " + str(exc), flush=True)
         return 1
@@ -496,6 +513,9 @@ def holder_main(cfg_path):
             if dnsmasq is not None and pid == dnsmasq.pid:
                 _log("dnsmasq exited with status %d" % status)
                 dnsmasq.returncode = status
+            if nx_dnsmasq is not None and pid == nx_dnsmasq.pid:
+                _log("the NXDOMAIN dnsmasq exited with status %d" % status)
+                nx_dnsmasq.returncode = status
         if info is None or info.si_signo == signal.SIGCHLD:
             continue
         if info.si_signo == signal.SIGHUP:
@@ -668,10 +688,17 @@ class Bed:
     dns_delay_ms  >0 replaces dnsmasq with a Python responder that answers
                 every query after this many ms
     extra_hosts {name: address or [addresses]} added to the DNS zone
+    nxdomain_dns  also run a second DNS server on 127.0.0.54, authoritative
+                for the same domains with no records (a fast NXDOMAIN for
+                every name), listed second in resolv.conf: two nameservers of
+                which only one knows the names, as podman's networks give
+                (musl asks both at once; glibc, as nginx here, the first)
     """
 
     def __init__(self, upstreams=None, zone=DEFAULT_ZONE, dns_delay_ms=0, extra_hosts=None,
-                 ws_services=WS_SERVICES, local_domains=None, keep_dir=None, log_queries=False):
+                 ws_services=WS_SERVICES, local_domains=None, keep_dir=None, log_queries=False,
+                 nxdomain_dns=False):
+        self.nxdomain_dns = nxdomain_dns
         self.upstreams = dict(default_upstreams() if upstreams is None else upstreams)
         self.zone = zone
         self.dns_delay_ms = dns_delay_ms
@@ -707,6 +734,8 @@ class Bed:
         self._write_hosts()
         with open(os.path.join(self.dir, "resolv.conf"), "w") as f:
             f.write("nameserver %s\n" % DNS_ADDR)
+            if self.nxdomain_dns:
+                f.write("nameserver %s\n" % NXDOMAIN_DNS_ADDR)
         with open(os.path.join(self.dir, "etc-hosts"), "w") as f:
             f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
         cfg = {
@@ -717,6 +746,7 @@ class Bed:
             "dns_delay_ms": self.dns_delay_ms,
             "local_domains": self.local_domains,
             "log_queries": self.log_queries,
+            "nxdomain_dns": self.nxdomain_dns,
             "keep_dir": self.keep_dir,
             "probe_name": "probe." + self.local_domains[0],
         }

@@ -1,9 +1,14 @@
 """Upstream hosts (SPEC §4) and the check command, in a test bed: a real
 dnsmasq authoritative for the zone, stub upstreams on 127.0.0.x:8000, the
 init as PID 1 of a pid namespace inside the bed."""
+import datetime
 import json
+import os
+import re
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -35,6 +40,15 @@ class InBed:
 
     def wait_log(self, needle, timeout=10):
         return wait_for(lambda: needle in self.text(), timeout, what=repr(needle))
+
+    def wait_serving(self, bed, timeout=10):
+        """Until nginx itself accepts on port 80. A connect alone is not
+        enough: the config test (`nginx -t`) binds and listens on the same
+        port for a moment before nginx starts, so a probe could see its
+        socket and the next request find nothing listening. After "started"
+        the test has exited and been reaped: a listener is nginx."""
+        self.wait_log("msg=started", timeout)
+        bed.wait_port("127.0.0.1", 80, timeout=timeout)
 
     def wait(self, timeout=15):
         return self.proc.wait(timeout)
@@ -86,7 +100,7 @@ def test_host_appearing_late_starts_nginx(bed, setup):
     t0 = time.monotonic()
     time.sleep(0.5)  # the host is absent for a while: the init keeps waiting
     bed.set_host("api." + ZONE, "127.0.0.11")
-    bed.wait_port("127.0.0.1", 80, timeout=10)
+    init.wait_serving(bed)
     assert time.monotonic() - t0 < 7
     assert service_of(bed) == "user-service"
     log = init.text()
@@ -112,7 +126,7 @@ def test_host_that_never_appears_exits_4(bed, setup):
 def test_address_change_is_followed_without_failed_requests(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="500ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     assert service_of(bed) == "user-service"
 
     results, stop = [], threading.Event()
@@ -149,6 +163,31 @@ def test_address_change_is_followed_without_failed_requests(bed, setup):
     assert "reloaded nginx" in log
 
 
+def test_a_listener_during_the_config_test_is_not_taken_for_nginx(bed, setup, tmp_path):
+    """Why the address-change test once failed 1 run in 5: `nginx -t`
+    binds and listens on nginx's port for a moment (strace shows bind and
+    listen on 127.0.0.1:80), so a bare port probe can connect to the config
+    test, and the next request finds nothing listening until nginx itself
+    starts. Here a stand-in config test holds the port until someone
+    connects, then runs the real test: the port probe is fooled every
+    time, wait_serving never."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    _, test = nginx_prefix(tmp_path, 80)
+    script = tmp_path / "listening-test.py"
+    script.write_text(
+        "import os, socket, sys\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', 80)); s.listen(8); s.settimeout(10)\n"
+        "try:\n    s.accept()[0].close()\nexcept OSError:\n    pass\n"
+        "s.close()\n"
+        "os.execvp('sh', ['sh', '-c', sys.argv[1]])\n")
+    init = setup(PEERPREP_INIT_NGINX_TEST="%s %s '%s'" % (sys.executable, script, test))
+    bed.wait_port("127.0.0.1", 80)
+    assert "msg=started" not in init.text(), "the probe saw the config test, not nginx"
+    init.wait_serving(bed)
+    assert service_of(bed) == "user-service"
+
+
 def health(bed):
     r = bed.http_get("http://127.0.0.1:8081/health", timeout=5)
     return r.status, r.json()
@@ -157,7 +196,7 @@ def health(bed):
 def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
     status, doc = health(bed)
     up = doc["checks"]["upstream:NGINX_API_HOST"][0]
@@ -171,6 +210,9 @@ def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     assert up["status"] == "warn"
     assert service_of(bed) == "user-service"  # nginx keeps its last addresses
     init.wait_log("stopped resolving")
+    lines = [l for l in init.text().splitlines() if "stopped resolving" in l]
+    # Reported after 3 failed rechecks in a row, and once.
+    assert len(lines) == 1 and "failures=3" in lines[0], lines
     assert "reloaded nginx" not in init.text()
 
     bed.set_host("api." + ZONE, "127.0.0.11")
@@ -240,7 +282,7 @@ def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
     release build)."""
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
-    bed.wait_port("127.0.0.1", 80)
+    init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
     for i in range(3):
         init.proc.send_signal(signal.SIGHUP)
@@ -259,3 +301,257 @@ def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
              ["observedValue"] == ["127.0.0.12"], 5, what="new address on /health")
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
+
+
+# ---- lookups never delay exit -------------------------------------------
+
+SILENT_NS = "127.0.0.99"
+
+
+def silent_nameserver(bed, tmp_path):
+    """A resolv.conf naming only a nameserver that takes queries and never
+    answers (a bound UDP socket nobody reads), with a 20 s timeout; bound
+    over the bed's /etc/resolv.conf. Returns the socket: keep it open."""
+    sock = bed.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((SILENT_NS, 53))
+    conf = tmp_path / "resolv-silent.conf"
+    conf.write_text("nameserver %s\noptions timeout:20 attempts:1\n" % SILENT_NS)
+    os.chmod(conf, 0o644)
+    bed.bind_mount(conf, "/etc/resolv.conf")
+    return sock
+
+
+def log_times(text, needle):
+    """The ts of every log line holding needle, as seconds."""
+    out = []
+    for line in text.splitlines():
+        if needle in line:
+            m = re.search(r"ts=(\S+)", line)
+            out.append(datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp())
+    return out
+
+
+def test_exit_4_at_the_deadline_with_a_silent_nameserver(bed, setup, tmp_path):
+    """A getaddrinfo blocked for 20 s must not hold the exit: 4 comes
+    within 200 ms of upstreams.wait (it once came after 21 s)."""
+    sock = silent_nameserver(bed, tmp_path)
+    try:
+        t0 = time.monotonic()
+        init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1s")
+        assert init.wait(15) == 4
+        elapsed = time.monotonic() - t0
+        text = init.text()
+        waited = log_times(text, "waiting for upstream hosts")[0]
+        gave_up = log_times(text, "did not resolve in time")[0]
+        assert 0.99 <= gave_up - waited < 1.2, text  # log times are to the ms
+        # Process start (nsenter, unshare) and exit around it, generously.
+        assert elapsed < 1.0 + 0.2 + 1.0, elapsed
+    finally:
+        sock.close()
+
+
+def test_stop_during_a_lookup_is_prompt(bed, setup, tmp_path):
+    """SIGTERM while every lookup hangs: out within a moment, not after the
+    resolver's 20 s."""
+    sock = silent_nameserver(bed, tmp_path)
+    try:
+        init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="30s")
+        init.wait_log("waiting for upstream hosts")
+        time.sleep(0.1)  # the lookup is in flight inside getaddrinfo
+        t0 = time.monotonic()
+        init.proc.send_signal(signal.SIGTERM)
+        assert init.wait(15) == 0
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        sock.close()
+
+
+# ---- address sets ---------------------------------------------------------
+
+def dns_queries(bed, name):
+    path = os.path.join(bed.dir, "dnsmasq.log")
+    try:
+        with open(path, errors="replace") as f:
+            return sum(1 for line in f if "query[A] " + name in line)
+    except OSError:
+        return 0
+
+
+def test_many_addresses_in_any_order_cause_no_reload(tmp_path):
+    """50 A records (dnsmasq answers them in rotating order, and a UDP
+    answer holds only some of them): the whole sorted set is compared, so
+    several rechecks make no reload; /health shows 16 and says how many."""
+    name = "api." + ZONE
+    ips = ["127.0.1.%d" % i for i in range(1, 51)]
+    with testbed.Bed(log_queries=True, extra_hosts={name: ips}) as b:
+        (tmp_path / "templates").mkdir()
+        (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
+        cmd, test = nginx_prefix(tmp_path, 80)
+        env = {"PEERPREP_INIT_CONFIG": "", "PEERPREP_INIT_NGINX_COMMAND": cmd,
+               "PEERPREP_INIT_NGINX_TEST": test, "PEERPREP_INIT_LOG_LEVEL": "debug",
+               "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
+               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
+               "PEERPREP_INIT_UPSTREAMS_RECHECK": "200ms", "NGINX_API_HOST": name}
+        init = InBed(b, tmp_path, (), **env)
+        try:
+            init.wait_log("msg=started")
+            start = dns_queries(b, name)
+            wait_for(lambda: dns_queries(b, name) >= start + 8, 20, what="8 rechecks")
+            text = init.text()
+            assert "upstream addresses changed" not in text, text
+            assert "reloading" not in text, text
+            status, doc = health(b)
+            up = doc["checks"]["upstream:NGINX_API_HOST"][0]
+            assert status == 200 and up["status"] == "pass", doc
+            assert len(up["observedValue"]) == 16
+            assert up["observedValue"] == sorted(up["observedValue"])
+            assert re.match(r"\d+ addresses, the first 16 shown", up["output"]), up
+        finally:
+            init.stop()
+
+
+# ---- the applied set --------------------------------------------------------
+
+def failing_test_command(tmp_path, test):
+    """A config test that fails while tmp_path/fail-test exists."""
+    script = tmp_path / "nginx-test.sh"
+    script.write_text("#!/bin/sh\n[ -e %s ] && { echo '[emerg] test made to fail' >&2; exit 1; }\n"
+                      "exec %s\n" % (tmp_path / "fail-test", test))
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_rejected_address_reload_is_retried_until_applied(bed, setup, tmp_path):
+    """The comparison is with the set nginx last loaded: a reload rejected
+    by the config test is tried again at each recheck until it succeeds,
+    and /health never shows the unapplied set as nginx's."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    _, test = nginx_prefix(tmp_path, 80)
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
+                 PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
+    init.wait_serving(bed)
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+
+    (tmp_path / "fail-test").write_text("")
+    bed.set_host("api." + ZONE, "127.0.0.12")
+    wait_for(lambda: init.text().count("reload rejected") >= 2, 10,
+             what="the rejected reload tried again")
+    up = health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
+    assert up["observedValue"] == ["127.0.0.11"], up
+    assert "not loaded by nginx yet" in up["output"], up
+    assert service_of(bed) == "user-service"
+    assert init.text().count('msg="upstream addresses changed"') == 1, "a change is logged once"
+
+    (tmp_path / "fail-test").unlink()
+    init.wait_log("reloaded nginx")
+    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new address")
+    up = health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
+    assert up["observedValue"] == ["127.0.0.12"] and "output" not in up, up
+    # Applied now: no further reloads.
+    n = init.text().count("msg=reloading")
+    time.sleep(1.0)  # three rechecks that must not reload
+    assert init.text().count("msg=reloading") == n
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
+
+
+def test_address_change_pending_at_a_failed_render_still_runs(bed, setup, tmp_path):
+    """An address change not yet applied when a SIGHUP's render fails
+    (the two merge into one reload when they meet) is not dropped with
+    the render: it is applied at a later recheck."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    _, test = nginx_prefix(tmp_path, 80)
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
+                 PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
+    init.wait_serving(bed)
+    # The address change is rejected first, so it is pending at the SIGHUP.
+    (tmp_path / "fail-test").write_text("")
+    bed.set_host("api." + ZONE, "127.0.0.12")
+    init.wait_log("reload rejected")
+    (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE + "# ${NGINX_UNSET}\n")
+    init.proc.send_signal(signal.SIGHUP)
+    (tmp_path / "fail-test").unlink()
+    init.wait_log("reloaded nginx")
+    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new address")
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
+
+
+# ---- hosts follow the templates at reload -----------------------------------
+
+def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
+    """Host variables that only a template names (${VAR:-default}) come
+    and go with the templates: a reload that drops one and adds another
+    watches the new one and forgets the old, on /health and in the log."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    bed.set_host("other." + ZONE, "127.0.0.12")
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_OLD_HOST:-api.%s}" % ZONE))
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=None)
+    init.wait_serving(bed)
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    assert "upstream:NGINX_OLD_HOST" in health(bed)[1]["checks"]
+
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_NEW_HOST:-other.%s}" % ZONE))
+    init.proc.send_signal(signal.SIGHUP)
+    init.wait_log("reloaded nginx")
+    text = init.text()
+    assert re.search(r"upstream host added.*var=NGINX_NEW_HOST", text), text
+    assert re.search(r"upstream host removed.*var=NGINX_OLD_HOST", text), text
+    wait_for(lambda: "upstream:NGINX_NEW_HOST" in health(bed)[1]["checks"], 5,
+             what="the new host on /health")
+    checks = health(bed)[1]["checks"]
+    assert "upstream:NGINX_OLD_HOST" not in checks
+    wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_NEW_HOST"][0]
+             .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
+    # nginx's reload is asynchronous: old workers answer for a moment.
+    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new host")
+
+    # The new host is watched, the old one not.
+    bed.set_host("api." + ZONE, "127.0.0.13")
+    bed.set_host("other." + ZONE, "127.0.0.11")
+    init.wait_log("upstream addresses changed")
+    line = [l for l in init.text().splitlines() if "upstream addresses changed" in l][0]
+    assert "var=NGINX_NEW_HOST" in line and "host=other." + ZONE in line, line
+    wait_for(lambda: service_of(bed) == "user-service", 5, what="nginx on the new address")
+    assert "var=NGINX_OLD_HOST" not in init.text().split("reloaded nginx")[1]
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
+
+
+# ---- two nameservers, one of which knows nothing (podman) -------------------
+
+def test_fast_nxdomain_from_a_second_nameserver_is_not_an_outage(tmp_path):
+    """resolv.conf lists a nameserver that answers NXDOMAIN at once for
+    every name, then the one that knows the zone. musl asks both and takes
+    the first answer; the init asks each one itself after a failure, so the
+    host never counts as gone and /health stays pass."""
+    name = "api." + ZONE
+    with testbed.Bed(log_queries=True, nxdomain_dns=True, extra_hosts={name: "127.0.0.11"}) as b:
+        (tmp_path / "templates").mkdir()
+        (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
+        cmd, test = nginx_prefix(tmp_path, 80)
+        env = {"PEERPREP_INIT_CONFIG": "", "PEERPREP_INIT_NGINX_COMMAND": cmd,
+               "PEERPREP_INIT_NGINX_TEST": test, "PEERPREP_INIT_LOG_LEVEL": "debug",
+               "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
+               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
+               "PEERPREP_INIT_UPSTREAMS_RECHECK": "200ms", "NGINX_API_HOST": name}
+        init = InBed(b, tmp_path, (), **env)
+        try:
+            init.wait_log("msg=started")
+            wait_for(lambda: health(b)[1]["status"] == "pass", 10, what="health pass")
+            start = dns_queries(b, name)
+            statuses = []
+            # bounded: until 15 more queries reached the knowing server
+            deadline = time.monotonic() + 30
+            while dns_queries(b, name) < start + 15 and time.monotonic() < deadline:
+                statuses.append(health(b)[1]["status"])
+                time.sleep(0.05)
+            assert dns_queries(b, name) >= start + 15, "rechecks did not run"
+            text = init.text()
+            assert "stopped resolving" not in text, text
+            assert "does not resolve" not in text, text
+            assert set(statuses) == {"pass"}, statuses
+        finally:
+            init.stop()

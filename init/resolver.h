@@ -1,0 +1,43 @@
+/* Lookups of upstream host names off the loop (SPEC §4): each lookup runs
+ * on a detached thread of its own and posts its result back to the loop
+ * through a uv_async_t. Nothing here is a uv_work_t, so no lookup can keep
+ * uv_run from returning: pi_resolver_close returns at once, and a thread
+ * still blocked in getaddrinfo (a silent nameserver with `timeout:20`)
+ * frees its own memory when it finally returns, or dies with the process. */
+#ifndef PI_RESOLVER_H
+#define PI_RESOLVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "init/addrset.h"
+
+#define PI_RESOLVER_MAX_THREADS 64 /* lookups in flight at once */
+
+struct pi_resolver;
+
+struct pi_lookup_result {
+	int gai;	       /* 0, or getaddrinfo's EAI_* code */
+	struct pi_addrset set; /* the addresses when gai is 0 (never empty then) */
+	char diag[128];	       /* what a nameserver did, after a failure; or "" */
+};
+
+/* Called on the loop thread once per started lookup, unless the resolver
+ * was closed first. r is valid during the call only; the callee may take
+ * r->set with pi_addrset_move, whatever is left is freed afterwards. */
+typedef void (*pi_resolver_cb)(void *data, uint64_t id, struct pi_lookup_result *r);
+
+/* Returns 0 or a negative errno (the resolver is not made then). */
+int pi_resolver_new(uv_loop_t *loop, pi_resolver_cb cb, void *data, struct pi_resolver **out);
+
+/* Starts looking up name (copied) for the caller's id. Returns 0, -EAGAIN
+ * when PI_RESOLVER_MAX_THREADS lookups are in flight or no thread could
+ * be made, -ENAMETOOLONG, -ENOMEM; cb is not called for a failed start. */
+int pi_resolver_start(struct pi_resolver *r, uint64_t id, const char *name);
+
+/* Drops every result still to come and closes the async handle; returns
+ * at once. The memory goes when the handle is closed and the last thread
+ * has returned. NULL is allowed. */
+void pi_resolver_close(struct pi_resolver *r);
+
+#endif
