@@ -15,6 +15,7 @@
 #endif
 
 #include "envsubst/value.h"
+#include "envsubst/wide.h"
 
 /* How much of a variable name an error shows. */
 #define NAME_SHOWN 120
@@ -118,7 +119,7 @@ static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, con
 	if (i == len && !last)
 		return REF_CUT;
 	r->nlen = (size_t)(in + i - r->name);
-	if (r->nlen < plen || memcmp(r->name, prefix, plen) != 0)
+	if (r->nlen < plen || !pi_wide_equal(r->name, prefix, plen))
 		return REF_TEXT;
 	r->form = FORM_PLAIN;
 	if (!braced) {
@@ -292,41 +293,145 @@ static int report(struct pi_render_error *err, const char *in, size_t p, const s
 	return -EINVAL;
 }
 
+/* What one pi_render_piece call remembers between references. Templates
+ * repeat the same variable, and asking the callbacks again would give the
+ * same answers (render.h requires it), so the last variable met, its kind
+ * and value, the last value that passed its check and the last host
+ * reported are kept. */
+struct render_state {
+	const struct pi_render_opts *o;
+	const char *prefix;
+	size_t plen;
+	const char *name, *value; /* the last variable met, and its value */
+	size_t nlen, vlen;
+	unsigned kind;
+	const char *checked; /* the last value that passed its check */
+	size_t checked_len;
+	unsigned checked_kind;
+	const char *told_name, *told; /* the last host reported to on_host */
+	size_t told_nlen, told_len;
+};
+
+/* Classifies and looks up r's variable, unless it is the one met last. */
+static void render_lookup(struct render_state *st, const struct ref *r)
+{
+	const struct pi_render_opts *o = st->o;
+
+	/* Both names start with the prefix: only the rest can differ. */
+	if (st->name && r->nlen == st->nlen &&
+	    pi_wide_equal(r->name + st->plen, st->name + st->plen, r->nlen - st->plen))
+		return;
+	st->kind = o->classify ? o->classify(o->ctx, r->name, r->nlen) : 0;
+	st->vlen = 0;
+	st->value = o->lookup(o->ctx, r->name, r->nlen, &st->vlen);
+	st->name = r->name;
+	st->nlen = r->nlen;
+}
+
+/* Tells on_host about a host variable's value, unless the same variable
+ * with the same value was the last one told. */
+static int render_tell_host(struct render_state *st, const struct ref *r, const char *v,
+			    size_t vlen)
+{
+	const struct pi_render_opts *o = st->o;
+	int rc;
+
+	if (!o->on_host)
+		return 0;
+	if (st->told_name && r->nlen == st->told_nlen && vlen == st->told_len &&
+	    pi_wide_equal(r->name, st->told_name, r->nlen) && pi_wide_equal(v, st->told, vlen))
+		return 0;
+	rc = o->on_host(o->ctx, r->name, r->nlen, v, vlen);
+	if (rc == 0) {
+		st->told_name = r->name;
+		st->told_nlen = r->nlen;
+		st->told = v;
+		st->told_len = vlen;
+	}
+	return rc;
+}
+
+/* Finds the value that replaces the reference r at in[p] and checks it.
+ * Returns 0 with *v and *vlen set, or a negative errno with *err filled. */
+static int render_value(struct render_state *st, const char *in, size_t p, const struct ref *r,
+			const char **v, size_t *vlen, struct pi_render_error *err)
+{
+	size_t bad = 0;
+	int from_default = 0, rc;
+
+	render_lookup(st, r);
+	if (st->kind & PI_RENDER_CONFIG)
+		return report(err, in, p, r, R_CONFIG, 0, 0);
+	*v = st->value;
+	*vlen = st->vlen;
+	if (!*v || *vlen == 0) {
+		if (r->form != FORM_DEFAULT)
+			return report(err, in, p, r, r->form == FORM_REQUIRED ? R_REQUIRED : R_UNSET,
+				      0, 0);
+		*v = r->word;
+		*vlen = r->wlen;
+		from_default = 1;
+	}
+	if (*v != st->checked || *vlen != st->checked_len || st->kind != st->checked_kind) {
+		if (check_value(st->kind, *v, *vlen, &bad) < 0)
+			return report(err, in, p, r, (st->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
+				      bad, from_default);
+		st->checked = *v;
+		st->checked_len = *vlen;
+		st->checked_kind = st->kind;
+	}
+	if (st->kind & PI_RENDER_HOST) {
+		rc = render_tell_host(st, r, *v, *vlen);
+		if (rc < 0) {
+			locate(err, in, p, r->name, r->nlen);
+			snprintf(err->msg, sizeof(err->msg), "host callback failed: %s", strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Appends text[0..n) and then v[0..vlen) to out. */
+static int render_append2(struct pi_buf *out, const char *text, size_t n, const char *v,
+			  size_t vlen, struct pi_render_error *err)
+{
+	int rc;
+
+	if (n > SIZE_MAX - vlen)
+		return fail_oom(-EOVERFLOW, err);
+	rc = pi_buf_reserve(out, n + vlen);
+	if (rc < 0)
+		return fail_oom(rc, err);
+	pi_wide_copy(out->data + out->len, text, n);
+	pi_wide_copy(out->data + out->len + n, v, vlen);
+	out->len += n + vlen;
+	return 0;
+}
+
 int pi_render_piece(const char *in, size_t len, int last, const struct pi_render_opts *o,
 		    struct pi_buf *out, size_t *used, struct pi_render_error *err)
 {
-	const char *prefix = o->prefix ? o->prefix : "";
-	size_t plen = strlen(prefix);
+	struct render_state st = {.o = o, .prefix = o->prefix ? o->prefix : ""};
 	size_t start_len = out->len;
-	size_t run = 0; /* first byte not copied yet */
-	size_t p = 0;
+	size_t run = 0;	   /* first byte not copied yet */
+	size_t p = 0;	   /* where the search for the next '$' starts */
 	size_t stop = len; /* where the rendering of this piece ends */
 	const char *d;
-	/* The last variable met, its kind and value: templates repeat the
-	 * same variable, and asking the callbacks again would give the same
-	 * answers (render.h requires it). */
-	const char *last_name = NULL, *lv = NULL;
-	size_t last_len = 0, lvlen = 0;
-	unsigned lkind = 0;
-	/* The last value that passed its check, for the same reason. */
-	const char *checked = NULL;
-	size_t checked_len = 0;
-	unsigned checked_kind = 0;
 	int rc;
 
-	rc = pi_buf_reserve(out, pi_render_estimate(len));
+	st.plen = strlen(st.prefix);
+	rc = pi_buf_reserve(out, pi_render_estimate(o->out_limit && o->out_limit < len ? o->out_limit
+										       : len));
 	if (rc < 0)
 		return fail_oom(rc, err);
 	while (p < len && (d = next_dollar(in + p, in + len)) != NULL) {
 		struct ref r;
-		unsigned kind;
-		const char *v;
-		size_t vlen = 0, bad = 0;
-		int from_default = 0;
+		const char *v = NULL;
+		size_t vlen = 0;
 		enum parsed what;
 
 		p = (size_t)(d - in);
-		what = parse_ref(in, len, p, last, prefix, plen, &r);
+		what = parse_ref(in, len, p, last, st.prefix, st.plen, &r);
 		if (what == REF_TEXT) {
 			p++;
 			continue;
@@ -335,68 +440,17 @@ int pi_render_piece(const char *in, size_t len, int last, const struct pi_render
 			stop = p;
 			break;
 		}
-		if (what == REF_MALFORMED) {
+		if (what == REF_MALFORMED)
 			rc = report(err, in, p, &r, R_MALFORMED, 0, 0);
+		else if ((rc = render_value(&st, in, p, &r, &v, &vlen, err)) == 0)
+			rc = render_append2(out, in + run, p - run, v, vlen, err);
+		if (rc < 0)
 			goto fail;
-		}
-		/* Both names start with the prefix: only the rest can differ. */
-		if (r.nlen != last_len || !last_name ||
-		    memcmp(r.name + plen, last_name + plen, r.nlen - plen) != 0) {
-			lkind = o->classify ? o->classify(o->ctx, r.name, r.nlen) : 0;
-			lvlen = 0;
-			lv = o->lookup(o->ctx, r.name, r.nlen, &lvlen);
-			last_name = r.name;
-			last_len = r.nlen;
-		}
-		kind = lkind;
-		v = lv;
-		vlen = lvlen;
-		if (kind & PI_RENDER_CONFIG) {
-			rc = report(err, in, p, &r, R_CONFIG, 0, 0);
-			goto fail;
-		}
-		if (!v || vlen == 0) {
-			if (r.form != FORM_DEFAULT) {
-				rc = report(err, in, p, &r,
-					    r.form == FORM_REQUIRED ? R_REQUIRED : R_UNSET, 0, 0);
-				goto fail;
-			}
-			v = r.word;
-			vlen = r.wlen;
-			from_default = 1;
-		}
-		if (v != checked || vlen != checked_len || kind != checked_kind) {
-			if (check_value(kind, v, vlen, &bad) < 0) {
-				rc = report(err, in, p, &r,
-					    (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad,
-					    from_default);
-				goto fail;
-			}
-			checked = v;
-			checked_len = vlen;
-			checked_kind = kind;
-		}
-		if ((kind & PI_RENDER_HOST) && o->on_host) {
-			rc = o->on_host(o->ctx, r.name, r.nlen, v, vlen);
-			if (rc < 0) {
-				locate(err, in, p, r.name, r.nlen);
-				snprintf(err->msg, sizeof(err->msg), "host callback failed: %s",
-					 strerror(-rc));
-				goto fail;
-			}
-		}
-		if (p - run > SIZE_MAX - vlen) {
-			rc = -EOVERFLOW;
-		} else if ((rc = pi_buf_reserve(out, p - run + vlen)) == 0) {
-			memcpy(out->data + out->len, in + run, p - run);
-			memcpy(out->data + out->len + (p - run), v, vlen);
-			out->len += p - run + vlen;
-		}
-		if (rc < 0) {
-			fail_oom(rc, err);
-			goto fail;
-		}
 		run = p = r.end;
+		if (o->out_limit && out->len - start_len >= o->out_limit) {
+			stop = p;
+			break;
+		}
 	}
 	rc = pi_buf_append(out, in + run, stop - run);
 	if (rc < 0) {
