@@ -83,6 +83,35 @@ static const unsigned char name_byte[256] = {
     ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
+/* The end of the name whose second byte may be in[i]: the first byte at
+ * or after i that is not [A-Za-z0-9_], or len. Names are scanned for
+ * every reference of ours, so 16 bytes are classified at once where SSE2
+ * is there (every x86-64): c | 0x20 is in a..z exactly for letters. */
+static size_t name_end(const char *in, size_t len, size_t i)
+{
+#ifdef __SSE2__
+	const __m128i lo = _mm_set1_epi8('a' - 1), hi = _mm_set1_epi8('z' + 1);
+	const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1);
+	const __m128i us = _mm_set1_epi8('_'), x20 = _mm_set1_epi8(0x20);
+
+	for (; i + 16 <= len; i += 16) {
+		__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+		__m128i l = _mm_or_si128(c, x20);
+		__m128i name = _mm_and_si128(_mm_cmpgt_epi8(l, lo), _mm_cmplt_epi8(l, hi));
+		unsigned m;
+
+		name = _mm_or_si128(name, _mm_and_si128(_mm_cmpgt_epi8(c, d0), _mm_cmplt_epi8(c, d9)));
+		name = _mm_or_si128(name, _mm_cmpeq_epi8(c, us));
+		m = (unsigned)_mm_movemask_epi8(name) ^ 0xffffu;
+		if (m)
+			return i + (size_t)__builtin_ctz(m);
+	}
+#endif
+	while (i < len && name_byte[(unsigned char)in[i]])
+		i++;
+	return i;
+}
+
 /* What parse_ref makes of a '$'. */
 enum parsed {
 	REF_TEXT,      /* not a reference of ours: the '$' is copied */
@@ -114,8 +143,7 @@ static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, con
 	if (plen && in[i] != prefix[0])
 		return REF_TEXT;
 	r->name = in + i;
-	while (i < len && name_byte[(unsigned char)in[i]])
-		i++;
+	i = name_end(in, len, i + 1);
 	if (i == len && !last)
 		return REF_CUT;
 	r->nlen = (size_t)(in + i - r->name);
@@ -293,60 +321,105 @@ static int report(struct pi_render_error *err, const char *in, size_t p, const s
 	return -EINVAL;
 }
 
-/* What one pi_render_piece call remembers between references. Templates
- * repeat the same variable, and asking the callbacks again would give the
- * same answers (render.h requires it), so the last variable met, its kind
- * and value, the last value that passed its check and the last host
- * reported are kept. */
+/* A variable met in this pi_render_piece call, with what the callbacks
+ * said about it and what was done with its value. Templates name a few
+ * variables over and over; the callbacks must give the same answers for
+ * the same name (render.h), so each variable is looked up, classified,
+ * checked and reported once per call instead of once per reference. */
+struct render_var {
+	const char *name, *value;
+	size_t nlen, vlen;
+	unsigned kind;
+	int checked; /* value passed its check */
+	int told;    /* on_host was told about value */
+};
+
+/* The variables remembered (the most recently filled slots win). */
+#define RENDER_SLOTS 8
+
 struct render_state {
 	const struct pi_render_opts *o;
 	const char *prefix;
 	size_t plen;
-	const char *name, *value; /* the last variable met, and its value */
-	size_t nlen, vlen;
-	unsigned kind;
-	const char *checked; /* the last value that passed its check */
-	size_t checked_len;
-	unsigned checked_kind;
-	const char *told_name, *told; /* the last host reported to on_host */
-	size_t told_nlen, told_len;
+	struct render_var var[RENDER_SLOTS];
+	unsigned nvars, next;
+	/* Defaults sit at a new place for every reference: the last one
+	 * checked and the last host told are compared by content. */
+	const char *dflt, *told_name, *told;
+	size_t dflt_len, told_nlen, told_len;
+	unsigned dflt_kind;
 };
 
-/* Classifies and looks up r's variable, unless it is the one met last. */
-static void render_lookup(struct render_state *st, const struct ref *r)
+/* The slot of r's variable, filled from the callbacks when it is new. */
+static struct render_var *render_var_of(struct render_state *st, const struct ref *r)
 {
 	const struct pi_render_opts *o = st->o;
+	struct render_var *v;
 
-	/* Both names start with the prefix: only the rest can differ. */
-	if (st->name && r->nlen == st->nlen &&
-	    pi_wide_equal(r->name + st->plen, st->name + st->plen, r->nlen - st->plen))
-		return;
-	st->kind = o->classify ? o->classify(o->ctx, r->name, r->nlen) : 0;
-	st->vlen = 0;
-	st->value = o->lookup(o->ctx, r->name, r->nlen, &st->vlen);
-	st->name = r->name;
-	st->nlen = r->nlen;
+	for (unsigned i = 0; i < st->nvars; i++) {
+		v = &st->var[i];
+		/* Both names start with the prefix: only the rest can differ. */
+		if (v->nlen == r->nlen &&
+		    pi_wide_equal(r->name + st->plen, v->name + st->plen, r->nlen - st->plen))
+			return v;
+	}
+	v = &st->var[st->next];
+	st->next = (st->next + 1) % RENDER_SLOTS;
+	if (st->nvars < RENDER_SLOTS)
+		st->nvars++;
+	*v = (struct render_var){.name = r->name, .nlen = r->nlen};
+	v->kind = o->classify ? o->classify(o->ctx, r->name, r->nlen) : 0;
+	v->value = o->lookup(o->ctx, r->name, r->nlen, &v->vlen);
+	if (!v->value)
+		v->vlen = 0;
+	return v;
 }
 
-/* Tells on_host about a host variable's value, unless the same variable
- * with the same value was the last one told. */
-static int render_tell_host(struct render_state *st, const struct ref *r, const char *v,
-			    size_t vlen)
+/* Reports a host to on_host; 0 or the callback's error in *err. */
+static int render_tell(struct render_state *st, const char *in, size_t p, const struct ref *r,
+		       const char *v, size_t vlen, struct pi_render_error *err)
 {
 	const struct pi_render_opts *o = st->o;
 	int rc;
 
 	if (!o->on_host)
 		return 0;
-	if (st->told_name && r->nlen == st->told_nlen && vlen == st->told_len &&
-	    pi_wide_equal(r->name, st->told_name, r->nlen) && pi_wide_equal(v, st->told, vlen))
-		return 0;
 	rc = o->on_host(o->ctx, r->name, r->nlen, v, vlen);
+	if (rc < 0) {
+		locate(err, in, p, r->name, r->nlen);
+		snprintf(err->msg, sizeof(err->msg), "host callback failed: %s", strerror(-rc));
+	}
+	return rc;
+}
+
+/* A ${NAME:-DEFAULT} whose variable is unset or empty: the default is
+ * checked and (for a host) reported unless it equals the last one. */
+static int render_default(struct render_state *st, const char *in, size_t p, const struct ref *r,
+			  unsigned kind, struct pi_render_error *err)
+{
+	size_t bad = 0;
+	int rc;
+
+	if (!(st->dflt && kind == st->dflt_kind && r->wlen == st->dflt_len &&
+	      pi_wide_equal(r->word, st->dflt, r->wlen))) {
+		if (check_value(kind, r->word, r->wlen, &bad) < 0)
+			return report(err, in, p, r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad,
+				      1);
+		st->dflt = r->word;
+		st->dflt_len = r->wlen;
+		st->dflt_kind = kind;
+	}
+	if (!(kind & PI_RENDER_HOST) ||
+	    (st->told && r->nlen == st->told_nlen && r->wlen == st->told_len &&
+	     pi_wide_equal(r->name, st->told_name, r->nlen) &&
+	     pi_wide_equal(r->word, st->told, r->wlen)))
+		return 0;
+	rc = render_tell(st, in, p, r, r->word, r->wlen, err);
 	if (rc == 0) {
 		st->told_name = r->name;
 		st->told_nlen = r->nlen;
-		st->told = v;
-		st->told_len = vlen;
+		st->told = r->word;
+		st->told_len = r->wlen;
 	}
 	return rc;
 }
@@ -356,37 +429,32 @@ static int render_tell_host(struct render_state *st, const struct ref *r, const 
 static int render_value(struct render_state *st, const char *in, size_t p, const struct ref *r,
 			const char **v, size_t *vlen, struct pi_render_error *err)
 {
+	struct render_var *var = render_var_of(st, r);
 	size_t bad = 0;
-	int from_default = 0, rc;
+	int rc;
 
-	render_lookup(st, r);
-	if (st->kind & PI_RENDER_CONFIG)
+	if (var->kind & PI_RENDER_CONFIG)
 		return report(err, in, p, r, R_CONFIG, 0, 0);
-	*v = st->value;
-	*vlen = st->vlen;
-	if (!*v || *vlen == 0) {
+	if (var->vlen == 0) {
 		if (r->form != FORM_DEFAULT)
 			return report(err, in, p, r, r->form == FORM_REQUIRED ? R_REQUIRED : R_UNSET,
 				      0, 0);
 		*v = r->word;
 		*vlen = r->wlen;
-		from_default = 1;
+		return render_default(st, in, p, r, var->kind, err);
 	}
-	if (*v != st->checked || *vlen != st->checked_len || st->kind != st->checked_kind) {
-		if (check_value(st->kind, *v, *vlen, &bad) < 0)
-			return report(err, in, p, r, (st->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
-				      bad, from_default);
-		st->checked = *v;
-		st->checked_len = *vlen;
-		st->checked_kind = st->kind;
+	*v = var->value;
+	*vlen = var->vlen;
+	if (!var->checked) {
+		if (check_value(var->kind, *v, *vlen, &bad) < 0)
+			return report(err, in, p, r, (var->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
+				      bad, 0);
+		var->checked = 1;
 	}
-	if (st->kind & PI_RENDER_HOST) {
-		rc = render_tell_host(st, r, *v, *vlen);
-		if (rc < 0) {
-			locate(err, in, p, r->name, r->nlen);
-			snprintf(err->msg, sizeof(err->msg), "host callback failed: %s", strerror(-rc));
+	if ((var->kind & PI_RENDER_HOST) && !var->told) {
+		if ((rc = render_tell(st, in, p, r, *v, *vlen, err)) < 0)
 			return rc;
-		}
+		var->told = 1;
 	}
 	return 0;
 }
@@ -399,8 +467,7 @@ static int render_append2(struct pi_buf *out, const char *text, size_t n, const 
 
 	if (n > SIZE_MAX - vlen)
 		return fail_oom(-EOVERFLOW, err);
-	rc = pi_buf_reserve(out, n + vlen);
-	if (rc < 0)
+	if (n + vlen > out->cap - out->len && (rc = pi_buf_reserve(out, n + vlen)) < 0)
 		return fail_oom(rc, err);
 	pi_wide_copy(out->data + out->len, text, n);
 	pi_wide_copy(out->data + out->len + n, v, vlen);

@@ -59,11 +59,13 @@ typedef unsigned (*pi_render_classify_fn)(void *ctx, const char *name, size_t le
 
 /* Called with the name and value of every substituted host variable, from
  * the environment or a default, after the value passed the host check.
- * Both spans live only for the call. A reference to the same variable
- * with the same value as the last call reported is not reported again (in
- * one pi_render_piece call), so a caller keeping a set of hosts is asked
- * once per change, not once per reference. Returns 0, or a negative errno
- * that stops the rendering with that error. */
+ * Both spans live only for the call. Each (variable, value) pair is
+ * reported at least once per pi_render_piece call, but not once per
+ * reference: the call remembers the last few variables it met (and the
+ * last default reported), so a caller keeping a set of hosts is asked
+ * about a pair it already has only when a piece starts or when a template
+ * uses many host variables in turn. Returns 0, or a negative errno that
+ * stops the rendering with that error. */
 typedef int (*pi_render_host_fn)(void *ctx, const char *name, size_t nlen, const char *value,
 				 size_t vlen);
 

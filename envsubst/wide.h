@@ -1,9 +1,10 @@
 /* Inline compare and copy for the renderer's hot paths. musl's memcmp goes
  * a byte at a time and its memcpy pays a call and a setup for every short
  * run; a template render is millions of short copies (the text between two
- * references, a value) and compares (a name against the last one, a piece
- * of output against the previous file). These use 8- and 16-byte loads
- * instead. Internal to envsubst/. */
+ * references, a value) and compares (a name against the ones met before, a
+ * piece of output against the previous file). These use 8- and 16-byte
+ * loads instead, and are always inlined (-Os would otherwise call them).
+ * Internal to envsubst/. */
 #ifndef PI_WIDE_H
 #define PI_WIDE_H
 
@@ -15,7 +16,8 @@
 #endif
 
 /* 1 when a[0..n) and b[0..n) hold the same bytes. */
-static inline int pi_wide_equal(const void *a, const void *b, size_t n)
+__attribute__((always_inline)) static inline int pi_wide_equal(const void *a, const void *b,
+							       size_t n)
 {
 	const unsigned char *x = a, *y = b;
 	uint64_t u, v;
@@ -29,11 +31,27 @@ static inline int pi_wide_equal(const void *a, const void *b, size_t n)
 			return 0;
 	}
 #endif
-	for (; n >= 8; n -= 8, x += 8, y += 8) {
-		__builtin_memcpy(&u, x, 8);
-		__builtin_memcpy(&v, y, 8);
-		if (u != v)
-			return 0;
+	if (n >= 8) {
+		/* 8 bytes at a time, the last 8 overlapping what went before. */
+		for (size_t i = 0;; i += 8) {
+			if (i + 8 > n)
+				i = n - 8;
+			__builtin_memcpy(&u, x + i, 8);
+			__builtin_memcpy(&v, y + i, 8);
+			if (u != v)
+				return 0;
+			if (i + 8 == n)
+				return 1;
+		}
+	}
+	if (n >= 4) {
+		uint32_t p, q, r, t;
+
+		__builtin_memcpy(&p, x, 4);
+		__builtin_memcpy(&q, y, 4);
+		__builtin_memcpy(&r, x + n - 4, 4);
+		__builtin_memcpy(&t, y + n - 4, 4);
+		return p == q && r == t;
 	}
 	for (; n > 0; n--)
 		if (*x++ != *y++)
@@ -41,28 +59,30 @@ static inline int pi_wide_equal(const void *a, const void *b, size_t n)
 	return 1;
 }
 
-/* Copies n bytes; the ranges must not overlap. Short runs are moved with
- * two overlapping loads and stores; long ones go to memcpy, whose fixed
- * cost no longer matters there. */
-static inline void pi_wide_copy(void *dst, const void *src, size_t n)
+/* Copies n bytes; the ranges must not overlap. Runs of 16 bytes or more
+ * go 16 at a time with a last, overlapping 16-byte move for the tail;
+ * shorter ones with two overlapping loads and stores; long ones (where a
+ * call's fixed cost no longer matters) to memcpy. */
+__attribute__((always_inline)) static inline void pi_wide_copy(void *dst, const void *src,
+							      size_t n)
 {
 	unsigned char *d = dst;
 	const unsigned char *s = src;
 	uint64_t a, b;
 
-	if (n > 32) {
+	if (n > 256) {
 		memcpy(d, s, n);
 	} else if (n >= 16) {
-		uint64_t c, e;
+#ifdef __SSE2__
+		__m128i last = _mm_loadu_si128((const __m128i *)(const void *)(s + n - 16));
 
-		__builtin_memcpy(&a, s, 8);
-		__builtin_memcpy(&b, s + 8, 8);
-		__builtin_memcpy(&c, s + n - 16, 8);
-		__builtin_memcpy(&e, s + n - 8, 8);
-		__builtin_memcpy(d, &a, 8);
-		__builtin_memcpy(d + 8, &b, 8);
-		__builtin_memcpy(d + n - 16, &c, 8);
-		__builtin_memcpy(d + n - 8, &e, 8);
+		for (size_t i = 0; i + 16 <= n; i += 16)
+			_mm_storeu_si128((__m128i *)(void *)(d + i),
+					 _mm_loadu_si128((const __m128i *)(const void *)(s + i)));
+		_mm_storeu_si128((__m128i *)(void *)(d + n - 16), last);
+#else
+		memcpy(d, s, n);
+#endif
 	} else if (n >= 8) {
 		__builtin_memcpy(&a, s, 8);
 		__builtin_memcpy(&b, s + n - 8, 8);

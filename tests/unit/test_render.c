@@ -277,9 +277,8 @@ static void test_hosts(void)
 	}
 	is_str(hosts_seen,
 	       "NGINX_A_HOST=user-service.peerprep-prod.internal;NGINX_B_HOST=10.0.1.23;"
-	       "NGINX_C_HOST=[2001:db8::1];NGINX_D_HOST=localhost.;NGINX_E_HOST=e.internal;"
-	       "NGINX_B_HOST=10.0.1.23;",
-	       "on_host told about every substituted host");
+	       "NGINX_C_HOST=[2001:db8::1];NGINX_D_HOST=localhost.;NGINX_E_HOST=e.internal;",
+	       "on_host told about every substituted host, once");
 	host_fail = 1;
 	{
 		char *e[] = {"NGINX_A_HOST=a", NULL};
@@ -412,7 +411,7 @@ static void test_host_calls(void)
 				"${NGINX_C_HOST:-d}"),
 			 &o, &out, &err),
 	       0, "changes of variable and of default");
-	is_int(host_calls, 5, "... are each reported: A, B, A, C=c, C=d");
+	is_int(host_calls, 4, "... each variable once per value: A, B, C=c, C=d");
 	free(out.data);
 }
 
