@@ -27,6 +27,7 @@ struct ref {
 	size_t end; /* offset just past the reference */
 	const char *name;
 	size_t nlen;
+	int slot; /* the render_var it names, or -1 when not known yet */
 	enum form form;
 	const char *word; /* DEFAULT or MESSAGE text */
 	size_t wlen;
@@ -112,6 +113,22 @@ static size_t name_end(const char *in, size_t len, size_t i)
 	return i;
 }
 
+/* A variable met in this pi_render_piece call, with what the callbacks
+ * said about it and what was done with its value. Templates name a few
+ * variables over and over; the callbacks must give the same answers for
+ * the same name (render.h), so each variable is looked up, classified,
+ * checked and reported once per call instead of once per reference. */
+struct render_var {
+	const char *name, *value;
+	size_t nlen, vlen;
+	unsigned kind;
+	int checked; /* value passed its check */
+	int told;    /* on_host was told about value */
+};
+
+/* The variables remembered (the most recently filled slots win). */
+#define RENDER_SLOTS 8
+
 /* What parse_ref makes of a '$'. */
 enum parsed {
 	REF_TEXT,      /* not a reference of ours: the '$' is copied */
@@ -125,8 +142,36 @@ enum parsed {
  * after in[len - 1] (a name that reaches the end, "${NAME" or "${NAME:",
  * a DEFAULT or MESSAGE without its '}' yet), it is REF_CUT; when last is
  * 1 the end is the template's. */
+/* The name starting at in[i] (a name's first byte, the prefix's first
+ * byte): first tried against the variables met already (one wide compare
+ * each, and the byte after must end the name), else scanned. Returns the
+ * offset just past the name, or 0 when it is cut by the end of a piece
+ * that is not the last. */
+static size_t parse_name(const char *in, size_t len, size_t i, int last,
+			 const struct render_var *vars, unsigned nvars, struct ref *r)
+{
+	r->name = in + i;
+	r->slot = -1;
+	for (unsigned k = 0; k < nvars; k++) {
+		size_t n = vars[k].nlen;
+
+		if (n < len - i && !name_byte[(unsigned char)in[i + n]] &&
+		    pi_wide_equal(in + i, vars[k].name, n)) {
+			r->slot = (int)k;
+			r->nlen = n;
+			return i + n;
+		}
+	}
+	i = name_end(in, len, i + 1);
+	if (i == len && !last)
+		return 0;
+	r->nlen = (size_t)(in + i - r->name);
+	return i;
+}
+
 static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, const char *prefix,
-			     size_t plen, struct ref *r)
+			     size_t plen, const struct render_var *vars, unsigned nvars,
+			     struct ref *r)
 {
 	size_t i = p + 1;
 	int braced = 0;
@@ -142,12 +187,10 @@ static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, con
 	/* Most dollars are nginx's own ($uri, $host): one byte settles it. */
 	if (plen && in[i] != prefix[0])
 		return REF_TEXT;
-	r->name = in + i;
-	i = name_end(in, len, i + 1);
-	if (i == len && !last)
+	i = parse_name(in, len, i, last, vars, nvars, r);
+	if (i == 0)
 		return REF_CUT;
-	r->nlen = (size_t)(in + i - r->name);
-	if (r->nlen < plen || !pi_wide_equal(r->name, prefix, plen))
+	if (r->slot < 0 && (r->nlen < plen || !pi_wide_equal(r->name, prefix, plen)))
 		return REF_TEXT;
 	r->form = FORM_PLAIN;
 	if (!braced) {
@@ -321,22 +364,6 @@ static int report(struct pi_render_error *err, const char *in, size_t p, const s
 	return -EINVAL;
 }
 
-/* A variable met in this pi_render_piece call, with what the callbacks
- * said about it and what was done with its value. Templates name a few
- * variables over and over; the callbacks must give the same answers for
- * the same name (render.h), so each variable is looked up, classified,
- * checked and reported once per call instead of once per reference. */
-struct render_var {
-	const char *name, *value;
-	size_t nlen, vlen;
-	unsigned kind;
-	int checked; /* value passed its check */
-	int told;    /* on_host was told about value */
-};
-
-/* The variables remembered (the most recently filled slots win). */
-#define RENDER_SLOTS 8
-
 struct render_state {
 	const struct pi_render_opts *o;
 	const char *prefix;
@@ -356,11 +383,13 @@ static struct render_var *render_var_of(struct render_state *st, const struct re
 	const struct pi_render_opts *o = st->o;
 	struct render_var *v;
 
+	/* parse_name found the slot where it could; a name at the very end
+	 * of the input is looked for here. */
+	if (r->slot >= 0)
+		return &st->var[r->slot];
 	for (unsigned i = 0; i < st->nvars; i++) {
 		v = &st->var[i];
-		/* Both names start with the prefix: only the rest can differ. */
-		if (v->nlen == r->nlen &&
-		    pi_wide_equal(r->name + st->plen, v->name + st->plen, r->nlen - st->plen))
+		if (v->nlen == r->nlen && pi_wide_equal(r->name, v->name, r->nlen))
 			return v;
 	}
 	v = &st->var[st->next];
@@ -498,7 +527,7 @@ int pi_render_piece(const char *in, size_t len, int last, const struct pi_render
 		enum parsed what;
 
 		p = (size_t)(d - in);
-		what = parse_ref(in, len, p, last, st.prefix, st.plen, &r);
+		what = parse_ref(in, len, p, last, st.prefix, st.plen, st.var, st.nvars, &r);
 		if (what == REF_TEXT) {
 			p++;
 			continue;

@@ -138,8 +138,8 @@ static int commit_keep(struct pi_tpl_item *it)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	for (int tries = 0; tries < 100; tries++) {
-		unsigned x = (unsigned)ts.tv_nsec ^ ((unsigned)getpid() << 12) ^
-			     (++counter * 2654435761u);
+		unsigned n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+		unsigned x = (unsigned)ts.tv_nsec ^ ((unsigned)getpid() << 12) ^ (n * 2654435761u);
 
 		snprintf(tail, sizeof(tail), ".keep-%08x", x);
 		free(it->keep);
@@ -407,8 +407,14 @@ static int commit_undo_item(struct pi_tpl_item *it)
 	int rc = it->renamed ? commit_restore(it) : 0;
 
 	commit_unlink(&it->temp);
-	if (rc == 0)
+	if (rc == 0) {
 		commit_unlink(&it->keep);
+	} else {
+		/* The kept link is now the only copy of the previous output:
+		 * leave it on disk for the operator, never unlink it. */
+		free(it->keep);
+		it->keep = NULL;
+	}
 	it->renamed = it->existed = it->unchanged = 0;
 	return rc;
 }
