@@ -5,11 +5,12 @@ output path is refused without stalling PID 1. Each test runs the init as
 PID 1 of a fresh pid namespace against real nginx and polls with deadlines."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
-from pi import free_port, try_get, wait_for
+from pi import BIN, Init, base_env, free_port, try_get, wait_for
 from test_faults import SITE, Site, body, count, health, stop
 
 @pytest.fixture
@@ -91,3 +92,81 @@ def test_fifo_at_an_output_path_is_refused_without_stalling(site):
         assert body(site.port) == "v1"
         assert os.path.exists(fifo) and not os.path.isfile(fifo)
         assert stop(init) == 0
+
+
+# ---------------------------------------------------------------------------
+# memory: rendering streams, the running init keeps no rendered text
+# ---------------------------------------------------------------------------
+
+# Memory figures are the release build's; the sanitizer build's shadow
+# memory is megabytes by itself.
+release_only = pytest.mark.skipif("/asan/" in os.environ.get("PI_BINARY", ""),
+                                  reason="RSS limits apply to the release build")
+
+
+def big_template(path, mib):
+    """About mib MiB of nginx-looking lines, every one with host references."""
+    line = ("location /svc-%07d/ { proxy_pass http://$NGINX_USER_HOST:3001; "
+            "proxy_set_header X-Up ${NGINX_QUESTION_HOST}; set $a $host; }\n")
+    n = mib * 2**20 // (len(line) + 2)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(line % i)
+
+
+HOSTS = dict(NGINX_USER_HOST="user-service.peerprep-prod.internal",
+             NGINX_QUESTION_HOST="question-service.peerprep-prod.internal",
+             PEERPREP_INIT_UPSTREAMS_HOSTS="")
+
+
+def peak_kib(argv, env):
+    """Peak RSS of argv in KiB (from time(1), so not this Python's size)."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%M"] + argv, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return int(r.stderr.split()[-1])
+
+
+@release_only
+def test_render_memory_does_not_grow_with_the_template(tmp_path):
+    """render keeps a few hundred KiB whatever the template's size, with the
+    output absent, present and unchanged, present and changed, and with
+    --stdout (the old render held the whole output, twice when it existed)."""
+    (tmp_path / "templates").mkdir()
+    big_template(tmp_path / "templates" / "big.conf.template", 24)
+    env = base_env(tmp_path, **HOSTS)
+    out = tmp_path / "conf.d" / "big.conf"
+    fresh = peak_kib([BIN, "render"], env)
+    assert out.stat().st_size > 24 * 2**20
+    same = peak_kib([BIN, "render"], env)
+    with open(out, "r+b") as f:
+        f.seek(2**20)
+        f.write(b"#")
+    changed = peak_kib([BIN, "render"], env)
+    stdout = peak_kib([BIN, "render", "--stdout"], env)
+    assert max(fresh, same, changed, stdout) <= 4096, (fresh, same, changed, stdout)
+    assert b"#" not in out.read_bytes()[2**20 - 1:2**20 + 1]
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+@release_only
+def test_pid1_keeps_no_rendered_text(tmp_path):
+    """After rendering a 24 MiB template the running init stays small: the
+    set it keeps holds file names and hosts, not the rendered text."""
+    (tmp_path / "templates").mkdir()
+    big_template(tmp_path / "templates" / "big.conf.template", 24)
+    env = base_env(tmp_path, PEERPREP_INIT_LOG_LEVEL="info", **HOSTS)
+    init = Init(["--", "sleep", "60"], env, tmp_path / "log")
+    try:
+        init.wait_log("started", 30)
+        rss = vm_rss_kib(init.pid)
+        assert rss is not None and rss <= 1024, "PID 1 VmRSS %s KiB" % rss
+    finally:
+        init.stop()
