@@ -101,7 +101,8 @@ static size_t name_end(const char *in, size_t len, size_t i)
 		__m128i name = _mm_and_si128(_mm_cmpgt_epi8(l, lo), _mm_cmplt_epi8(l, hi));
 		unsigned m;
 
-		name = _mm_or_si128(name, _mm_and_si128(_mm_cmpgt_epi8(c, d0), _mm_cmplt_epi8(c, d9)));
+		name =
+		    _mm_or_si128(name, _mm_and_si128(_mm_cmpgt_epi8(c, d0), _mm_cmplt_epi8(c, d9)));
 		name = _mm_or_si128(name, _mm_cmpeq_epi8(c, us));
 		m = (unsigned)_mm_movemask_epi8(name) ^ 0xffffu;
 		if (m)
@@ -432,8 +433,8 @@ static int render_default(struct render_state *st, const char *in, size_t p, con
 	if (!(st->dflt && kind == st->dflt_kind && r->wlen == st->dflt_len &&
 	      pi_wide_equal(r->word, st->dflt, r->wlen))) {
 		if (check_value(kind, r->word, r->wlen, &bad) < 0)
-			return report(err, in, p, r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad,
-				      1);
+			return report(err, in, p, r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
+				      bad, 1);
 		st->dflt = r->word;
 		st->dflt_len = r->wlen;
 		st->dflt_kind = kind;
@@ -466,8 +467,8 @@ static int render_value(struct render_state *st, const char *in, size_t p, const
 		return report(err, in, p, r, R_CONFIG, 0, 0);
 	if (var->vlen == 0) {
 		if (r->form != FORM_DEFAULT)
-			return report(err, in, p, r, r->form == FORM_REQUIRED ? R_REQUIRED : R_UNSET,
-				      0, 0);
+			return report(err, in, p, r,
+				      r->form == FORM_REQUIRED ? R_REQUIRED : R_UNSET, 0, 0);
 		*v = r->word;
 		*vlen = r->wlen;
 		return render_default(st, in, p, r, var->kind, err);
@@ -476,8 +477,8 @@ static int render_value(struct render_state *st, const char *in, size_t p, const
 	*vlen = var->vlen;
 	if (!var->checked) {
 		if (check_value(var->kind, *v, *vlen, &bad) < 0)
-			return report(err, in, p, r, (var->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
-				      bad, 0);
+			return report(err, in, p, r,
+				      (var->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad, 0);
 		var->checked = 1;
 	}
 	if ((var->kind & PI_RENDER_HOST) && !var->told) {
@@ -516,8 +517,8 @@ int pi_render_piece(const char *in, size_t len, int last, const struct pi_render
 	int rc;
 
 	st.plen = strlen(st.prefix);
-	rc = pi_buf_reserve(out, pi_render_estimate(o->out_limit && o->out_limit < len ? o->out_limit
-										       : len));
+	rc = pi_buf_reserve(
+	    out, pi_render_estimate(o->out_limit && o->out_limit < len ? o->out_limit : len));
 	if (rc < 0)
 		return fail_oom(rc, err);
 	while (p < len && (d = next_dollar(in + p, in + len)) != NULL) {

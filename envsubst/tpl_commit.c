@@ -176,8 +176,8 @@ static int commit_copy_prefix(struct commit_sink *s, off_t n)
 		/* No copy_file_range here: read and write. */
 		for (;;) {
 			char buf[16384];
-			size_t want = (size_t)(n - from) < sizeof(buf) ? (size_t)(n - from)
-								      : sizeof(buf);
+			size_t want =
+			    (size_t)(n - from) < sizeof(buf) ? (size_t)(n - from) : sizeof(buf);
 			ssize_t r = want ? pread(s->old_fd, buf, want, from) : 0;
 			int rc;
 

@@ -127,8 +127,8 @@ static int env_index(struct pi_tpl_env *e, char *const *envp, const char *prefix
 		if (strncmp(envp[i], prefix, plen) != 0 &&
 		    env_kind_of(e, envp[i], (size_t)(eq - envp[i])) != PI_RENDER_HOST)
 			continue;
-		e->vars[j] = (struct env_var){strdup(envp[i]), (size_t)(eq - envp[i]),
-					      strlen(eq + 1), i, 0};
+		e->vars[j] =
+		    (struct env_var){strdup(envp[i]), (size_t)(eq - envp[i]), strlen(eq + 1), i, 0};
 		if (!e->vars[j].str)
 			return -ENOMEM;
 		j++;
@@ -347,8 +347,7 @@ void pi_tpl_env_opts(struct pi_tpl_env *e, struct pi_templates *t, const char *p
 	*ro = (struct pi_render_opts){prefix, env_lookup, env_classify, env_on_host, e, 0};
 }
 
-int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t,
-		     struct pi_templates_error *err)
+int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t, struct pi_templates_error *err)
 {
 	for (size_t i = 0; i < e->nvars; i++) {
 		const struct env_var *v = &e->vars[i];
@@ -362,10 +361,11 @@ int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t,
 			return -EINVAL;
 		}
 		if (pi_value_check_host(v->str + v->nlen + 1, v->vlen, &bad) < 0) {
-			pi_tpl_seterr(err,
-				      "%.*s is not a valid host name or IP address (position %zu of "
-				      "its value)",
-				      (int)v->nlen, v->str, bad + 1);
+			pi_tpl_seterr(
+			    err,
+			    "%.*s is not a valid host name or IP address (position %zu of "
+			    "its value)",
+			    (int)v->nlen, v->str, bad + 1);
 			return -EINVAL;
 		}
 		if (pi_tpl_add_host(t, v->str, v->nlen, v->str + v->nlen + 1, v->vlen) < 0) {

@@ -65,7 +65,7 @@ struct pi_templates {
 
 /* ---- shared helpers (templates.c) ---- */
 __attribute__((format(printf, 2, 3))) void pi_tpl_seterr(struct pi_templates_error *err,
-							   const char *fmt, ...);
+							 const char *fmt, ...);
 /* Grows *arrp (an array of size-byte elements, *cap of them) to hold n + 1. */
 int pi_tpl_grow(void *arrp, size_t *cap, size_t n, size_t size);
 /* "a/b" in a new string (b alone when a is empty); NULL with errno set. */
@@ -85,8 +85,7 @@ int pi_tpl_env_new(char *const *envp, const char *prefix, const char *hosts,
 		   const char *resolv_conf, struct pi_tpl_env **out);
 void pi_tpl_env_free(struct pi_tpl_env *e);
 /* Checks every environment variable naming a host and adds it to t. */
-int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t,
-		     struct pi_templates_error *err);
+int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t, struct pi_templates_error *err);
 /* Render options whose callbacks read e and add default hosts to t. */
 void pi_tpl_env_opts(struct pi_tpl_env *e, struct pi_templates *t, const char *prefix,
 		     struct pi_render_opts *ro);
@@ -101,8 +100,7 @@ int pi_tpl_walk(const struct pi_templates_opts *o, const char *dir, struct pi_te
 
 /* ---- tpl_stream.c ---- */
 /* Receives rendered bytes; returns 0 or a negative errno (err filled). */
-typedef int (*pi_tpl_emit_fn)(void *sink, const char *p, size_t n,
-			      struct pi_templates_error *err);
+typedef int (*pi_tpl_emit_fn)(void *sink, const char *p, size_t n, struct pi_templates_error *err);
 /* Renders the template at source piece by piece, handing the output to
  * emit in chunks of a bounded size. Returns 0 or a negative errno. */
 int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emit, void *sink,

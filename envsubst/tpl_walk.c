@@ -130,7 +130,8 @@ static int walk_list(const char *path, char ***names, size_t *n)
 		}
 		if (de->d_name[0] == '.')
 			continue;
-		if (pi_tpl_grow(names, &cap, *n, sizeof(**names)) < 0 || !(s = strdup(de->d_name))) {
+		if (pi_tpl_grow(names, &cap, *n, sizeof(**names)) < 0 ||
+		    !(s = strdup(de->d_name))) {
 			rc = -ENOMEM;
 			break;
 		}

@@ -63,8 +63,7 @@ __attribute__((always_inline)) static inline int pi_wide_equal(const void *a, co
  * go 16 at a time with a last, overlapping 16-byte move for the tail;
  * shorter ones with two overlapping loads and stores; long ones (where a
  * call's fixed cost no longer matters) to memcpy. */
-__attribute__((always_inline)) static inline void pi_wide_copy(void *dst, const void *src,
-							      size_t n)
+__attribute__((always_inline)) static inline void pi_wide_copy(void *dst, const void *src, size_t n)
 {
 	unsigned char *d = dst;
 	const unsigned char *s = src;

@@ -36,8 +36,8 @@
 struct env {
 	const uint8_t *data;
 	size_t len;
-	unsigned hosts_seen;	/* on_host calls */
-	struct pi_buf pairs;	/* the pairs reported, each once, in order */
+	unsigned hosts_seen; /* on_host calls */
+	struct pi_buf pairs; /* the pairs reported, each once, in order */
 };
 
 /* Adds "name\1value\2" to *b unless it is there. */

@@ -438,8 +438,8 @@ static void test_out_limit(void)
 	is_int(rc, 0, "rendered in pieces by the output limit");
 	ok(calls == 2, "... in 2 calls (got %d)", calls);
 	ok(all.len == 59 &&
-		   memcmp(all.data,
-			  "0123456789-0123456789-0123456789-0123456789-0123456789-tail", 59) == 0,
+	       memcmp(all.data, "0123456789-0123456789-0123456789-0123456789-0123456789-tail",
+		      59) == 0,
 	   "... giving the whole output");
 	free(out.data);
 	free(all.data);

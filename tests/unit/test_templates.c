@@ -598,8 +598,7 @@ static void test_stream_compare(void)
 	   (size_t)b.st_size);
 	is_int(pi_templates_rollback(t), 0, "rollback");
 	stat(P("out/big.conf"), &b);
-	ok(b.st_ino == a.st_ino && (size_t)b.st_size == n + 1,
-	   "... puts the very same file back");
+	ok(b.st_ino == a.st_ino && (size_t)b.st_size == n + 1, "... puts the very same file back");
 	pi_templates_free(t);
 
 	/* The new output differs in its last byte only. */
@@ -697,10 +696,10 @@ static void fill_disk(const char *path)
 		close(fd);
 }
 
-#define DISK_CHECK(cond, bit)                                                                    \
-	do {                                                                                     \
-		if (!(cond))                                                                     \
-			fails |= 1 << (bit);                                                     \
+#define DISK_CHECK(cond, bit)                                                                      \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			fails |= 1 << (bit);                                                       \
 	} while (0)
 
 /* In a child, on a 64 KiB tmpfs in its own mount namespace: a commit on a
@@ -788,7 +787,8 @@ static void test_link_chain(void)
 	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 	if (t) {
 		is_int(pi_templates_count(t), LEVELS, "... one template per folder");
-		is_str(pi_templates_output(t, LEVELS - 2), P("out/a/a/x.conf"), "... by its first path");
+		is_str(pi_templates_output(t, LEVELS - 2), P("out/a/a/x.conf"),
+		       "... by its first path");
 	}
 	ok(ms < 1000, "... in %.1f ms (the old walk took 2^17 visits)", ms);
 	pi_templates_free(t);
@@ -807,8 +807,9 @@ static void test_too_deep(void)
 		strcat(rel, "/d");
 	put(P("%s/x.conf.template", rel), "x\n");
 	is_int(pi_templates_render(&o, &t, &err), -ELOOP, "a tree 33 levels deep is refused");
-	is_str(err.msg, R("folder @/tpl/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d "
-			  "is too deep: level 33, the limit is 32"),
+	is_str(err.msg,
+	       R("folder @/tpl/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d "
+		 "is too deep: level 33, the limit is 32"),
 	       "... as too deep, with its level");
 	*strrchr(rel, '/') = '\0';
 	rm_rf(P("%s/d", rel));
