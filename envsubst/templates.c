@@ -197,8 +197,7 @@ void pi_templates_supersede(struct pi_templates *t, const struct pi_templates *p
 		if (pi_tpl_grow(&t->stale, &t->stalecap, t->nstale, sizeof(*t->stale)) < 0)
 			break;
 		s = &t->stale[t->nstale];
-		*s = (struct pi_tpl_item){
-		    .output = strdup(p->output), .dev = p->dev, .ino = p->ino, .have_id = 1};
+		*s = (struct pi_tpl_item){.output = strdup(p->output), .id = p->id, .have_id = 1};
 		if (!s->output)
 			break;
 		t->nstale++;

@@ -105,7 +105,8 @@ int pi_templates_render(const struct pi_templates_opts *o, struct pi_templates *
  * may be freed right after this call: nothing of it is kept). Outputs prev
  * rendered whose template t does not have any more are removed by t's
  * commit, in the same all-or-nothing step, and put back by its rollback:
- * only while each is still the very file (device, inode) prev left there;
+ * only while each is still the very file prev left there (device, inode,
+ * size and mtime: an inode number alone is reused once a file is deleted);
  * a file someone else put at that path is never touched. prev may be NULL.
  * Without memory to note them, t's commit fails with "out of memory". */
 void pi_templates_supersede(struct pi_templates *t, const struct pi_templates *prev);

@@ -41,6 +41,17 @@ struct commit_sink {
 	mode_t mode;
 };
 
+static struct pi_tpl_id commit_id(const struct stat *st)
+{
+	return (struct pi_tpl_id){st->st_dev, st->st_ino, st->st_size, st->st_mtim};
+}
+
+static int commit_same_id(const struct stat *st, const struct pi_tpl_id *id)
+{
+	return st->st_dev == id->dev && st->st_ino == id->ino && st->st_size == id->size &&
+	       st->st_mtim.tv_sec == id->mtime.tv_sec && st->st_mtim.tv_nsec == id->mtime.tv_nsec;
+}
+
 /* The folder part of a path, in a new string ("." when there is none). */
 static char *commit_dir_of(const char *path)
 {
@@ -285,8 +296,7 @@ static int commit_open_old(struct commit_sink *s, struct pi_templates_error *err
 	s->mode = st.st_mode & 07777;
 	s->same = 1;
 	it->existed = 1;
-	it->dev = st.st_dev;
-	it->ino = st.st_ino;
+	it->id = commit_id(&st);
 	return 0;
 }
 
@@ -314,8 +324,7 @@ static int commit_finish(struct commit_sink *s, struct pi_templates_error *err)
 		pi_tpl_seterr(err, "cannot write to output folder %s: %s", s->dir, strerror(-rc));
 		return rc;
 	}
-	it->dev = st.st_dev;
-	it->ino = st.st_ino;
+	it->id = commit_id(&st);
 	it->have_id = 1;
 	if (it->existed && (rc = commit_keep(it)) < 0)
 		pi_tpl_seterr(err, "cannot keep previous %s: %s", it->output, strerror(-rc));
@@ -365,8 +374,7 @@ static int commit_stage_stale(struct pi_tpl_item *it, struct pi_templates_error 
 	struct stat st;
 	int rc;
 
-	if (lstat(it->output, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != it->dev ||
-	    st.st_ino != it->ino) {
+	if (lstat(it->output, &st) < 0 || !S_ISREG(st.st_mode) || !commit_same_id(&st, &it->id)) {
 		it->unchanged = 1;
 		return 0;
 	}

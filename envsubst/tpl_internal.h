@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "envsubst/render.h"
 #include "envsubst/templates.h"
@@ -23,20 +24,28 @@
 /* The deepest folder walked (templates.h). */
 #define PI_TPL_DEPTH_MAX PI_TEMPLATES_DEPTH_MAX
 
+/* A file as the init left it: device and inode, and (because an inode
+ * number is reused as soon as a file is deleted) its size and mtime. */
+struct pi_tpl_id {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
 /* One output: a template's, or (stale) one a previous set rendered from a
  * template that is gone now. */
 struct pi_tpl_item {
 	char *source; /* template path; NULL for a stale output */
 	char *output; /* output path */
 	/* Commit state. */
-	char *temp;    /* the new contents, until renamed over output */
-	char *keep;    /* a hidden link to the previous output, for rollback */
-	int existed;   /* output existed before the commit */
-	int unchanged; /* ... with exactly the new contents: not touched */
-	int renamed;   /* the new contents are in place (stale: removed) */
-	int have_id;   /* dev and ino are known */
-	dev_t dev;     /* the output file as this set left it */
-	ino_t ino;
+	char *temp;	     /* the new contents, until renamed over output */
+	char *keep;	     /* a hidden link to the previous output, for rollback */
+	int existed;	     /* output existed before the commit */
+	int unchanged;	     /* ... with exactly the new contents: not touched */
+	int renamed;	     /* the new contents are in place (stale: removed) */
+	int have_id;	     /* id is known */
+	struct pi_tpl_id id; /* the output file as this set left it */
 };
 
 struct pi_tpl_host {

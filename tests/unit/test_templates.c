@@ -517,6 +517,16 @@ static void test_commit_template_error(void)
 	put(P("tpl/b.conf.template"), "new b\n");
 	put(P("tpl/c.conf.template"), "new c\n\n  proxy_pass ${NGINX_MISSING};\n");
 	is_int(pi_templates_render(&o, &t, &err), 0, "render finds the templates");
+	{
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		is_int(pi_templates_print(t, f, &err), -EINVAL, "print meets the error");
+		fclose(f);
+		is_int((long)len, 0, "... and prints nothing, not even the good templates");
+		free(buf);
+	}
 	is_int(pi_templates_commit(t, &err), -EINVAL, "commit meets the error");
 	is_str(err.msg, R("@/tpl/c.conf.template:3:14: NGINX_MISSING is not set"), "... named");
 	is_str(get(P("out/a.conf")), "old a\n", "a.conf unchanged");
