@@ -15,6 +15,7 @@
 #endif
 
 #include "envsubst/value.h"
+#include "envsubst/wide.h"
 
 /* How much of a variable name an error shows. */
 #define NAME_SHOWN 120
@@ -26,6 +27,7 @@ struct ref {
 	size_t end; /* offset just past the reference */
 	const char *name;
 	size_t nlen;
+	int slot; /* the render_var it names, or -1 when not known yet */
 	enum form form;
 	const char *word; /* DEFAULT or MESSAGE text */
 	size_t wlen;
@@ -82,6 +84,52 @@ static const unsigned char name_byte[256] = {
     ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
+/* The end of the name whose second byte may be in[i]: the first byte at
+ * or after i that is not [A-Za-z0-9_], or len. Names are scanned for
+ * every reference of ours, so 16 bytes are classified at once where SSE2
+ * is there (every x86-64): c | 0x20 is in a..z exactly for letters. */
+static size_t name_end(const char *in, size_t len, size_t i)
+{
+#ifdef __SSE2__
+	const __m128i lo = _mm_set1_epi8('a' - 1), hi = _mm_set1_epi8('z' + 1);
+	const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1);
+	const __m128i us = _mm_set1_epi8('_'), x20 = _mm_set1_epi8(0x20);
+
+	for (; i + 16 <= len; i += 16) {
+		__m128i c = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+		__m128i l = _mm_or_si128(c, x20);
+		__m128i name = _mm_and_si128(_mm_cmpgt_epi8(l, lo), _mm_cmplt_epi8(l, hi));
+		unsigned m;
+
+		name =
+		    _mm_or_si128(name, _mm_and_si128(_mm_cmpgt_epi8(c, d0), _mm_cmplt_epi8(c, d9)));
+		name = _mm_or_si128(name, _mm_cmpeq_epi8(c, us));
+		m = (unsigned)_mm_movemask_epi8(name) ^ 0xffffu;
+		if (m)
+			return i + (size_t)__builtin_ctz(m);
+	}
+#endif
+	while (i < len && name_byte[(unsigned char)in[i]])
+		i++;
+	return i;
+}
+
+/* A variable met in this pi_render_piece call, with what the callbacks
+ * said about it and what was done with its value. Templates name a few
+ * variables over and over; the callbacks must give the same answers for
+ * the same name (render.h), so each variable is looked up, classified,
+ * checked and reported once per call instead of once per reference. */
+struct render_var {
+	const char *name, *value;
+	size_t nlen, vlen;
+	unsigned kind;
+	int checked; /* value passed its check */
+	int told;    /* on_host was told about value */
+};
+
+/* The variables remembered (the most recently filled slots win). */
+#define RENDER_SLOTS 8
+
 /* What parse_ref makes of a '$'. */
 enum parsed {
 	REF_TEXT,      /* not a reference of ours: the '$' is copied */
@@ -95,8 +143,36 @@ enum parsed {
  * after in[len - 1] (a name that reaches the end, "${NAME" or "${NAME:",
  * a DEFAULT or MESSAGE without its '}' yet), it is REF_CUT; when last is
  * 1 the end is the template's. */
+/* The name starting at in[i] (a name's first byte, the prefix's first
+ * byte): first tried against the variables met already (one wide compare
+ * each, and the byte after must end the name), else scanned. Returns the
+ * offset just past the name, or 0 when it is cut by the end of a piece
+ * that is not the last. */
+static size_t parse_name(const char *in, size_t len, size_t i, int last,
+			 const struct render_var *vars, unsigned nvars, struct ref *r)
+{
+	r->name = in + i;
+	r->slot = -1;
+	for (unsigned k = 0; k < nvars; k++) {
+		size_t n = vars[k].nlen;
+
+		if (n < len - i && !name_byte[(unsigned char)in[i + n]] &&
+		    pi_wide_equal(in + i, vars[k].name, n)) {
+			r->slot = (int)k;
+			r->nlen = n;
+			return i + n;
+		}
+	}
+	i = name_end(in, len, i + 1);
+	if (i == len && !last)
+		return 0;
+	r->nlen = (size_t)(in + i - r->name);
+	return i;
+}
+
 static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, const char *prefix,
-			     size_t plen, struct ref *r)
+			     size_t plen, const struct render_var *vars, unsigned nvars,
+			     struct ref *r)
 {
 	size_t i = p + 1;
 	int braced = 0;
@@ -112,13 +188,10 @@ static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, con
 	/* Most dollars are nginx's own ($uri, $host): one byte settles it. */
 	if (plen && in[i] != prefix[0])
 		return REF_TEXT;
-	r->name = in + i;
-	while (i < len && name_byte[(unsigned char)in[i]])
-		i++;
-	if (i == len && !last)
+	i = parse_name(in, len, i, last, vars, nvars, r);
+	if (i == 0)
 		return REF_CUT;
-	r->nlen = (size_t)(in + i - r->name);
-	if (r->nlen < plen || memcmp(r->name, prefix, plen) != 0)
+	if (r->slot < 0 && (r->nlen < plen || !pi_wide_equal(r->name, prefix, plen)))
 		return REF_TEXT;
 	r->form = FORM_PLAIN;
 	if (!braced) {
@@ -292,41 +365,170 @@ static int report(struct pi_render_error *err, const char *in, size_t p, const s
 	return -EINVAL;
 }
 
+struct render_state {
+	const struct pi_render_opts *o;
+	const char *prefix;
+	size_t plen;
+	struct render_var var[RENDER_SLOTS];
+	unsigned nvars, next;
+	/* Defaults sit at a new place for every reference: the last one
+	 * checked and the last host told are compared by content. */
+	const char *dflt, *told_name, *told;
+	size_t dflt_len, told_nlen, told_len;
+	unsigned dflt_kind;
+};
+
+/* The slot of r's variable, filled from the callbacks when it is new. */
+static struct render_var *render_var_of(struct render_state *st, const struct ref *r)
+{
+	const struct pi_render_opts *o = st->o;
+	struct render_var *v;
+
+	/* parse_name found the slot where it could; a name at the very end
+	 * of the input is looked for here. */
+	if (r->slot >= 0)
+		return &st->var[r->slot];
+	for (unsigned i = 0; i < st->nvars; i++) {
+		v = &st->var[i];
+		if (v->nlen == r->nlen && pi_wide_equal(r->name, v->name, r->nlen))
+			return v;
+	}
+	v = &st->var[st->next];
+	st->next = (st->next + 1) % RENDER_SLOTS;
+	if (st->nvars < RENDER_SLOTS)
+		st->nvars++;
+	*v = (struct render_var){.name = r->name, .nlen = r->nlen};
+	v->kind = o->classify ? o->classify(o->ctx, r->name, r->nlen) : 0;
+	v->value = o->lookup(o->ctx, r->name, r->nlen, &v->vlen);
+	if (!v->value)
+		v->vlen = 0;
+	return v;
+}
+
+/* Reports a host to on_host; 0 or the callback's error in *err. */
+static int render_tell(struct render_state *st, const char *in, size_t p, const struct ref *r,
+		       const char *v, size_t vlen, struct pi_render_error *err)
+{
+	const struct pi_render_opts *o = st->o;
+	int rc;
+
+	if (!o->on_host)
+		return 0;
+	rc = o->on_host(o->ctx, r->name, r->nlen, v, vlen);
+	if (rc < 0) {
+		locate(err, in, p, r->name, r->nlen);
+		snprintf(err->msg, sizeof(err->msg), "host callback failed: %s", strerror(-rc));
+	}
+	return rc;
+}
+
+/* A ${NAME:-DEFAULT} whose variable is unset or empty: the default is
+ * checked and (for a host) reported unless it equals the last one. */
+static int render_default(struct render_state *st, const char *in, size_t p, const struct ref *r,
+			  unsigned kind, struct pi_render_error *err)
+{
+	size_t bad = 0;
+	int rc;
+
+	if (!(st->dflt && kind == st->dflt_kind && r->wlen == st->dflt_len &&
+	      pi_wide_equal(r->word, st->dflt, r->wlen))) {
+		if (check_value(kind, r->word, r->wlen, &bad) < 0)
+			return report(err, in, p, r, (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE,
+				      bad, 1);
+		st->dflt = r->word;
+		st->dflt_len = r->wlen;
+		st->dflt_kind = kind;
+	}
+	if (!(kind & PI_RENDER_HOST) ||
+	    (st->told && r->nlen == st->told_nlen && r->wlen == st->told_len &&
+	     pi_wide_equal(r->name, st->told_name, r->nlen) &&
+	     pi_wide_equal(r->word, st->told, r->wlen)))
+		return 0;
+	rc = render_tell(st, in, p, r, r->word, r->wlen, err);
+	if (rc == 0) {
+		st->told_name = r->name;
+		st->told_nlen = r->nlen;
+		st->told = r->word;
+		st->told_len = r->wlen;
+	}
+	return rc;
+}
+
+/* Finds the value that replaces the reference r at in[p] and checks it.
+ * Returns 0 with *v and *vlen set, or a negative errno with *err filled. */
+static int render_value(struct render_state *st, const char *in, size_t p, const struct ref *r,
+			const char **v, size_t *vlen, struct pi_render_error *err)
+{
+	struct render_var *var = render_var_of(st, r);
+	size_t bad = 0;
+	int rc;
+
+	if (var->kind & PI_RENDER_CONFIG)
+		return report(err, in, p, r, R_CONFIG, 0, 0);
+	if (var->vlen == 0) {
+		if (r->form != FORM_DEFAULT)
+			return report(err, in, p, r,
+				      r->form == FORM_REQUIRED ? R_REQUIRED : R_UNSET, 0, 0);
+		*v = r->word;
+		*vlen = r->wlen;
+		return render_default(st, in, p, r, var->kind, err);
+	}
+	*v = var->value;
+	*vlen = var->vlen;
+	if (!var->checked) {
+		if (check_value(var->kind, *v, *vlen, &bad) < 0)
+			return report(err, in, p, r,
+				      (var->kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad, 0);
+		var->checked = 1;
+	}
+	if ((var->kind & PI_RENDER_HOST) && !var->told) {
+		if ((rc = render_tell(st, in, p, r, *v, *vlen, err)) < 0)
+			return rc;
+		var->told = 1;
+	}
+	return 0;
+}
+
+/* Appends text[0..n) and then v[0..vlen) to out. */
+static int render_append2(struct pi_buf *out, const char *text, size_t n, const char *v,
+			  size_t vlen, struct pi_render_error *err)
+{
+	int rc;
+
+	if (n > SIZE_MAX - vlen)
+		return fail_oom(-EOVERFLOW, err);
+	if (n + vlen > out->cap - out->len && (rc = pi_buf_reserve(out, n + vlen)) < 0)
+		return fail_oom(rc, err);
+	pi_wide_copy(out->data + out->len, text, n);
+	pi_wide_copy(out->data + out->len + n, v, vlen);
+	out->len += n + vlen;
+	return 0;
+}
+
 int pi_render_piece(const char *in, size_t len, int last, const struct pi_render_opts *o,
 		    struct pi_buf *out, size_t *used, struct pi_render_error *err)
 {
-	const char *prefix = o->prefix ? o->prefix : "";
-	size_t plen = strlen(prefix);
+	struct render_state st = {.o = o, .prefix = o->prefix ? o->prefix : ""};
 	size_t start_len = out->len;
-	size_t run = 0; /* first byte not copied yet */
-	size_t p = 0;
+	size_t run = 0;	   /* first byte not copied yet */
+	size_t p = 0;	   /* where the search for the next '$' starts */
 	size_t stop = len; /* where the rendering of this piece ends */
 	const char *d;
-	/* The last variable met, its kind and value: templates repeat the
-	 * same variable, and asking the callbacks again would give the same
-	 * answers (render.h requires it). */
-	const char *last_name = NULL, *lv = NULL;
-	size_t last_len = 0, lvlen = 0;
-	unsigned lkind = 0;
-	/* The last value that passed its check, for the same reason. */
-	const char *checked = NULL;
-	size_t checked_len = 0;
-	unsigned checked_kind = 0;
 	int rc;
 
-	rc = pi_buf_reserve(out, pi_render_estimate(len));
+	st.plen = strlen(st.prefix);
+	rc = pi_buf_reserve(
+	    out, pi_render_estimate(o->out_limit && o->out_limit < len ? o->out_limit : len));
 	if (rc < 0)
 		return fail_oom(rc, err);
 	while (p < len && (d = next_dollar(in + p, in + len)) != NULL) {
 		struct ref r;
-		unsigned kind;
-		const char *v;
-		size_t vlen = 0, bad = 0;
-		int from_default = 0;
+		const char *v = NULL;
+		size_t vlen = 0;
 		enum parsed what;
 
 		p = (size_t)(d - in);
-		what = parse_ref(in, len, p, last, prefix, plen, &r);
+		what = parse_ref(in, len, p, last, st.prefix, st.plen, st.var, st.nvars, &r);
 		if (what == REF_TEXT) {
 			p++;
 			continue;
@@ -335,68 +537,17 @@ int pi_render_piece(const char *in, size_t len, int last, const struct pi_render
 			stop = p;
 			break;
 		}
-		if (what == REF_MALFORMED) {
+		if (what == REF_MALFORMED)
 			rc = report(err, in, p, &r, R_MALFORMED, 0, 0);
+		else if ((rc = render_value(&st, in, p, &r, &v, &vlen, err)) == 0)
+			rc = render_append2(out, in + run, p - run, v, vlen, err);
+		if (rc < 0)
 			goto fail;
-		}
-		/* Both names start with the prefix: only the rest can differ. */
-		if (r.nlen != last_len || !last_name ||
-		    memcmp(r.name + plen, last_name + plen, r.nlen - plen) != 0) {
-			lkind = o->classify ? o->classify(o->ctx, r.name, r.nlen) : 0;
-			lvlen = 0;
-			lv = o->lookup(o->ctx, r.name, r.nlen, &lvlen);
-			last_name = r.name;
-			last_len = r.nlen;
-		}
-		kind = lkind;
-		v = lv;
-		vlen = lvlen;
-		if (kind & PI_RENDER_CONFIG) {
-			rc = report(err, in, p, &r, R_CONFIG, 0, 0);
-			goto fail;
-		}
-		if (!v || vlen == 0) {
-			if (r.form != FORM_DEFAULT) {
-				rc = report(err, in, p, &r,
-					    r.form == FORM_REQUIRED ? R_REQUIRED : R_UNSET, 0, 0);
-				goto fail;
-			}
-			v = r.word;
-			vlen = r.wlen;
-			from_default = 1;
-		}
-		if (v != checked || vlen != checked_len || kind != checked_kind) {
-			if (check_value(kind, v, vlen, &bad) < 0) {
-				rc = report(err, in, p, &r,
-					    (kind & PI_RENDER_HOST) ? R_HOST : R_UNSAFE, bad,
-					    from_default);
-				goto fail;
-			}
-			checked = v;
-			checked_len = vlen;
-			checked_kind = kind;
-		}
-		if ((kind & PI_RENDER_HOST) && o->on_host) {
-			rc = o->on_host(o->ctx, r.name, r.nlen, v, vlen);
-			if (rc < 0) {
-				locate(err, in, p, r.name, r.nlen);
-				snprintf(err->msg, sizeof(err->msg), "host callback failed: %s",
-					 strerror(-rc));
-				goto fail;
-			}
-		}
-		if (p - run > SIZE_MAX - vlen) {
-			rc = -EOVERFLOW;
-		} else if ((rc = pi_buf_reserve(out, p - run + vlen)) == 0) {
-			memcpy(out->data + out->len, in + run, p - run);
-			memcpy(out->data + out->len + (p - run), v, vlen);
-			out->len += p - run + vlen;
-		}
-		if (rc < 0) {
-			fail_oom(rc, err);
-			goto fail;
-		}
 		run = p = r.end;
+		if (o->out_limit && out->len - start_len >= o->out_limit) {
+			stop = p;
+			break;
+		}
 	}
 	rc = pi_buf_append(out, in + run, stop - run);
 	if (rc < 0) {

@@ -59,7 +59,12 @@ typedef unsigned (*pi_render_classify_fn)(void *ctx, const char *name, size_t le
 
 /* Called with the name and value of every substituted host variable, from
  * the environment or a default, after the value passed the host check.
- * Both spans live only for the call. Returns 0, or a negative errno that
+ * Both spans live only for the call. Each (variable, value) pair is
+ * reported at least once per pi_render_piece call, but not once per
+ * reference: the call remembers the last few variables it met (and the
+ * last default reported), so a caller keeping a set of hosts is asked
+ * about a pair it already has only when a piece starts or when a template
+ * uses many host variables in turn. Returns 0, or a negative errno that
  * stops the rendering with that error. */
 typedef int (*pi_render_host_fn)(void *ctx, const char *name, size_t nlen, const char *value,
 				 size_t vlen);
@@ -70,6 +75,13 @@ struct pi_render_opts {
 	pi_render_classify_fn classify; /* NULL: every variable is ordinary */
 	pi_render_host_fn on_host;	/* NULL: not told */
 	void *ctx;			/* passed to the three callbacks */
+	/* 0: no limit. Otherwise pi_render_piece stops after the first
+	 * reference that brings the bytes it appended to out_limit or more,
+	 * even when last is 1, and sets *used there; the caller hands out's
+	 * contents on and calls again with the rest. This bounds the output
+	 * held in memory whatever the values expand to: at most out_limit
+	 * plus the text of the piece plus one value. */
+	size_t out_limit;
 };
 
 /* A growable byte buffer. The caller owns data (free(3) it); a zeroed
@@ -112,7 +124,8 @@ int pi_render(const char *in, size_t len, const struct pi_render_opts *o, struct
  * "${NAME" or "${NAME:" at the end, a DEFAULT or MESSAGE not closed yet):
  * everything before that '$' is appended to *out and *used is its offset.
  * The caller keeps in[*used..len), adds the next bytes after it and calls
- * again, until a call with last = 1 (which sets *used to len).
+ * again, until a call with last = 1 sets *used to len (with o->out_limit
+ * set, a call may also stop early; see there).
  *
  * Returns as pi_render. Each call stands alone: err's line and col count
  * from in[0] (line 1, col 1), so the caller adds where in[0] is in the

@@ -1,17 +1,29 @@
 /* Template folders (SPEC §3): find every template under templates.dir,
- * render all of them in memory, then swap the outputs in all at once, and
- * put the previous files back when asked (a failed config test).
+ * render each one straight into a temp file beside its output, then swap
+ * the outputs in all at once, and put the previous files back when asked
+ * (a failed config test).
  *
- *   pi_templates_render   walk + read + render; writes nothing
- *   pi_templates_print    render --stdout
- *   pi_templates_commit   temp file per output, then rename each over
- *   pi_templates_rollback undo a successful commit
- *   pi_templates_free     release (does not touch any file)
+ *   pi_templates_render    walk + environment; renders and writes nothing
+ *   pi_templates_supersede tell a new set which set it replaces
+ *   pi_templates_print     render --stdout
+ *   pi_templates_commit    render into temp files, then rename each over
+ *   pi_templates_rollback  undo a successful commit
+ *   pi_templates_settle    keep a successful commit for good
+ *   pi_templates_free      release (never touches an output)
+ *
+ * Memory: templates are rendered piece by piece (a block of the template
+ * in, a bounded chunk of output out), so a render needs the same few
+ * hundred KiB whatever the template's size, and a committed set keeps only
+ * file names and the host list.
  *
  * Walk: templates.dir is read recursively, entries of each folder in
- * strcmp(3) order, depth first, symbolic links followed (a link back to an
- * enclosing folder is an error). Names starting with '.' are skipped: they
- * are hidden files, Kubernetes' "..data" mounts and our own temp files.
+ * strcmp(3) order, depth first, symbolic links followed. A folder is
+ * walked once, known by (device, inode): one reached again through another
+ * link is skipped, so its templates render once, under the first path in
+ * walk order. A link back to an enclosing folder is an error, and so is a
+ * folder more than PI_TEMPLATES_DEPTH_MAX levels deep (templates.dir is
+ * level 1). Names starting with '.' are skipped: they are hidden files,
+ * Kubernetes' "..data" mounts and our own temp files.
  * A regular file ending in `suffix` (and longer than it) renders to
  * output_dir with the suffix removed; one ending in `stream_suffix` renders
  * to stream_output_dir; when both match, the longer suffix wins. Sub-folders
@@ -35,12 +47,17 @@
  *   cannot read template PATH: STRERROR
  *   template PATH is larger than 512 MiB
  *   folder DIR is inside itself (symbolic link loop)
+ *   folder DIR is too deep: level N, the limit is 32
  *   templates A and B both render to OUTPUT
  *   path too long: PATH...
  *   cannot create output folder DIR: STRERROR
  *   cannot write to output folder DIR: STRERROR
  *   cannot read previous OUTPUT: STRERROR
+ *   cannot replace OUTPUT: not a regular file
  *   cannot replace OUTPUT: STRERROR
+ *   cannot keep previous OUTPUT: STRERROR
+ *   cannot remove OUTPUT: STRERROR
+ *   cannot write to standard output: STRERROR
  *   out of memory
  * Values never appear in an error. */
 #ifndef PI_TEMPLATES_H
@@ -49,8 +66,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* Largest template read, so a stray huge file cannot exhaust memory. */
+/* Largest template read, so a stray huge file cannot stall a reload. */
 #define PI_TEMPLATES_MAX_SIZE (512u << 20)
+/* The deepest folder walked, templates.dir being level 1. */
+#define PI_TEMPLATES_DEPTH_MAX 32
 
 /* All strings are borrowed for the duration of pi_templates_render only. */
 struct pi_templates_opts {
@@ -71,58 +90,88 @@ struct pi_templates_error {
 
 struct pi_templates;
 
-/* Finds and renders every template in memory and collects the host
- * variables; writes nothing. On success *out is a new set the caller frees
- * with pi_templates_free. Returns 0, or a negative errno with err->msg set
- * and *out untouched: -EINVAL for a template or value error, else the
- * errno of the failed read (or -ENOMEM, -ELOOP, -ENAMETOOLONG, -EFBIG). */
+/* Finds every template and indexes the environment (copying what it
+ * needs: the opts' strings and envp are borrowed for this call only);
+ * checks the environment's host variables; renders and writes nothing.
+ * On success *out is a new set the caller frees with pi_templates_free.
+ * Returns 0, or a negative errno with err->msg set and *out untouched:
+ * -EINVAL for a host value or two templates with one output, else the
+ * errno of the failed read (or -ENOMEM, -ELOOP, -ENAMETOOLONG). Template
+ * errors are found when rendering: by pi_templates_commit or _print. */
 int pi_templates_render(const struct pi_templates_opts *o, struct pi_templates **out,
 			struct pi_templates_error *err);
+
+/* Tells t, before its commit, that it replaces prev (a committed set that
+ * may be freed right after this call: nothing of it is kept). Outputs prev
+ * rendered whose template t does not have any more are removed by t's
+ * commit, in the same all-or-nothing step, and put back by its rollback:
+ * only while each is still the very file prev left there (device, inode,
+ * size and mtime: an inode number alone is reused once a file is deleted);
+ * a file someone else put at that path is never touched. prev may be NULL.
+ * Without memory to note them, t's commit fails with "out of memory". */
+void pi_templates_supersede(struct pi_templates *t, const struct pi_templates *prev);
 
 /* 1 when templates.dir did not exist (so there are no templates). */
 int pi_templates_missing(const struct pi_templates *t);
 
-/* The templates, in walk order. Paths and data live as long as t;
- * i must be below pi_templates_count. */
+/* The templates, in walk order. Paths live as long as t; i must be below
+ * pi_templates_count. */
 size_t pi_templates_count(const struct pi_templates *t);
 const char *pi_templates_output(const struct pi_templates *t, size_t i);
 const char *pi_templates_source(const struct pi_templates *t, size_t i);
-/* The rendered bytes (not NUL-terminated) and their length. */
-const char *pi_templates_data(const struct pi_templates *t, size_t i, size_t *len);
 
 /* The upstream hosts, unique (variable, value) pairs: first every
  * environment variable matching opts->hosts, in name order (each was
  * checked with pi_value_check_host), then every host variable a template
- * took from a ${NAME:-DEFAULT}, in the order met. Strings live as long as t. */
+ * took from a ${NAME:-DEFAULT}, in the order met (known once the templates
+ * are rendered: after pi_templates_commit or _print). Strings live as long
+ * as t. */
 size_t pi_templates_nhosts(const struct pi_templates *t);
 void pi_templates_host(const struct pi_templates *t, size_t i, const char **var,
 		       const char **value);
 
 /* render --stdout: each output as a line "# ==> OUTPUT_PATH" followed by
- * its rendered text. Returns 0 or -EIO when writing f failed. */
-int pi_templates_print(const struct pi_templates *t, FILE *f);
+ * its rendered text, streamed. Every template is rendered once to nowhere
+ * first, so a template error prints nothing at all. Returns 0, -EIO when
+ * writing f failed, -EALREADY after a commit, or a template's error, with
+ * err->msg set. */
+int pi_templates_print(struct pi_templates *t, FILE *f, struct pi_templates_error *err);
 
-/* Writes every output: creates missing output folders, remembers each
- * output's previous contents and mode (or its absence), writes the new text
- * to a temp file ".NAME.XXXXXX" in the output's folder, and only when every
- * temp file is written renames them over the outputs. An output whose
- * previous contents equal the new ones is left alone. New files get mode
- * 0644; replaced ones keep their mode. No fsync: a crash is followed by a
+/* Renders and writes every output: creates missing output folders, then
+ * for each template renders it piece by piece, comparing the stream with
+ * the previous output (an output whose contents would not change is left
+ * alone) and writing it from the first difference on to a temp file
+ * ".NAME.XXXXXX" in the output's folder; keeps the previous output under a
+ * hidden link ".NAME.keep-XXXXXXXX" beside it (link(2): no disk space);
+ * and only when every temp file is written renames them over the outputs
+ * and removes stale ones (see pi_templates_supersede). Only regular files
+ * are replaced: anything else at an output path (a folder, a FIFO) is an
+ * error naming it, found before anything changed. New files get mode 0644;
+ * replaced ones keep their mode. No fsync: a crash is followed by a
  * container restart, which renders again.
  *
- * Returns 0, or a negative errno with err->msg set, after undoing every
- * rename already done, removing every temp file and every folder it
- * created: no output is left changed. -EALREADY when already committed. */
+ * Returns 0, or a negative errno with err->msg set (-EINVAL for a template
+ * error), after undoing every rename already done, removing every temp
+ * file, kept link and folder it created: no output is left changed.
+ * -EALREADY when already committed. After success the set keeps only
+ * names and hosts. */
 int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err);
 
-/* After a successful commit: puts every replaced output back (through a
- * temp file and rename), removes outputs that did not exist before and the
- * folders commit created. Keeps going past failures; returns 0 or the first
- * negative errno. A second call, or one without a commit, does nothing. */
+/* After a successful commit: renames every kept previous output back over
+ * its output (no disk space needed), removes outputs that did not exist
+ * before and the folders commit created. Keeps going past failures;
+ * returns 0 or the first negative errno. A second call, or one without a
+ * commit or after pi_templates_settle, does nothing. */
 int pi_templates_rollback(struct pi_templates *t);
 
-/* Frees t and everything it holds; NULL is fine. Files are not touched:
- * after a commit the new outputs stay. */
+/* After a successful commit that will not be rolled back (the config test
+ * passed): removes the kept previous outputs. Without it they go at
+ * pi_templates_free. */
+void pi_templates_settle(struct pi_templates *t);
+
+/* Frees t and everything it holds; NULL is fine. Outputs are not touched
+ * (after a commit the new ones stay); the set's own hidden temp files and
+ * kept links are removed. */
 void pi_templates_free(struct pi_templates *t);
 
 #endif

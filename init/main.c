@@ -54,9 +54,8 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 	if (pi_templates_count(t) == 0)
 		PI_LOG(PI_INFO, "no templates to render" PI_KV "dir=%s", o.dir);
 	if (to_stdout) {
-		if (pi_templates_print(t, stdout) < 0 || fflush(stdout) != 0) {
-			PI_LOG(PI_ERROR, "cannot write to standard output" PI_KV "error=%s",
-			       strerror(errno));
+		if (pi_templates_print(t, stdout, &err) < 0) {
+			PI_LOG(PI_ERROR, "%s", err.msg);
 			code = 3;
 		}
 	} else if (pi_templates_commit(t, &err) < 0) {

@@ -270,6 +270,7 @@ static void test_judged(struct sup *s)
 		/* ups: nginx now runs with the current address sets. */
 		pi_upstreams_applied(s->ups, 1);
 		if (s->test_tpl) {
+			pi_templates_settle(s->test_tpl);
 			pi_templates_free(s->tpl);
 			s->tpl = s->test_tpl;
 			s->test_tpl = NULL;
@@ -344,6 +345,7 @@ static void start_reload(struct sup *s, int kind)
 			reload_failed(s, why);
 			return;
 		}
+		pi_templates_supersede(t, s->tpl);
 		if (pi_templates_commit(t, &terr) < 0) {
 			pi_templates_free(t);
 			reload_failed(s, terr.msg);

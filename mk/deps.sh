@@ -24,7 +24,7 @@ DUMB_INIT_DEB=1.2.5-2
 # stays 0 so the handler signature matches a distribution's libinih.
 INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0"
 
-PKGS="python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev man-db groff-base python3-pexpect python3-psutil python3-prctl python3-pytest-timeout"
+PKGS="python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev man-db groff-base python3-pexpect python3-psutil python3-prctl python3-pytest-timeout time"
 
 need=""
 for p in $PKGS; do

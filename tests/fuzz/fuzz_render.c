@@ -13,12 +13,16 @@
  *   - on error the reported line and column are those of the reference the
  *     expander stopped at, the message is one non-empty line, and the
  *     output buffer holds exactly what it held before;
- *   - on_host is called once per substituted host variable;
+ *   - on_host reports exactly the (variable, value) pairs substituted for
+ *     host variables, each first at its first reference, and is called at
+ *     most once per reference;
  *   - pi_value_check_host accepts nothing pi_value_check_word refuses, and
  *     both report a position inside the value;
  *   - pi_render_piece fed the template a few bytes at a time, as
- *     templates.c feeds it from read(2), gives the same output, host calls
- *     and error (line and column included) as one pi_render. */
+ *     templates.c feeds it from read(2), with or without an output limit
+ *     (out_limit, which may stop even the last piece early), gives the
+ *     same output, host pairs and error (line and column included) as one
+ *     pi_render. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +36,37 @@
 struct env {
 	const uint8_t *data;
 	size_t len;
-	unsigned hosts_seen;
+	unsigned hosts_seen; /* on_host calls */
+	struct pi_buf pairs; /* the pairs reported, each once, in order */
 };
+
+/* Adds "name\1value\2" to *b unless it is there. */
+static void pairs_add(struct pi_buf *b, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	struct pi_buf one = {0};
+	int have = 0;
+
+	pi_buf_append(&one, name, nlen);
+	pi_buf_append(&one, "\1", 1);
+	pi_buf_append(&one, v, vlen);
+	pi_buf_append(&one, "\2", 1);
+	/* Entries end in \2 and hold no \2 (values are checked words). */
+	for (size_t i = 0; i + one.len <= b->len && !have;) {
+		const char *end = memchr(b->data + i, '\2', b->len - i);
+		size_t n = (size_t)(end - (b->data + i)) + 1;
+
+		have = n == one.len && memcmp(b->data + i, one.data, n) == 0;
+		i += n;
+	}
+	if (!have)
+		pi_buf_append(b, one.data, one.len);
+	free(one.data);
+}
+
+static int same_pairs(const struct pi_buf *a, const struct pi_buf *b)
+{
+	return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
 
 static const char *lookup(void *ctx, const char *name, size_t len, size_t *vlen)
 {
@@ -70,11 +103,8 @@ static int on_host(void *ctx, const char *name, size_t nlen, const char *value, 
 {
 	struct env *e = ctx;
 
-	(void)name;
-	(void)nlen;
-	(void)value;
-	(void)vlen;
 	e->hosts_seen++;
+	pairs_add(&e->pairs, name, nlen, value, vlen);
 	return 0;
 }
 
@@ -126,7 +156,7 @@ static void emit(struct ref_out *r, const void *p, size_t n)
 /* Expands in[0..len) into *out. Returns 0, or -1 with *at = offset of the
  * failing '$'. */
 static int ref_expand(const uint8_t *in, size_t len, struct env *e, struct ref_out *out, size_t *at,
-		      unsigned *hosts)
+		      unsigned *hosts, struct pi_buf *pairs)
 {
 	size_t i = 0;
 
@@ -182,8 +212,10 @@ static int ref_expand(const uint8_t *in, size_t len, struct env *e, struct ref_o
 		}
 		if (!ref_value_ok(kind, v, vlen))
 			return -1;
-		if (kind & PI_RENDER_HOST)
+		if (kind & PI_RENDER_HOST) {
 			(*hosts)++;
+			pairs_add(pairs, (const char *)in + j, k - j, v, vlen);
+		}
 		emit(out, v, vlen);
 		i = end;
 	}
@@ -220,44 +252,50 @@ static void line_col(const uint8_t *t, size_t at, unsigned *line, unsigned *col)
 }
 
 /* Renders tpl in pieces of 0-8 new bytes (sizes from a generator seeded by
- * the input), carrying the unused tail over as templates.c does, and checks
- * the result against the whole render's. */
+ * the input), carrying the unused tail over as templates.c does, with an
+ * output limit of 0 (none) to 63 bytes, and checks the result against the
+ * whole render's. */
 static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, int rc1,
 			 const struct pi_buf *whole, const struct pi_render_error *err1)
 {
-	struct env e = {e0->data, e0->len, 0};
-	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e};
+	struct env e = {e0->data, e0->len, 0, {0}};
+	unsigned seed = (unsigned)tlen * 2654435761u + (tlen ? tpl[0] : 0);
+	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e, (seed >> 7) % 64};
 	struct pi_buf out = {0};
 	struct pi_render_error err;
 	char *buf = malloc(tlen + 1);
 	size_t have = 0, fed = 0, off = 0;
-	unsigned seed = (unsigned)tlen * 2654435761u + (tlen ? tpl[0] : 0);
 	int rc = 0, last = 0;
 
 	if (!buf)
 		abort();
 	memset(&err, 0, sizeof(err));
-	while (!last) {
-		size_t n, used = (size_t)-1;
+	for (;;) {
+		size_t n = 0, used = (size_t)-1;
 
-		seed = seed * 1103515245u + 12345u;
-		n = (seed >> 16) % 9;
-		if (n > tlen - fed)
-			n = tlen - fed;
-		if (n == 0 && fed < tlen)
-			n = 1;
-		memcpy(buf + have, tpl + fed, n);
-		have += n;
-		fed += n;
-		last = n == 0;
+		if (!last) {
+			seed = seed * 1103515245u + 12345u;
+			n = (seed >> 16) % 9;
+			if (n > tlen - fed)
+				n = tlen - fed;
+			if (n == 0 && fed < tlen)
+				n = 1;
+			memcpy(buf + have, tpl + fed, n);
+			have += n;
+			fed += n;
+			last = n == 0;
+		}
 		rc = pi_render_piece(buf, have, last, &o, &out, &used, &err);
 		if (rc < 0)
 			break;
-		if (used > have || (last && used != have))
+		if (used > have || (last && !o.out_limit && used != have) ||
+		    (last && used == 0 && have > 0))
 			abort();
 		memmove(buf, buf + used, have - used);
 		have -= used;
 		off += used;
+		if (last && have == 0)
+			break;
 	}
 	if (rc < 0 && err.line) {
 		/* The piece's line and column count from its first byte. */
@@ -268,7 +306,7 @@ static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, 
 			err.col += col - 1;
 		err.line += line - 1;
 	}
-	if (rc != rc1 || e.hosts_seen != e0->hosts_seen)
+	if (rc != rc1 || (rc == 0 && !same_pairs(&e.pairs, &e0->pairs)))
 		abort();
 	if (rc == 0 && (out.len + 3 != whole->len ||
 			(out.len && memcmp(out.data, whole->data + 3, out.len) != 0)))
@@ -281,6 +319,7 @@ static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, 
 	}
 	free(buf);
 	free(out.data);
+	free(e.pairs.data);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -288,11 +327,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const uint8_t *nul = memchr(data, '\0', size);
-	struct env e = {data, nul ? (size_t)(nul - data) : 0, 0};
+	struct env e = {data, nul ? (size_t)(nul - data) : 0, 0, {0}};
 	const uint8_t *tpl = nul ? nul + 1 : data;
 	size_t tlen = size - (size_t)(tpl - data);
-	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e};
-	struct pi_buf out = {0};
+	struct pi_render_opts o = {PREFIX, lookup, classify, on_host, &e, 0};
+	struct pi_buf out = {0}, want_pairs = {0};
 	struct pi_render_error err;
 	struct ref_out want = {0};
 	unsigned want_hosts = 0;
@@ -300,7 +339,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int wrc, rc;
 
 	check_values(data, size < 300 ? size : 300);
-	wrc = ref_expand(tpl, tlen, &e, &want, &at, &want_hosts);
+	wrc = ref_expand(tpl, tlen, &e, &want, &at, &want_hosts, &want_pairs);
 
 	pi_buf_append(&out, "PRE", 3);
 	memset(&err, 0, sizeof(err));
@@ -315,7 +354,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (out.len - 3 != want.len ||
 		    (want.len && memcmp(out.data + 3, want.data, want.len) != 0))
 			abort();
-		if (e.hosts_seen != want_hosts)
+		if (e.hosts_seen > want_hosts || !same_pairs(&e.pairs, &want_pairs))
 			abort();
 	} else {
 		unsigned line, col;
@@ -333,5 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_pieces(tpl, tlen, &e, rc, &out, &err);
 	free(out.data);
 	free(want.data);
+	free(want_pairs.data);
+	free(e.pairs.data);
 	return 0;
 }

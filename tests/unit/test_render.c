@@ -59,7 +59,7 @@ static struct pi_render_error last_err;
  * "ERR LINE:COL: MSG" on error, in a static buffer. */
 static const char *render_n(const char *tpl, size_t len, char **env)
 {
-	struct pi_render_opts o = {"NGINX_", lookup, classify, on_host, env};
+	struct pi_render_opts o = {"NGINX_", lookup, classify, on_host, env, 0};
 	struct pi_buf out = {0};
 
 	memset(&last_err, 0, sizeof(last_err));
@@ -118,7 +118,7 @@ static void test_passthrough(void)
 	{
 		static const char tpl[] = "a\0b$NGINX_X\0c";
 		static const char want[] = "a\0bval\0c";
-		struct pi_render_opts o = {"NGINX_", lookup, classify, NULL, env_x};
+		struct pi_render_opts o = {"NGINX_", lookup, classify, NULL, env_x, 0};
 		struct pi_buf out = {0};
 		struct pi_render_error err;
 
@@ -139,7 +139,7 @@ static void test_names(void)
 
 	{
 		char *env[] = {"APP_X=1", "NGINX_X=2", NULL};
-		struct pi_render_opts o = {"APP_", lookup, NULL, NULL, env};
+		struct pi_render_opts o = {"APP_", lookup, NULL, NULL, env, 0};
 		struct pi_buf out = {0};
 		struct pi_render_error err;
 		const char *tpl = "$APP_X $NGINX_X";
@@ -277,9 +277,8 @@ static void test_hosts(void)
 	}
 	is_str(hosts_seen,
 	       "NGINX_A_HOST=user-service.peerprep-prod.internal;NGINX_B_HOST=10.0.1.23;"
-	       "NGINX_C_HOST=[2001:db8::1];NGINX_D_HOST=localhost.;NGINX_E_HOST=e.internal;"
-	       "NGINX_B_HOST=10.0.1.23;",
-	       "on_host told about every substituted host");
+	       "NGINX_C_HOST=[2001:db8::1];NGINX_D_HOST=localhost.;NGINX_E_HOST=e.internal;",
+	       "on_host told about every substituted host, once");
 	host_fail = 1;
 	{
 		char *e[] = {"NGINX_A_HOST=a", NULL};
@@ -366,7 +365,7 @@ static void test_value(void)
 
 static void test_buffer(void)
 {
-	struct pi_render_opts o = {"NGINX_", lookup, classify, NULL, env_x};
+	struct pi_render_opts o = {"NGINX_", lookup, classify, NULL, env_x, 0};
 	struct pi_buf out = {0};
 	struct pi_render_error err;
 
@@ -380,8 +379,76 @@ static void test_buffer(void)
 	free(out.data);
 }
 
+static int host_calls;
+
+static int count_host(void *ctx, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	(void)ctx, (void)name, (void)nlen, (void)value, (void)vlen;
+	host_calls++;
+	return 0;
+}
+
+/* The host callback is told of a change, not of every reference. */
+static void test_host_calls(void)
+{
+	char *env[] = {"NGINX_A_HOST=a.internal", "NGINX_B_HOST=b.internal", NULL};
+	struct pi_render_opts o = {"NGINX_", lookup, classify, count_host, env, 0};
+	struct pi_buf out = {0};
+	struct pi_render_error err;
+
+	host_calls = 0;
+	is_int(pi_render("$NGINX_A_HOST $host ${NGINX_A_HOST} $uri $NGINX_A_HOST",
+			 strlen("$NGINX_A_HOST $host ${NGINX_A_HOST} $uri $NGINX_A_HOST"), &o, &out,
+			 &err),
+	       0, "one host three times");
+	is_int(host_calls, 1, "... is reported once");
+	host_calls = 0;
+	out.len = 0;
+	is_int(pi_render("$NGINX_A_HOST $NGINX_A_HOST $NGINX_B_HOST $NGINX_B_HOST $NGINX_A_HOST "
+			 "${NGINX_C_HOST:-c} ${NGINX_C_HOST:-c} ${NGINX_C_HOST:-d}",
+			 strlen("$NGINX_A_HOST $NGINX_A_HOST $NGINX_B_HOST $NGINX_B_HOST "
+				"$NGINX_A_HOST ${NGINX_C_HOST:-c} ${NGINX_C_HOST:-c} "
+				"${NGINX_C_HOST:-d}"),
+			 &o, &out, &err),
+	       0, "changes of variable and of default");
+	is_int(host_calls, 4, "... each variable once per value: A, B, C=c, C=d");
+	free(out.data);
+}
+
+/* With out_limit, a piece stops once that much output is made, even the
+ * last piece; going on from *used gives the same output. */
+static void test_out_limit(void)
+{
+	char *env[] = {"NGINX_X=0123456789", NULL};
+	struct pi_render_opts o = {"NGINX_", lookup, classify, NULL, env, 25};
+	const char *tpl = "$NGINX_X-$NGINX_X-$NGINX_X-$NGINX_X-$NGINX_X-tail";
+	size_t len = strlen(tpl), done = 0, used = 0;
+	struct pi_buf out = {0}, all = {0};
+	struct pi_render_error err;
+	int calls = 0, rc = 0;
+
+	while (done < len && calls < 100 && rc == 0) {
+		out.len = 0;
+		rc = pi_render_piece(tpl + done, len - done, 1, &o, &out, &used, &err);
+		ok(out.len <= 25 + 10 + 1, "call %d: at most the limit plus one value", calls);
+		pi_buf_append(&all, out.data, out.len);
+		done += used;
+		calls++;
+	}
+	is_int(rc, 0, "rendered in pieces by the output limit");
+	ok(calls == 2, "... in 2 calls (got %d)", calls);
+	ok(all.len == 59 &&
+	       memcmp(all.data, "0123456789-0123456789-0123456789-0123456789-0123456789-tail",
+		      59) == 0,
+	   "... giving the whole output");
+	free(out.data);
+	free(all.data);
+}
+
 int main(void)
 {
+	test_host_calls();
+	test_out_limit();
 	test_forms();
 	test_passthrough();
 	test_names();

@@ -5,10 +5,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envsubst/templates.h"
@@ -112,15 +117,44 @@ static int hidden(const char *dir)
 	return n;
 }
 
-/* A rendered output as a string (the data is not NUL-terminated). */
+/* What the last render_all printed for its first template. */
+static char printed[1 << 16];
+
+/* pi_templates_render, then (template errors are found when rendering)
+ * pi_templates_print into `printed`, first header line dropped. On error
+ * *t is NULL. */
+static int render_all(const struct pi_templates_opts *o, struct pi_templates **t,
+		      struct pi_templates_error *err)
+{
+	char *buf = NULL, *nl;
+	size_t len = 0;
+	FILE *f;
+	int rc = pi_templates_render(o, t, err);
+
+	printed[0] = '\0';
+	if (rc < 0)
+		return rc;
+	f = open_memstream(&buf, &len);
+	if (!f)
+		abort();
+	rc = pi_templates_print(*t, f, err);
+	fclose(f);
+	nl = buf ? strchr(buf, '\n') : NULL;
+	snprintf(printed, sizeof(printed), "%s", nl ? nl + 1 : "");
+	free(buf);
+	if (rc < 0) {
+		pi_templates_free(*t);
+		*t = NULL;
+	}
+	return rc;
+}
+
+/* The rendered first output (only output 0 is supported). */
 static const char *data(const struct pi_templates *t, size_t i)
 {
-	static char buf[4096];
-	size_t len;
-	const char *d = pi_templates_data(t, i, &len);
-
-	snprintf(buf, sizeof(buf), "%.*s", (int)len, d);
-	return buf;
+	(void)t;
+	(void)i;
+	return printed;
 }
 
 static void rm_rf(const char *path)
@@ -175,7 +209,7 @@ static void test_walk(void)
 	put(P("tpl/.template"), "$NGINX_UNSET");
 	o.dir = P("tpl/"); /* a trailing slash changes nothing */
 
-	if (!is_int(pi_templates_render(&o, &t, &err), 0, "render a tree"))
+	if (!is_int(render_all(&o, &t, &err), 0, "render a tree"))
 		diag("%s", err.msg);
 	if (!t)
 		return;
@@ -188,7 +222,7 @@ static void test_walk(void)
 	is_str(pi_templates_source(t, 3), P("tpl/sub/deep/c.conf.template"), "source path");
 
 	f = open_memstream(&buf, &len);
-	is_int(pi_templates_print(t, f), 0, "print");
+	is_int(pi_templates_print(t, f, &err), 0, "print");
 	fclose(f);
 	{
 		char want[2048];
@@ -227,7 +261,7 @@ static void test_all_or_nothing(void)
 	put(P("tpl/a.conf.template"), "new a $NGINX_X\n");
 	put(P("tpl/b.conf.template"), "new b\n");
 	put(P("tpl/c.conf.template"), "new c\n\n  proxy_pass ${NGINX_MISSING};\n");
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "the last template fails");
+	is_int(render_all(&o, &t, &err), -EINVAL, "the last template fails");
 	is_str(err.msg, R("@/tpl/c.conf.template:3:14: NGINX_MISSING is not set"),
 	       "the error names file, line, column and variable");
 	ok(t == NULL, "no result on error");
@@ -237,7 +271,7 @@ static void test_all_or_nothing(void)
 	put(P("tpl/c.conf.template"), "new c\n");
 	mkdirs(P("out/c.conf"));
 	t = NULL;
-	if (!is_int(pi_templates_render(&o, &t, &err), 0, "render"))
+	if (!is_int(render_all(&o, &t, &err), 0, "render"))
 		diag("%s", err.msg);
 	is_int(pi_templates_commit(t, &err), -EISDIR, "commit fails on the last output");
 	is_str(err.msg, R("cannot read previous @/out/c.conf: Is a directory"), "... naming it");
@@ -255,7 +289,7 @@ static void test_all_or_nothing(void)
 	put(P("tpl/z/z.conf.template"), "new z\n");
 	put(P("out/z"), "a file where a folder should be\n");
 	t = NULL;
-	is_int(pi_templates_render(&o, &t, &err), 0, "render");
+	is_int(render_all(&o, &t, &err), 0, "render");
 	is_int(pi_templates_commit(t, &err), -ENOTDIR, "commit fails on the last folder");
 	is_str(err.msg, R("cannot create output folder @/out/z: Not a directory"),
 	       "... naming the folder");
@@ -281,7 +315,7 @@ static void test_rollback(void)
 	put(P("tpl/b.conf.template"), "new b\n");
 	put(P("tpl/sub/c.conf.template"), "new c\n");
 	stat(P("out/same.conf"), &before);
-	is_int(pi_templates_render(&o, &t, &err), 0, "render");
+	is_int(render_all(&o, &t, &err), 0, "render");
 	is_int(pi_templates_rollback(t), 0, "rollback before commit does nothing");
 	is_int(pi_templates_commit(t, &err), 0, "commit");
 	is_str(get(P("out/a.conf")), "new a\n", "a.conf replaced");
@@ -316,7 +350,7 @@ static void test_unwritable(void)
 	put(P("tpl/a.conf.template"), "a\n");
 	put(P("file.txt"), "x");
 	o.output_dir = P("file.txt/sub");
-	is_int(pi_templates_render(&o, &t, &err), 0, "render");
+	is_int(render_all(&o, &t, &err), 0, "render");
 	is_int(pi_templates_commit(t, &err), -ENOTDIR, "an unwritable output folder");
 	is_str(err.msg, R("cannot create output folder @/file.txt/sub: Not a directory"),
 	       "... is named");
@@ -331,7 +365,7 @@ static void test_missing_and_errors(void)
 
 	rm_rf(root);
 	mkdirs(root);
-	is_int(pi_templates_render(&o, &t, &err), 0, "a missing templates folder");
+	is_int(render_all(&o, &t, &err), 0, "a missing templates folder");
 	if (t) {
 		is_int(pi_templates_count(t), 0, "... gives no templates");
 		is_int(pi_templates_missing(t), 1, "... and says it was missing");
@@ -342,27 +376,27 @@ static void test_missing_and_errors(void)
 
 	put(P("tpl"), "a file\n");
 	t = NULL;
-	is_int(pi_templates_render(&o, &t, &err), -ENOTDIR, "templates.dir is a file");
+	is_int(render_all(&o, &t, &err), -ENOTDIR, "templates.dir is a file");
 	is_str(err.msg, R("cannot read templates folder @/tpl: Not a directory"), "... named");
 	unlink(P("tpl"));
 
 	put(P("tpl/ok.template"), "x");
 	if (symlink(P("tpl/nowhere"), P("tpl/gone.template")) != 0)
 		diag("symlink failed");
-	is_int(pi_templates_render(&o, &t, &err), -ENOENT, "a dangling template link");
+	is_int(render_all(&o, &t, &err), -ENOENT, "a dangling template link");
 	is_str(err.msg, R("cannot read template @/tpl/gone.template: No such file or directory"),
 	       "... named");
 	unlink(P("tpl/gone.template"));
 
 	if (symlink(".", P("tpl/loop")) != 0)
 		diag("symlink failed");
-	is_int(pi_templates_render(&o, &t, &err), -ELOOP, "a folder link loop");
+	is_int(render_all(&o, &t, &err), -ELOOP, "a folder link loop");
 	is_str(err.msg, R("folder @/tpl/loop is inside itself (symbolic link loop)"), "... named");
 	unlink(P("tpl/loop"));
 
 	put(P("tpl/ok.stream-template"), "y");
 	o.stream_output_dir = o.output_dir;
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "two templates, one output");
+	is_int(render_all(&o, &t, &err), -EINVAL, "two templates, one output");
 	is_str(err.msg,
 	       R("templates @/tpl/ok.stream-template and @/tpl/ok.template both render to "
 		 "@/out/ok"),
@@ -370,7 +404,7 @@ static void test_missing_and_errors(void)
 
 	rm_rf(P("tpl"));
 	put(P("tpl/cfg.template"), "root ${NGINX_ENVSUBST_OUTPUT_DIR:-/x};\n");
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "a configuration variable");
+	is_int(render_all(&o, &t, &err), -EINVAL, "a configuration variable");
 	is_str(err.msg,
 	       R("@/tpl/cfg.template:1:6: NGINX_ENVSUBST_OUTPUT_DIR is configuration, not a "
 		 "template variable"),
@@ -395,7 +429,7 @@ static void test_resolvers(void)
 			      "nameserver bogus\n"
 			      "nameservers 8.8.8.8\n"
 			      "nameserver 192.168.1.1");
-	if (!is_int(pi_templates_render(&o, &t, &err), 0, "resolvers from resolv.conf"))
+	if (!is_int(render_all(&o, &t, &err), 0, "resolvers from resolv.conf"))
 		diag("%s", err.msg);
 	if (t) {
 		is_str(data(t, 0), "resolver 10.0.0.2 [fe80::1] [2001:db8::53] 192.168.1.1;",
@@ -405,7 +439,7 @@ static void test_resolvers(void)
 
 	o.envp = env;
 	t = NULL;
-	is_int(pi_templates_render(&o, &t, &err), 0, "resolvers from the environment");
+	is_int(render_all(&o, &t, &err), 0, "resolvers from the environment");
 	if (t) {
 		is_str(data(t, 0), "resolver 1.1.1.1;", "the environment wins");
 		pi_templates_free(t);
@@ -413,7 +447,7 @@ static void test_resolvers(void)
 
 	o.envp = base_env;
 	o.resolv_conf = P("none");
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "no resolv.conf");
+	is_int(render_all(&o, &t, &err), -EINVAL, "no resolv.conf");
 	is_str(err.msg, R("@/tpl/r.template:1:10: NGINX_LOCAL_RESOLVERS is not set"),
 	       "... leaves it unset");
 }
@@ -438,7 +472,7 @@ static void test_hosts(void)
 	put(P("tpl/a.template"), "$NGINX_A_HOST ${NGINX_C_HOST:-c.internal} "
 				 "${NGINX_C_HOST:-c.internal} ${NGINX_D_HOST:-[::1]}");
 	o.envp = env;
-	if (!is_int(pi_templates_render(&o, &t, &err), 0, "render with hosts"))
+	if (!is_int(render_all(&o, &t, &err), 0, "render with hosts"))
 		diag("%s", err.msg);
 	if (!t)
 		return;
@@ -460,13 +494,338 @@ static void test_hosts(void)
 
 	o.envp = bad;
 	t = NULL;
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "a bad host in the environment");
+	is_int(render_all(&o, &t, &err), -EINVAL, "a bad host in the environment");
 	is_str(err.msg,
 	       "NGINX_USER_HOST is not a valid host name or IP address (position 5 of its value)",
 	       "... is named, its value is not");
 	o.envp = empty;
-	is_int(pi_templates_render(&o, &t, &err), -EINVAL, "an empty host");
+	is_int(render_all(&o, &t, &err), -EINVAL, "an empty host");
 	is_str(err.msg, "NGINX_USER_HOST is empty but names an upstream host", "... is named");
+}
+
+/* A template error found while committing (templates render then)
+ * changes nothing and leaves no temp file. */
+static void test_commit_template_error(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+
+	rm_rf(root);
+	put(P("out/a.conf"), "old a\n");
+	put(P("tpl/a.conf.template"), "new a $NGINX_X\n");
+	put(P("tpl/b.conf.template"), "new b\n");
+	put(P("tpl/c.conf.template"), "new c\n\n  proxy_pass ${NGINX_MISSING};\n");
+	is_int(pi_templates_render(&o, &t, &err), 0, "render finds the templates");
+	{
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+
+		is_int(pi_templates_print(t, f, &err), -EINVAL, "print meets the error");
+		fclose(f);
+		is_int((long)len, 0, "... and prints nothing, not even the good templates");
+		free(buf);
+	}
+	is_int(pi_templates_commit(t, &err), -EINVAL, "commit meets the error");
+	is_str(err.msg, R("@/tpl/c.conf.template:3:14: NGINX_MISSING is not set"), "... named");
+	is_str(get(P("out/a.conf")), "old a\n", "a.conf unchanged");
+	is_str(get(P("out/b.conf")), "(absent)", "b.conf not created");
+	is_int(hidden(P("out")), 0, "no temp file left");
+	pi_templates_free(t);
+}
+
+/* A FIFO (or any non-regular file) at an output path is refused, naming
+ * it, without blocking and without changing anything. */
+static void test_fifo_output(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+
+	rm_rf(root);
+	put(P("out/a.conf"), "old a\n");
+	put(P("tpl/a.conf.template"), "new a\n");
+	put(P("tpl/b.conf.template"), "new b\n");
+	if (mkfifo(P("out/b.conf"), 0644) != 0)
+		diag("mkfifo failed");
+	is_int(pi_templates_render(&o, &t, &err), 0, "render");
+	alarm(20); /* the old code blocked here for good */
+	is_int(pi_templates_commit(t, &err), -EINVAL, "a FIFO at an output path is refused");
+	alarm(0);
+	is_str(err.msg, R("cannot replace @/out/b.conf: not a regular file"), "... naming it");
+	is_str(get(P("out/a.conf")), "old a\n", "a.conf unchanged");
+	is_int(hidden(P("out")), 0, "no temp file or kept link left");
+	pi_templates_free(t);
+}
+
+/* Big outputs go through the temp file piece by piece; the comparison
+ * with the previous output is piece by piece too: same, longer, shorter,
+ * different at the very end. */
+static void test_stream_compare(void)
+{
+	static char big[600000];
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+	struct stat a, b;
+	FILE *f;
+	size_t n;
+
+	rm_rf(root);
+	for (n = 0; n + 40 < sizeof(big);)
+		n += (size_t)sprintf(big + n, "line %06zu $host $NGINX_X;\n", n);
+	put(P("tpl/big.conf.template"), big);
+	is_int(pi_templates_render(&o, &t, &err), 0, "render a 600 KB template");
+	if (!is_int(pi_templates_commit(t, &err), 0, "commit it"))
+		diag("%s", err.msg);
+	pi_templates_free(t);
+	f = fopen(P("out/big.conf"), "r");
+	n = f ? fread(big, 1, sizeof(big) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	big[n] = '\0';
+	ok(n > 400000 && strstr(big, "$host x1;") && !strstr(big, "NGINX_X"),
+	   "the output is complete (%zu bytes)", n);
+	stat(P("out/big.conf"), &a);
+	t = NULL;
+	render_all(&o, &t, &err);
+	is_int(pi_templates_commit(t, &err), 0, "commit again");
+	stat(P("out/big.conf"), &b);
+	ok(a.st_ino == b.st_ino, "an unchanged big output is left alone");
+	is_int(hidden(P("out")), 0, "... and no temp file made");
+	pi_templates_free(t);
+
+	/* The old output holds one more byte than the new: a changed file. */
+	f = fopen(P("out/big.conf"), "a");
+	fputs("!", f);
+	fclose(f);
+	t = NULL;
+	pi_templates_render(&o, &t, &err);
+	is_int(pi_templates_commit(t, &err), 0, "commit over a longer old output");
+	stat(P("out/big.conf"), &b);
+	ok(b.st_ino != a.st_ino && (size_t)b.st_size == n, "... replaced, %zu bytes",
+	   (size_t)b.st_size);
+	is_int(pi_templates_rollback(t), 0, "rollback");
+	stat(P("out/big.conf"), &b);
+	ok(b.st_ino == a.st_ino && (size_t)b.st_size == n + 1, "... puts the very same file back");
+	pi_templates_free(t);
+
+	/* The new output differs in its last byte only. */
+	truncate(P("out/big.conf"), (off_t)n - 1);
+	f = fopen(P("out/big.conf"), "a");
+	fputs("?", f);
+	fclose(f);
+	t = NULL;
+	pi_templates_render(&o, &t, &err);
+	is_int(pi_templates_commit(t, &err), 0, "commit over an old output differing at its end");
+	f = fopen(P("out/big.conf"), "r");
+	n = f ? fread(big, 1, sizeof(big) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	ok(n > 400000 && big[n - 1] == '\n' && big[0] == 'l', "... the whole new text is there");
+	pi_templates_free(t);
+}
+
+/* A template removed before a reload: the output the init rendered from
+ * it goes in the same commit and comes back at a rollback; other files in
+ * the output folder, and a file someone else put at a path the init once
+ * wrote, are never touched. */
+static void test_removed_template(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t1 = NULL, *t2 = NULL, *t3 = NULL;
+	struct stat before, after;
+
+	rm_rf(root);
+	put(P("tpl/a.conf.template"), "a\n");
+	put(P("tpl/b.conf.template"), "b\n");
+	put(P("tpl/sub/c.conf.template"), "c\n");
+	put(P("out/other.conf"), "not ours\n");
+	pi_templates_render(&o, &t1, &err);
+	is_int(pi_templates_commit(t1, &err), 0, "first commit");
+	stat(P("out/b.conf"), &before);
+
+	unlink(P("tpl/b.conf.template"));
+	unlink(P("tpl/sub/c.conf.template"));
+	put(P("tpl/a.conf.template"), "a2\n");
+	is_int(pi_templates_render(&o, &t2, &err), 0, "render after two templates went");
+	pi_templates_supersede(t2, t1);
+	pi_templates_free(t1); /* t2 keeps nothing of t1 */
+	if (!is_int(pi_templates_commit(t2, &err), 0, "commit"))
+		diag("%s", err.msg);
+	is_str(get(P("out/a.conf")), "a2\n", "a.conf replaced");
+	is_str(get(P("out/b.conf")), "(absent)", "b.conf, its template gone, removed");
+	is_str(get(P("out/sub/c.conf")), "(absent)", "sub/c.conf removed too");
+	is_str(get(P("out/other.conf")), "not ours\n", "a file the init did not render stays");
+
+	is_int(pi_templates_rollback(t2), 0, "rollback");
+	is_str(get(P("out/a.conf")), "a\n", "a.conf restored");
+	is_str(get(P("out/b.conf")), "b\n", "b.conf back");
+	stat(P("out/b.conf"), &after);
+	ok(after.st_ino == before.st_ino, "... the very same file");
+	is_str(get(P("out/sub/c.conf")), "c\n", "sub/c.conf back");
+	is_int(hidden(P("out")), 0, "no kept link left");
+
+	/* Now commit for good, settle, and let someone replace sub/c.conf:
+	 * it is not the init's file any more. */
+	t1 = NULL;
+	put(P("tpl/b.conf.template"), "b\n");
+	put(P("tpl/sub/c.conf.template"), "c\n");
+	pi_templates_render(&o, &t1, &err);
+	pi_templates_supersede(t1, t2);
+	pi_templates_free(t2);
+	is_int(pi_templates_commit(t1, &err), 0, "commit all three again");
+	pi_templates_settle(t1);
+	is_int(hidden(P("out")), 0, "settle removes the kept links");
+	unlink(P("out/sub/c.conf"));
+	put(P("out/sub/c.conf"), "someone else's\n");
+	unlink(P("tpl/sub/c.conf.template"));
+	pi_templates_render(&o, &t3, &err);
+	pi_templates_supersede(t3, t1);
+	is_int(pi_templates_commit(t3, &err), 0, "commit without c");
+	is_str(get(P("out/sub/c.conf")), "someone else's\n",
+	       "a file replaced by someone else is not removed");
+	pi_templates_free(t1);
+	pi_templates_free(t3);
+	is_int(hidden(P("out")), 0, "free removes the kept links");
+}
+
+/* Fills the file system holding path until a write fails. */
+static void fill_disk(const char *path)
+{
+	static char block[4096];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	while (fd >= 0 && write(fd, block, sizeof(block)) > 0)
+		;
+	while (fd >= 0 && write(fd, block, 1) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
+}
+
+#define DISK_CHECK(cond, bit)                                                                      \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			fails |= 1 << (bit);                                                       \
+	} while (0)
+
+/* In a child, on a 64 KiB tmpfs in its own mount namespace: a commit on a
+ * full disk changes nothing; a rollback on a full disk succeeds. Returns
+ * a bit set of failed checks, 255 when the tmpfs could not be set up. */
+static int full_disk_child(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+	char text[20000];
+	int fails = 0;
+
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("pi-test", P("out"), "tmpfs", 0, "size=64k") != 0)
+		return 255;
+	memset(text, 'o', sizeof(text) - 2);
+	text[sizeof(text) - 2] = '\n';
+	text[sizeof(text) - 1] = '\0';
+	put(P("out/a.conf"), text);
+	text[0] = 'n';
+	put(P("tpl/a.conf.template"), text);
+	fill_disk(P("out/filler"));
+	DISK_CHECK(pi_templates_render(&o, &t, &err) == 0, 0);
+	DISK_CHECK(pi_templates_commit(t, &err) == -ENOSPC, 1);
+	DISK_CHECK(get(P("out/a.conf"))[0] == 'o' && hidden(P("out")) == 0, 2);
+	pi_templates_free(t);
+
+	unlink(P("out/filler"));
+	t = NULL;
+	DISK_CHECK(pi_templates_render(&o, &t, &err) == 0, 3);
+	DISK_CHECK(pi_templates_commit(t, &err) == 0, 4);
+	DISK_CHECK(get(P("out/a.conf"))[0] == 'n', 5);
+	fill_disk(P("out/filler"));
+	DISK_CHECK(pi_templates_rollback(t) == 0, 6);
+	DISK_CHECK(get(P("out/a.conf"))[0] == 'o' && strlen(get(P("out/a.conf"))) > 4000, 7);
+	pi_templates_free(t);
+	umount(P("out"));
+	return fails;
+}
+
+static void test_full_disk(void)
+{
+	int status = 0;
+	pid_t pid;
+
+	rm_rf(root);
+	mkdirs(P("out"));
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0)
+		_exit(full_disk_child());
+	waitpid(pid, &status, 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 255) {
+		ok(1, "# SKIP no mount namespace (needs root)");
+		return;
+	}
+	if (!ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"full disk: commit changes nothing, rollback needs no space"))
+		diag("failed checks (bits): 0x%x, status %d", WEXITSTATUS(status), status);
+}
+
+/* A chain of folders, each linked twice from the one above: every folder
+ * is walked once, however many paths reach it. */
+static void test_link_chain(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+	struct timespec t0, t1;
+	enum { LEVELS = 17 };
+	double ms;
+
+	rm_rf(root);
+	mkdirs(P("tpl"));
+	for (int i = 1; i <= LEVELS; i++) {
+		put(P("chain/%d/x.conf.template", i), "x\n");
+		if (symlink(P("chain/%d", i), i == 1 ? P("tpl/a") : P("chain/%d/a", i - 1)) != 0 ||
+		    symlink(P("chain/%d", i), i == 1 ? P("tpl/b") : P("chain/%d/b", i - 1)) != 0)
+			diag("symlink failed");
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	is_int(pi_templates_render(&o, &t, &err), 0, "a chain of 34 links renders");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	if (t) {
+		is_int(pi_templates_count(t), LEVELS, "... one template per folder");
+		is_str(pi_templates_output(t, LEVELS - 2), P("out/a/a/x.conf"),
+		       "... by its first path");
+	}
+	ok(ms < 1000, "... in %.1f ms (the old walk took 2^17 visits)", ms);
+	pi_templates_free(t);
+}
+
+/* A plain tree deeper than the cap is too deep, not a loop. */
+static void test_too_deep(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+	char rel[256] = "tpl";
+
+	rm_rf(root);
+	for (int i = 2; i <= 33; i++)
+		strcat(rel, "/d");
+	put(P("%s/x.conf.template", rel), "x\n");
+	is_int(pi_templates_render(&o, &t, &err), -ELOOP, "a tree 33 levels deep is refused");
+	is_str(err.msg,
+	       R("folder @/tpl/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d "
+		 "is too deep: level 33, the limit is 32"),
+	       "... as too deep, with its level");
+	*strrchr(rel, '/') = '\0';
+	rm_rf(P("%s/d", rel));
+	put(P("%s/x.conf.template", rel), "x\n");
+	is_int(pi_templates_render(&o, &t, &err), 0, "32 levels are fine");
+	pi_templates_free(t);
 }
 
 int main(void)
@@ -479,6 +838,13 @@ int main(void)
 	test_missing_and_errors();
 	test_resolvers();
 	test_hosts();
+	test_commit_template_error();
+	test_fifo_output();
+	test_stream_compare();
+	test_removed_template();
+	test_full_disk();
+	test_link_chain();
+	test_too_deep();
 	rm_rf(root);
 	return done_testing();
 }
