@@ -90,14 +90,17 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		return 2;
 	}
 	fflush(stdout);
-	pid_t pid = pi_proc_spawn(argv, envp, -1, &exec_errno);
+	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno);
+	int err = pid < 0 ? (int)-pid : 0;
 	rc = -1;
 	if (pid > 0)
 		while ((rc = (int)waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 			;
+	if (rc < 0 && !err)
+		err = errno; /* saved before anything else can change it */
 	if (pid < 0 || rc < 0 || exec_errno) {
 		printf("config test: FAIL cannot run %s: %s\n", argv[0],
-		       strerror(exec_errno ? exec_errno : errno));
+		       strerror(exec_errno ? exec_errno : err));
 		pi_config_argv_free(argv);
 		return 5;
 	}

@@ -35,16 +35,23 @@ static void default_disposition(int s)
 
 /* Only async-signal-safe calls from here to exec: libuv's resolver threads
  * may hold allocator locks at the moment of fork. */
-static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int report_fd)
+static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
+		       int report_fd)
 {
 	sigset_t none;
 
+	/* Everything is still blocked (the parent's mask): a signal sent to
+	 * the new process group now waits until the dispositions are the
+	 * defaults, and then reaches the child, never the init. */
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
 			default_disposition(s);
+	setpgid(0, 0);
+	/* From the background this raises SIGTTOU, which is blocked here. */
+	if (tty_fd >= 0)
+		tcsetpgrp(tty_fd, getpid());
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	setpgid(0, 0);
 	if (stderr_fd >= 0 && stderr_fd != STDERR_FILENO)
 		dup2(stderr_fd, STDERR_FILENO);
 
@@ -69,7 +76,8 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	_exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
 }
 
-pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *exec_errno)
+pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
+		    int *exec_errno)
 {
 	int p[2];
 	int e = 0;
@@ -86,7 +94,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *
 		return -e;
 	}
 	if (pid == 0)
-		child_exec(argv, envp, stderr_fd, p[1]);
+		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
 	close(p[1]);
 	/* Blocks only until exec succeeds (EOF) or fails (errno arrives). */
 	ssize_t n;
@@ -97,6 +105,22 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *
 	if (n == (ssize_t)sizeof(e))
 		*exec_errno = e;
 	return pid;
+}
+
+int pi_proc_tty(void)
+{
+	pid_t fg;
+
+	if (!isatty(STDIN_FILENO))
+		return -1;
+	fg = tcgetpgrp(STDIN_FILENO);
+	return fg > 0 && fg == getpgrp() ? STDIN_FILENO : -1;
+}
+
+void pi_proc_tty_reclaim(int tty_fd)
+{
+	if (tty_fd >= 0)
+		tcsetpgrp(tty_fd, getpgrp());
 }
 
 int pi_proc_exit_code(int wstatus)
