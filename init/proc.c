@@ -113,14 +113,18 @@ int pi_proc_tty(void)
 
 	if (!isatty(STDIN_FILENO))
 		return -1;
+	/* 0 for both: the group is in a parent pid namespace (unshare
+	 * --fork leads it), and it is still ours. */
 	fg = tcgetpgrp(STDIN_FILENO);
-	return fg > 0 && fg == getpgrp() ? STDIN_FILENO : -1;
+	return fg >= 0 && fg == getpgrp() ? STDIN_FILENO : -1;
 }
 
 void pi_proc_tty_reclaim(int tty_fd)
 {
-	if (tty_fd >= 0)
-		tcsetpgrp(tty_fd, getpgrp());
+	pid_t own = getpgrp();
+
+	if (tty_fd >= 0 && own > 0)
+		tcsetpgrp(tty_fd, own);
 }
 
 int pi_proc_exit_code(int wstatus)

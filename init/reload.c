@@ -7,6 +7,7 @@ static int reload_verdict(struct pi_reload *r, enum pi_reload_why why)
 
 	r->busy = 0;
 	r->why = why;
+	r->why_code = r->test_code;
 	act = why == PI_RELOAD_OK ? PI_RELOAD_DO_COMMIT : PI_RELOAD_DO_ROLLBACK;
 	if (r->pending && !r->closed) {
 		int kind = r->pending;

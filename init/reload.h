@@ -39,7 +39,8 @@ struct pi_reload {
 	int test_exited;
 	int test_code; /* the test's exit code once exited */
 	int pipe_closed;
-	enum pi_reload_why why; /* of the last rollback */
+	enum pi_reload_why why; /* of the last verdict */
+	int why_code;		/* the test's exit code at the last verdict */
 };
 
 /* Every call returns enum pi_reload_action bits; 0 means nothing to do.

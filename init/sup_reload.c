@@ -109,7 +109,7 @@ static const char *sup_test_reason(struct sup *s, char *buf, size_t len)
 			start--;
 	}
 	if (start == end)
-		snprintf(buf, len, "config test exited with status %d", s->reload.test_code);
+		snprintf(buf, len, "config test exited with status %d", s->reload.why_code);
 	else
 		snprintf(buf, len, "%.*s", (int)(end - start), start);
 	return buf;
@@ -288,7 +288,7 @@ static void sup_reload_reject(struct sup *s)
 		       "reason=config test failed: %s", sup_test_reason(s, why, sizeof(why)));
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "config test failed (status %d); the log has the reason",
-			 s->reload.test_code);
+			 s->reload.why_code);
 		break;
 	case PI_RELOAD_TIMED_OUT:
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
