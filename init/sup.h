@@ -61,7 +61,8 @@ struct sup {
 	struct pi_reload reload;
 	struct pi_templates *test_tpl; /* a reload's new set, until judged */
 	struct sup_test_pipe *test_pipe;
-	pid_t test_pid;
+	pid_t test_pid;	 /* 0 once reaped */
+	pid_t test_pgid; /* stays after the reap: a grandchild may hold the pipe */
 	char test_out[SUP_TEST_OUTPUT_MAX];
 	size_t test_len;
 };

@@ -180,6 +180,7 @@ static int sup_test_spawn(struct sup *s)
 			 s->test_argv[0], strerror(exec_errno));
 	s->test_len = strlen(s->test_out);
 	s->test_pid = pid;
+	s->test_pgid = pid;
 	tp->current = 1;
 	s->test_pipe = tp;
 	if (s->cfg->nginx_test_timeout_ms > 0)
@@ -191,8 +192,9 @@ static int sup_test_spawn(struct sup *s)
  * is reaped later; its exit no longer counts. */
 static void sup_test_kill(struct sup *s)
 {
-	if (s->test_pid > 0 && kill(-s->test_pid, SIGKILL) < 0 && errno == ESRCH)
-		kill(s->test_pid, SIGKILL);
+	if (s->test_pgid > 0)
+		kill(-s->test_pgid, SIGKILL);
+	s->test_pgid = 0;
 	sup_test_pipe_drop(s);
 }
 
@@ -334,6 +336,7 @@ static void sup_reload_apply(struct sup *s, int act)
 	if (act & (PI_RELOAD_DO_COMMIT | PI_RELOAD_DO_ROLLBACK)) {
 		uv_timer_stop(&s->test_timer);
 		sup_test_pipe_drop(s);
+		s->test_pgid = 0; /* a later group by that id is not ours to kill */
 	}
 	if (act & PI_RELOAD_DO_COMMIT)
 		sup_reload_commit(s);

@@ -8,6 +8,7 @@
 #include "init/sup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
 #define SUP_CLOSE_ROUNDS 8	   /* loop turns that close callbacks get at exit */
+#define SUP_LOOP_FDS 4		   /* epoll, io_uring, libuv's signal pipe */
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -360,6 +362,22 @@ static int sup_loop_run(struct sup *s)
 	return code;
 }
 
+/* libuv aborts when it cannot make its process-wide signal pipe inside
+ * uv_loop_init: ask first, while nothing else can take a descriptor. */
+static int sup_fds_available(int n)
+{
+	int fds[8], got = 0, rc = 0;
+
+	for (; got < n && got < 8; got++)
+		if ((fds[got] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)) < 0) {
+			rc = -errno == -EMFILE ? UV_EMFILE : -errno;
+			break;
+		}
+	while (got-- > 0)
+		close(fds[got]);
+	return rc;
+}
+
 static int sup_split_commands(struct sup *s, char **cmd, char ***own_cmd)
 {
 	const struct pi_config *cfg = s->cfg;
@@ -404,7 +422,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	pi_supervise_template_opts(cfg, envp, &s->topts);
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
-	if ((rc = uv_loop_init(&loop)) < 0) {
+	if ((rc = sup_fds_available(SUP_LOOP_FDS)) < 0 || (rc = uv_loop_init(&loop)) < 0) {
 		PI_LOG(PI_ERROR, "cannot start the event loop" PI_KV "error=%s", uv_strerror(rc));
 		goto out_free;
 	}
