@@ -60,6 +60,16 @@ class Setup:
         return self.sig.read_text().split().count(str(int(signal.SIGHUP)))
 
 
+def reload_into_a_hanging_test(s, init):
+    """SIGHUP with a changed template while the config test hangs; returns
+    once the test runs (the new file is committed, under test)."""
+    s.mode("hang")
+    s.template.write_text("# v2\n")
+    init.signal(signal.SIGHUP)
+    wait_for(lambda: s.runs(), 5, what="the config test to run")
+    assert s.output.read_text() == "# v2\n"
+
+
 def alive(pid):
     try:
         os.kill(int(pid), 0)
@@ -103,11 +113,7 @@ def test_term_during_the_config_test_rolls_back_and_stops_at_once(tmp_path):
     s = Setup(tmp_path)
     init = s.start()
     try:
-        s.mode("hang")
-        s.template.write_text("# v2\n")
-        init.signal(signal.SIGHUP)
-        wait_for(lambda: s.runs(), 5, what="the config test to run")
-        assert s.output.read_text() == "# v2\n"  # committed, under test
+        reload_into_a_hanging_test(s, init)
         t0 = time.monotonic()
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0
@@ -126,10 +132,7 @@ def test_child_death_during_the_config_test_rolls_back(tmp_path):
     s = Setup(tmp_path)
     init = s.start()
     try:
-        s.mode("hang")
-        s.template.write_text("# v2\n")
-        init.signal(signal.SIGHUP)
-        wait_for(lambda: s.runs(), 5, what="the config test to run")
+        reload_into_a_hanging_test(s, init)
         child = init.child_pids()[0]
         os.kill(child, signal.SIGKILL)
         assert init.wait(10) == 128 + signal.SIGKILL
