@@ -113,7 +113,8 @@ static const char *const sig_names[32] = {
 const char *pi_signals_name(int sig, char *buf, size_t len)
 {
 	if (sig > 0 && sig < 32 && sig_names[sig])
-		return sig_names[sig];
-	snprintf(buf, len, "RT%d", sig);
+		snprintf(buf, len, "%s", sig_names[sig]);
+	else
+		snprintf(buf, len, "RT%d", sig);
 	return buf;
 }

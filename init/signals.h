@@ -43,8 +43,8 @@ int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, vo
 /* Stops reading; the descriptor is closed when the handle is. */
 void pi_signals_close(struct pi_signals *s);
 
-/* "TERM", "ALRM", ...; real-time signals as "RT<n>" with n the signal
- * number. The result lives in buf (at least 8 bytes) or is static. */
+/* Writes "TERM", "ALRM", ...; real-time signals as "RT<n>" with n the
+ * signal number, into buf (at least 8 bytes) and returns buf. */
 const char *pi_signals_name(int sig, char *buf, size_t len);
 
 #endif

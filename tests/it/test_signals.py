@@ -140,6 +140,7 @@ def test_hup_while_stopping_says_stopping(tmp_path):
         init.signal(signal.SIGHUP)
         init.wait_log("SIGHUP ignored: stopping")
         assert "nginx is not running" not in init.text()
+        assert 'msg="graceful stop requested" signal=TERM' in init.text()
         assert init.wait(10) == 0
     finally:
         init.stop()
