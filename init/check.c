@@ -45,12 +45,20 @@ static int check_hosts(struct pi_templates *t)
 		pi_templates_host(t, i, &var, &host);
 		pi_health_upstream_name(&slots[i], var, host);
 	}
-	uv_loop_init(&loop);
-	if (pi_upstreams_new(&loop, slots, n, &done, &u) < 0) {
+	int rc = pi_supervise_loop_init(&loop);
+	if (rc < 0) {
+		printf("host FAIL cannot start the event loop: %s\n", uv_strerror(rc));
+		free(slots);
+		return 2;
+	}
+	if ((rc = pi_upstreams_new(&loop, slots, n, &done, &u)) < 0 ||
+	    (rc = pi_upstreams_round(u, on_round)) < 0) {
+		printf("host FAIL cannot resolve: %s\n", strerror(-rc));
+		if (u)
+			pi_upstreams_close(u);
 		code = 2;
 		goto out;
 	}
-	pi_upstreams_round(u, on_round);
 	while (!done && uv_run(&loop, UV_RUN_ONCE))
 		;
 	for (size_t i = 0; i < n; i++) {

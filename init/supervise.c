@@ -370,12 +370,19 @@ static int sup_fds_available(int n)
 
 	for (; got < n && got < 8; got++)
 		if ((fds[got] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)) < 0) {
-			rc = -errno == -EMFILE ? UV_EMFILE : -errno;
+			rc = errno == EMFILE ? UV_EMFILE : -errno;
 			break;
 		}
 	while (got-- > 0)
 		close(fds[got]);
 	return rc;
+}
+
+int pi_supervise_loop_init(uv_loop_t *loop)
+{
+	int rc = sup_fds_available(SUP_LOOP_FDS);
+
+	return rc < 0 ? rc : uv_loop_init(loop);
 }
 
 static int sup_split_commands(struct sup *s, char **cmd, char ***own_cmd)
@@ -422,7 +429,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	pi_supervise_template_opts(cfg, envp, &s->topts);
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
-	if ((rc = sup_fds_available(SUP_LOOP_FDS)) < 0 || (rc = uv_loop_init(&loop)) < 0) {
+	if ((rc = pi_supervise_loop_init(&loop)) < 0) {
 		PI_LOG(PI_ERROR, "cannot start the event loop" PI_KV "error=%s", uv_strerror(rc));
 		goto out_free;
 	}
