@@ -15,13 +15,13 @@
 #include <sys/wait.h>
 #include <uv.h>
 
-static void on_round(struct pi_upstreams *u, int ok, void *data)
+static void on_check_round(struct pi_upstreams *u, int ok, void *data)
 {
 	(void)u;
 	*(int *)data = ok ? 1 : -1;
 }
 
-static void on_walk_close(uv_handle_t *h, void *arg)
+static void on_check_walk_close(uv_handle_t *h, void *arg)
 {
 	(void)arg;
 	if (!uv_is_closing(h))
@@ -52,7 +52,7 @@ static int check_hosts(struct pi_templates *t)
 		return 2;
 	}
 	if ((rc = pi_upstreams_new(&loop, slots, n, &done, &u)) < 0 ||
-	    (rc = pi_upstreams_round(u, on_round)) < 0) {
+	    (rc = pi_upstreams_round(u, on_check_round)) < 0) {
 		printf("host FAIL cannot resolve: %s\n", strerror(-rc));
 		if (u)
 			pi_upstreams_close(u);
@@ -75,7 +75,7 @@ static int check_hosts(struct pi_templates *t)
 	}
 	pi_upstreams_close(u);
 out:
-	uv_walk(&loop, on_walk_close, NULL);
+	uv_walk(&loop, on_check_walk_close, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	free(slots);
