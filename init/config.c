@@ -64,7 +64,7 @@ static const struct key keys[] = {
 	{"nginx", "test", T_TEST, F(nginx_test), "nginx -t -q", NULL,
 	 "config test run before every reload and by check; empty skips it"},
 	{"nginx", "test_timeout", T_DURATION, F(nginx_test_timeout_ms), "30s", NULL,
-	 "a config test still running after this is killed and the reload rejected"},
+	 "a config test still running after this is killed and the reload rejected; 0: no limit"},
 	{"nginx", "stop_signal", T_SIGNAL, F(nginx_stop_signal), "QUIT", NULL,
 	 "sent to the child on SIGTERM or SIGINT (graceful stop)"},
 	{"nginx", "stop_delay", T_DURATION, F(nginx_stop_delay_ms), "0s", NULL,

@@ -118,6 +118,7 @@ def test_term_during_the_config_test_rolls_back_and_stops_at_once(tmp_path):
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0
         elapsed = time.monotonic() - t0
+        print("SIGTERM during a config test: exit in %.0f ms" % (elapsed * 1000))
         log = init.text()
         assert "reload abandoned before its config test ended" in log, log
         assert "reason=stopping files=restored" in log, log
