@@ -143,8 +143,10 @@ void sup_child_exited(struct sup *s, int wstatus)
 	if (s->state == SUP_STOPPING) {
 		PI_LOG(PI_INFO, "the child stopped" PI_KV "status=%d", code);
 	} else if (sup_child_failed_start(s, wstatus, ran_ms)) {
-		PI_LOG(PI_ERROR, "config test failed: nginx exited before it served" PI_KV
-		       "status=%d" PI_KV "ran_ms=%llu", code, (unsigned long long)ran_ms);
+		PI_LOG(PI_ERROR,
+		       "config test failed: nginx exited before it served" PI_KV "status=%d" PI_KV
+		       "ran_ms=%llu",
+		       code, (unsigned long long)ran_ms);
 		if (s->tpl && pi_templates_rollback(s->tpl) < 0)
 			PI_LOG(PI_ERROR, "cannot restore the previous output files");
 		code = 5;

@@ -32,10 +32,10 @@ enum pi_reload_action {
 };
 
 struct pi_reload {
-	int busy;      /* a transaction is in flight */
-	int kind;      /* its enum pi_reload_kind bits */
-	int pending;   /* kinds asked for while busy */
-	int closed;    /* no reload will ever start again (stopping) */
+	int busy;    /* a transaction is in flight */
+	int kind;    /* its enum pi_reload_kind bits */
+	int pending; /* kinds asked for while busy */
+	int closed;  /* no reload will ever start again (stopping) */
 	int test_exited;
 	int test_code; /* the test's exit code once exited */
 	int pipe_closed;

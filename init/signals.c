@@ -19,7 +19,7 @@ typedef uint64_t kernel_sigset;
  * the process without running a sanitizer's handler, and nobody forwards
  * them on purpose. */
 static const kernel_sigset sig_faults =
-	SIGBIT(SIGSEGV) | SIGBIT(SIGBUS) | SIGBIT(SIGFPE) | SIGBIT(SIGILL) | SIGBIT(SIGTRAP);
+    SIGBIT(SIGSEGV) | SIGBIT(SIGBUS) | SIGBIT(SIGFPE) | SIGBIT(SIGILL) | SIGBIT(SIGTRAP);
 
 static kernel_sigset sig_before;
 
@@ -100,14 +100,14 @@ void pi_signals_close(struct pi_signals *s)
 }
 
 static const char *const sig_names[32] = {
-	[SIGHUP] = "HUP",	[SIGINT] = "INT",   [SIGQUIT] = "QUIT",	  [SIGILL] = "ILL",
-	[SIGTRAP] = "TRAP",	[SIGABRT] = "ABRT", [SIGBUS] = "BUS",	  [SIGFPE] = "FPE",
-	[SIGKILL] = "KILL",	[SIGUSR1] = "USR1", [SIGSEGV] = "SEGV",	  [SIGUSR2] = "USR2",
-	[SIGPIPE] = "PIPE",	[SIGALRM] = "ALRM", [SIGTERM] = "TERM",	  [SIGSTKFLT] = "STKFLT",
-	[SIGCHLD] = "CHLD",	[SIGCONT] = "CONT", [SIGSTOP] = "STOP",	  [SIGTSTP] = "TSTP",
-	[SIGTTIN] = "TTIN",	[SIGTTOU] = "TTOU", [SIGURG] = "URG",	  [SIGXCPU] = "XCPU",
-	[SIGXFSZ] = "XFSZ",	[SIGVTALRM] = "VTALRM", [SIGPROF] = "PROF", [SIGWINCH] = "WINCH",
-	[SIGIO] = "IO",		[SIGPWR] = "PWR",   [SIGSYS] = "SYS",
+    [SIGHUP] = "HUP",	[SIGINT] = "INT",	[SIGQUIT] = "QUIT", [SIGILL] = "ILL",
+    [SIGTRAP] = "TRAP", [SIGABRT] = "ABRT",	[SIGBUS] = "BUS",   [SIGFPE] = "FPE",
+    [SIGKILL] = "KILL", [SIGUSR1] = "USR1",	[SIGSEGV] = "SEGV", [SIGUSR2] = "USR2",
+    [SIGPIPE] = "PIPE", [SIGALRM] = "ALRM",	[SIGTERM] = "TERM", [SIGSTKFLT] = "STKFLT",
+    [SIGCHLD] = "CHLD", [SIGCONT] = "CONT",	[SIGSTOP] = "STOP", [SIGTSTP] = "TSTP",
+    [SIGTTIN] = "TTIN", [SIGTTOU] = "TTOU",	[SIGURG] = "URG",   [SIGXCPU] = "XCPU",
+    [SIGXFSZ] = "XFSZ", [SIGVTALRM] = "VTALRM", [SIGPROF] = "PROF", [SIGWINCH] = "WINCH",
+    [SIGIO] = "IO",	[SIGPWR] = "PWR",	[SIGSYS] = "SYS",
 };
 
 const char *pi_signals_name(int sig, char *buf, size_t len)

@@ -176,8 +176,8 @@ static int sup_test_spawn(struct sup *s)
 		return rc;
 	}
 	if (exec_errno)
-		snprintf(s->test_out, sizeof(s->test_out), "cannot execute %s: %s",
-			 s->test_argv[0], strerror(exec_errno));
+		snprintf(s->test_out, sizeof(s->test_out), "cannot execute %s: %s", s->test_argv[0],
+			 strerror(exec_errno));
 	s->test_len = strlen(s->test_out);
 	s->test_pid = pid;
 	s->test_pgid = pid;
@@ -227,8 +227,8 @@ static int sup_reload_render(struct sup *s)
 	if (pi_templates_missing(t)) {
 		/* At start a missing folder renders nothing (SPEC §3); at a
 		 * reload it is an operator's mistake: keep what runs. */
-		snprintf(why, sizeof(why), "templates folder %.150s is gone; the rendered files stay",
-			 s->topts.dir);
+		snprintf(why, sizeof(why),
+			 "templates folder %.150s is gone; the rendered files stay", s->topts.dir);
 		pi_templates_free(t);
 		sup_reload_prepare_failed(s, why);
 		return -1;
@@ -286,8 +286,10 @@ static void sup_reload_reject(struct sup *s)
 
 	switch (s->reload.why) {
 	case PI_RELOAD_TEST_FAILED:
-		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV
-		       "reason=config test failed: %s", sup_test_reason(s, why, sizeof(why)));
+		PI_LOG(PI_ERROR,
+		       "reload rejected; nginx keeps its running config" PI_KV
+		       "reason=config test failed: %s",
+		       sup_test_reason(s, why, sizeof(why)));
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "config test failed (status %d); the log has the reason",
 			 s->reload.why_code);
@@ -296,11 +298,13 @@ static void sup_reload_reject(struct sup *s)
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "config test did not finish within %llu ms; killed",
 			 (unsigned long long)s->cfg->nginx_test_timeout_ms);
-		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
+		PI_LOG(PI_ERROR,
+		       "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
 		       s->view.reload_error);
 		break;
 	default: /* PI_RELOAD_PREPARE_FAILED: the step left its reason */
-		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
+		PI_LOG(PI_ERROR,
+		       "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
 		       s->view.reload_error);
 		break;
 	}
@@ -321,10 +325,13 @@ static void sup_reload_rollback(struct sup *s)
 	if (failed)
 		PI_LOG(PI_ERROR, "cannot restore the previous output files");
 	if (s->reload.why == PI_RELOAD_ABANDONED)
-		PI_LOG(PI_WARN, "reload abandoned before its config test ended" PI_KV
-		       "reason=%s" PI_KV "files=%s",
+		PI_LOG(PI_WARN,
+		       "reload abandoned before its config test ended" PI_KV "reason=%s" PI_KV
+		       "files=%s",
 		       s->state == SUP_STOPPING ? "stopping" : "the child exited",
-		       failed ? "not restored" : restored ? "restored" : "unchanged");
+		       failed	  ? "not restored"
+		       : restored ? "restored"
+				  : "unchanged");
 	else
 		sup_reload_reject(s);
 }

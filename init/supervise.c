@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
-#define SUP_CLOSE_ROUNDS 8	   /* loop turns that close callbacks get at exit */
-#define SUP_LOOP_FDS 4		   /* epoll, io_uring, libuv's signal pipe */
+#define SUP_CLOSE_ROUNDS      8	   /* loop turns that close callbacks get at exit */
+#define SUP_LOOP_FDS	      4	   /* epoll, io_uring, libuv's signal pipe */
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -123,8 +123,8 @@ static void sup_stop_requested(struct sup *s, int sig)
 	if (s->state == SUP_EXITING)
 		return;
 	if (s->state < SUP_RUN) {
-		PI_LOG(PI_INFO, "stop requested before the child started; exiting" PI_KV
-		       "signal=%s", name);
+		PI_LOG(PI_INFO,
+		       "stop requested before the child started; exiting" PI_KV "signal=%s", name);
 		sup_begin_exit(s, 0);
 		return;
 	}
@@ -196,8 +196,9 @@ static void sup_log_unresolved(struct sup *s)
 			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
 						 used ? " " : "", h->var, h->host);
 	}
-	PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started" PI_KV
-	       "wait_ms=%llu" PI_KV "unresolved=%s",
+	PI_LOG(PI_ERROR,
+	       "upstream hosts did not resolve in time; nothing started" PI_KV "wait_ms=%llu" PI_KV
+	       "unresolved=%s",
 	       (unsigned long long)s->cfg->upstreams_wait_ms, list);
 }
 
@@ -259,11 +260,11 @@ static int sup_start_health(struct sup *s)
 {
 	const struct pi_config *cfg = s->cfg;
 	struct pi_health_server_opts ho = {
-		.listen = cfg->health_listen,
-		.path = cfg->health_path,
-		.probe = cfg->health_probe,
-		.version = PI_VERSION,
-		.view = &s->view,
+	    .listen = cfg->health_listen,
+	    .path = cfg->health_path,
+	    .probe = cfg->health_probe,
+	    .version = PI_VERSION,
+	    .view = &s->view,
 	};
 	char why[256];
 
@@ -291,7 +292,8 @@ static void sup_start(struct sup *s)
 		return;
 	}
 	if ((rc = sup_prepare_hosts(s)) < 0) {
-		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts" PI_KV "error=%s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts" PI_KV "error=%s",
+		       strerror(-rc));
 		sup_begin_exit(s, 2);
 		return;
 	}
@@ -300,7 +302,8 @@ static void sup_start(struct sup *s)
 		PI_LOG(PI_INFO, "waiting for upstream hosts" PI_KV "hosts=%zu" PI_KV "wait_ms=%llu",
 		       s->view.n_upstreams, (unsigned long long)s->cfg->upstreams_wait_ms);
 	if ((rc = pi_upstreams_wait(s->ups, s->cfg->upstreams_wait_ms, on_sup_hosts_waited)) < 0) {
-		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts" PI_KV "error=%s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts" PI_KV "error=%s",
+		       strerror(-rc));
 		sup_begin_exit(s, 2);
 	}
 }
@@ -418,8 +421,10 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 		return 2;
 	}
 	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		PI_LOG(PI_WARN, "cannot become a child subreaper; orphans will not be reaped"
-				PI_KV "error=%s", strerror(errno));
+		PI_LOG(PI_WARN,
+		       "cannot become a child subreaper; orphans will not be reaped" PI_KV
+		       "error=%s",
+		       strerror(errno));
 	s->cfg = cfg;
 	s->envp = envp;
 	s->sigs.fd = -1;

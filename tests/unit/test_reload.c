@@ -6,8 +6,12 @@
 
 #include <stdlib.h>
 
-enum { KILL = PI_RELOAD_DO_KILL, COMMIT = PI_RELOAD_DO_COMMIT,
-       ROLLBACK = PI_RELOAD_DO_ROLLBACK, START = PI_RELOAD_DO_START };
+enum {
+	KILL = PI_RELOAD_DO_KILL,
+	COMMIT = PI_RELOAD_DO_COMMIT,
+	ROLLBACK = PI_RELOAD_DO_ROLLBACK,
+	START = PI_RELOAD_DO_START
+};
 
 static void test_commit_needs_exit_and_eof(void)
 {
@@ -66,7 +70,8 @@ static void test_close(void)
 	struct pi_reload b = {0};
 	pi_reload_request(&b, PI_RELOAD_RERENDER);
 	pi_reload_request(&b, PI_RELOAD_ADDRESSES);
-	is_int(pi_reload_close(&b), KILL | ROLLBACK, "closing mid-test: kill and roll back, no start");
+	is_int(pi_reload_close(&b), KILL | ROLLBACK,
+	       "closing mid-test: kill and roll back, no start");
 	is_int(b.why, PI_RELOAD_ABANDONED, "why: abandoned");
 	is_int(b.pending, 0, "the pending reload is dropped");
 	is_int(pi_reload_test_exited(&b, 0), 0, "the killed test's exit is ignored");
@@ -100,13 +105,27 @@ static void test_random_sequences(void)
 			int act;
 			seed = seed * 1103515245u + 12345u;
 			switch ((seed >> 16) % 7) {
-			case 0: act = pi_reload_request(&r, 1 + (int)((seed >> 8) & 1)); break;
-			case 1: act = pi_reload_test_exited(&r, (int)((seed >> 4) & 1)); break;
-			case 2: act = pi_reload_pipe_closed(&r); break;
-			case 3: act = pi_reload_timeout(&r); break;
-			case 4: act = pi_reload_prepare_failed(&r); break;
-			case 5: act = (seed >> 20) % 8 == 0 ? pi_reload_close(&r) : 0; break;
-			default: act = pi_reload_request(&r, PI_RELOAD_RERENDER); break;
+			case 0:
+				act = pi_reload_request(&r, 1 + (int)((seed >> 8) & 1));
+				break;
+			case 1:
+				act = pi_reload_test_exited(&r, (int)((seed >> 4) & 1));
+				break;
+			case 2:
+				act = pi_reload_pipe_closed(&r);
+				break;
+			case 3:
+				act = pi_reload_timeout(&r);
+				break;
+			case 4:
+				act = pi_reload_prepare_failed(&r);
+				break;
+			case 5:
+				act = (seed >> 20) % 8 == 0 ? pi_reload_close(&r) : 0;
+				break;
+			default:
+				act = pi_reload_request(&r, PI_RELOAD_RERENDER);
+				break;
 			}
 			int verdicts = !!(act & COMMIT) + !!(act & ROLLBACK);
 			if (verdicts > 1 || (verdicts && !open) || ((act & KILL) && !verdicts))
