@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,31 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	_exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
 }
 
+/* Waits until exec succeeds (end of file) or fails (its errno arrives).
+ * A stop signal that reached the child before exec (Ctrl-Z to the init's
+ * group, TSTP to its pid) stops it there, and this wait would stop PID 1
+ * with it: a child found stopped is continued. Returns what read gave. */
+static ssize_t spawn_report(pid_t pid, int fd, int *e)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t n;
+
+	for (;;) {
+		int r = poll(&pfd, 1, 10);
+		if (r > 0 || (r < 0 && errno != EINTR))
+			break; /* a failed poll: the plain read still ends */
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == pid && si.si_code == CLD_STOPPED)
+			kill(pid, SIGCONT);
+	}
+	do
+		n = read(fd, e, sizeof(*e));
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
 pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
 		    int *exec_errno)
 {
@@ -96,11 +122,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 	if (pid == 0)
 		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
 	close(p[1]);
-	/* Blocks only until exec succeeds (EOF) or fails (errno arrives). */
-	ssize_t n;
-	do
-		n = read(p[0], &e, sizeof(e));
-	while (n < 0 && errno == EINTR);
+	ssize_t n = spawn_report(pid, p[0], &e);
 	close(p[0]);
 	if (n == (ssize_t)sizeof(e))
 		*exec_errno = e;

@@ -12,7 +12,9 @@
  * the child's standard error. When tty_fd >= 0 the child's process group
  * becomes the foreground of that terminal before exec. All memory the child
  * touches is prepared before fork, so the call is safe while libuv's worker
- * threads run.
+ * threads run. It waits for the exec; a child stopped before it (a stop
+ * signal aimed at the init's group landed in the new process) is
+ * continued, so the wait ends.
  *
  * Returns the pid (also the child's process group), or a negative errno
  * when the report pipe or fork fails. When exec fails the child exits 127
