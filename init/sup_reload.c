@@ -126,7 +126,7 @@ static void on_sup_test_timer(uv_timer_t *t)
 
 /* Opens the read end on the loop. Returns 0 or a negative errno; on
  * failure the pipe is closing and fd is closed. */
-static int sup_test_pipe_open(struct sup *s, struct sup_test_pipe *tp, int fd)
+static int sup_test_pipe_open(struct sup_test_pipe *tp, int fd)
 {
 	int rc = uv_pipe_open(&tp->pipe, fd);
 
@@ -171,7 +171,7 @@ static int sup_test_spawn(struct sup *s)
 		uv_close((uv_handle_t *)&tp->pipe, on_sup_test_pipe_close);
 		return (int)pid;
 	}
-	if ((rc = sup_test_pipe_open(s, tp, p[0])) < 0) {
+	if ((rc = sup_test_pipe_open(tp, p[0])) < 0) {
 		kill(-pid, SIGKILL); /* reaped as an orphan */
 		return rc;
 	}
