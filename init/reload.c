@@ -42,7 +42,15 @@ int pi_reload_request(struct pi_reload *r, int kind)
 
 int pi_reload_prepare_failed(struct pi_reload *r)
 {
-	return r->busy ? reload_verdict(r, PI_RELOAD_PREPARE_FAILED) : 0;
+	if (!r->busy)
+		return 0;
+	/* A failed re-render must not take an address change merged into it
+	 * down with it: nginx still needs the new addresses, with the files it
+	 * runs. Only a reload that re-rendered is retried this way, so it
+	 * happens at most once. */
+	if ((r->kind & PI_RELOAD_RERENDER) && (r->kind & PI_RELOAD_ADDRESSES))
+		r->pending |= PI_RELOAD_ADDRESSES;
+	return reload_verdict(r, PI_RELOAD_PREPARE_FAILED);
 }
 
 int pi_reload_test_exited(struct pi_reload *r, int code)

@@ -52,7 +52,8 @@ struct pi_reload {
 int pi_reload_request(struct pi_reload *r, int kind);
 
 /* The preparation or the test's spawn failed: ROLLBACK, then maybe START
- * (the pending reload). */
+ * (the pending reload). An address change merged into a failed re-render
+ * becomes pending again on its own, so it still reaches nginx. */
 int pi_reload_prepare_failed(struct pi_reload *r);
 
 /* The test process exited with code; its output pipe reached end of file. A

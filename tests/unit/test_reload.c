@@ -88,6 +88,19 @@ static void test_prepare_failure(void)
 	is_int(pi_reload_prepare_failed(&r), ROLLBACK | START, "render failed: rollback, next");
 	is_int(r.why, PI_RELOAD_PREPARE_FAILED, "why: preparation");
 	is_int(r.kind, PI_RELOAD_ADDRESSES, "the address reload still runs");
+
+	struct pi_reload m = {0};
+	pi_reload_request(&m, PI_RELOAD_RERENDER);
+	pi_reload_request(&m, PI_RELOAD_ADDRESSES);
+	pi_reload_request(&m, PI_RELOAD_RERENDER);
+	pi_reload_test_exited(&m, 0);
+	is_int(pi_reload_pipe_closed(&m), COMMIT | START, "merged reload starts");
+	is_int(m.kind, PI_RELOAD_RERENDER | PI_RELOAD_ADDRESSES, "of both kinds");
+	is_int(pi_reload_prepare_failed(&m), ROLLBACK | START,
+	       "its render fails: the address change is not dropped");
+	is_int(m.kind, PI_RELOAD_ADDRESSES, "it runs alone, with the running files");
+	is_int(pi_reload_prepare_failed(&m), ROLLBACK, "and is not retried for ever");
+	ok(!m.busy && !m.pending, "idle");
 }
 
 /* Any sequence of events: each START is followed by exactly one verdict
