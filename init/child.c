@@ -120,13 +120,14 @@ void sup_child_stop_step(struct sup *s)
 	}
 }
 
-/* A child that exits with a non-zero code of its own (not by a signal) too
- * soon to have served, while a config test is configured, failed the start
- * config test that nginx's own start-up stands for. */
+/* nginx (nginx.command, with a config test configured) that exits with a
+ * non-zero code of its own (not by a signal) too soon to have served failed
+ * the start config test its own start-up stands for. A -- COMMAND is not
+ * nginx: its status always passes through. */
 static int sup_child_failed_start(struct sup *s, int wstatus, uint64_t ran_ms)
 {
-	return s->test_argv && !s->child_exec_failed && WIFEXITED(wstatus) &&
-	       WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
+	return s->cmd_is_nginx && s->test_argv && !s->child_exec_failed &&
+	       WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
 }
 
 void sup_child_exited(struct sup *s, int wstatus)

@@ -34,6 +34,7 @@ struct sup {
 	const struct pi_config *cfg;
 	char **envp;
 	char **cmd;
+	int cmd_is_nginx; /* cmd is nginx.command, not a -- COMMAND */
 	char **test_argv; /* NULL: the config test is skipped */
 	struct pi_templates_opts topts;
 	struct pi_templates *tpl; /* the committed set, for rollback */

@@ -394,6 +394,7 @@ static int sup_split_commands(struct sup *s, char **cmd, char ***own_cmd)
 	int rc;
 
 	/* pi_config_load checked that both split: only memory can fail here. */
+	s->cmd_is_nginx = !cmd;
 	if (!cmd) {
 		if ((rc = pi_config_split(cfg->nginx_command, own_cmd)) < 0) {
 			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
