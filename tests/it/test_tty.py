@@ -11,7 +11,7 @@ import termios
 
 import pytest
 
-from pi import BIN, base_env, children_of, wait_for
+from pi import BIN, base_env, children_of, descendants, wait_for
 
 
 class OnTerminal:
@@ -121,3 +121,25 @@ def test_no_terminal_no_foreground_change(tmp_path):
     p = subprocess.run([BIN, "--", "sh", "-c", "exit 4"], env=generic_env(tmp_path),
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
     assert p.returncode == 4, p.stderr
+
+
+def test_script_reproduction(tmp_path):
+    # `(sleep 1; echo hello) | script -qec "peerprep-init -c generic.ini --
+    # head -1" /dev/null` printed nothing and hung with head stopped (T).
+    (tmp_path / "templates").mkdir()
+    ini = tmp_path / "generic.ini"
+    ini.write_text("[templates]\ndir = %s\n[upstreams]\nhosts =\n[nginx]\ntest =\n"
+                   "stop_signal = TERM\n[health]\nlisten =\n" % (tmp_path / "templates"))
+    env = {"PATH": os.environ["PATH"], "PEERPREP_INIT_CONFIG": ""}
+    p = subprocess.Popen(["script", "-qec", "%s -c %s -- head -1" % (BIN, ini), "/dev/null"],
+                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(b"hello\n", timeout=10)
+        assert p.returncode == 0, out
+        assert out.count(b"hello") == 2, out  # the terminal's echo, then head's line
+    finally:
+        if p.poll() is None:
+            for pid in descendants(p.pid) + [p.pid]:
+                os.kill(pid, signal.SIGKILL)
+            p.wait()
