@@ -15,13 +15,13 @@
 #include <sys/wait.h>
 #include <uv.h>
 
-static void on_round(struct pi_upstreams *u, int ok, void *data)
+static void on_check_round(struct pi_upstreams *u, int ok, void *data)
 {
 	(void)u;
 	*(int *)data = ok ? 1 : -1;
 }
 
-static void on_walk_close(uv_handle_t *h, void *arg)
+static void on_check_walk_close(uv_handle_t *h, void *arg)
 {
 	(void)arg;
 	if (!uv_is_closing(h))
@@ -36,13 +36,18 @@ static int check_hosts(struct pi_templates *t)
 	uv_loop_t loop;
 	int done = 0, code = 0;
 
-	if (uv_loop_init(&loop) < 0)
+	int rc = pi_supervise_loop_init(&loop);
+	if (rc < 0) {
+		printf("host FAIL cannot start the event loop: %s\n", uv_strerror(rc));
 		return 2;
-	if (pi_upstreams_new(&loop, &view, &done, &u) < 0 || pi_upstreams_sync(u, t, 0) < 0) {
+	}
+	if ((rc = pi_upstreams_new(&loop, &view, &done, &u)) < 0 ||
+	    (rc = pi_upstreams_sync(u, t, 0)) < 0 ||
+	    (rc = pi_upstreams_round(u, on_check_round)) < 0) {
+		printf("host FAIL cannot resolve: %s\n", strerror(-rc));
 		code = 2;
 		goto out;
 	}
-	pi_upstreams_round(u, on_round);
 	while (!done && uv_run(&loop, UV_RUN_ONCE))
 		;
 	for (size_t i = 0; i < view.n_upstreams; i++) {
@@ -59,8 +64,9 @@ static int check_hosts(struct pi_templates *t)
 		printf("\n");
 	}
 out:
-	pi_upstreams_close(u);
-	uv_walk(&loop, on_walk_close, NULL);
+	if (u)
+		pi_upstreams_close(u);
+	uv_walk(&loop, on_check_walk_close, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	return code;
@@ -82,14 +88,17 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		return 2;
 	}
 	fflush(stdout);
-	pid_t pid = pi_proc_spawn(argv, envp, -1, &exec_errno);
+	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno);
+	int err = pid < 0 ? (int)-pid : 0;
 	rc = -1;
 	if (pid > 0)
 		while ((rc = (int)waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 			;
+	if (rc < 0 && !err)
+		err = errno; /* saved before anything else can change it */
 	if (pid < 0 || rc < 0 || exec_errno) {
 		printf("config test: FAIL cannot run %s: %s\n", argv[0],
-		       strerror(exec_errno ? exec_errno : errno));
+		       strerror(exec_errno ? exec_errno : err));
 		pi_config_argv_free(argv);
 		return 5;
 	}

@@ -4,12 +4,15 @@
 #include "init/config.h"
 #include "init/entrypointd.h"
 #include "init/log.h"
+#include "init/signals.h"
 #include "init/supervise.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define USAGE                                                                                      \
 	"usage:\n"                                                                                 \
@@ -70,6 +73,23 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 	return code;
 }
 
+/* A closed 0, 1 or 2 would be taken by the next descriptor opened (the
+ * event loop's, a socket), and logs or a child's output would go there. */
+static int open_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int got = open("/dev/null", O_RDWR);
+		if (got != fd) {
+			if (got >= 0)
+				close(got);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int is_command(const char *s)
 {
 	return !strcmp(s, "render") || !strcmp(s, "check") || !strcmp(s, "health");
@@ -83,6 +103,16 @@ int main(int argc, char **argv, char **envp)
 	char **cmd = NULL;
 	char *rest[64];
 	int nrest = 1, to_stdout = 0, i = 1, code;
+
+	/* Before anything else: a signal sent from now on waits for the
+	 * loop's signalfd instead of killing a half-started PID 1 or being
+	 * lost (SPEC §5). */
+	if ((code = pi_signals_block_all()) < 0) {
+		fprintf(stderr, "peerprep-init: cannot block signals: %s\n", strerror(-code));
+		return 2;
+	}
+	if (open_std_fds() < 0)
+		return 2; /* nowhere to say it */
 
 	if (argc > 1 && argv[1][0] != '-') {
 		sub = argv[1];
@@ -117,6 +147,8 @@ int main(int argc, char **argv, char **envp)
 			return usage_error("unexpected argument", a);
 		}
 	}
+	if (strcmp(sub, "run") != 0)
+		pi_signals_restore(); /* a tool, not PID 1: Ctrl-C ends it */
 	rest[0] = "health";
 	rest[nrest] = NULL;
 

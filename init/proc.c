@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,16 +36,23 @@ static void default_disposition(int s)
 
 /* Only async-signal-safe calls from here to exec: libuv's resolver threads
  * may hold allocator locks at the moment of fork. */
-static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int report_fd)
+static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
+		       int report_fd)
 {
 	sigset_t none;
 
+	/* Everything is still blocked (the parent's mask): a signal sent to
+	 * the new process group now waits until the dispositions are the
+	 * defaults, and then reaches the child, never the init. */
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
 			default_disposition(s);
+	setpgid(0, 0);
+	/* From the background this raises SIGTTOU, which is blocked here. */
+	if (tty_fd >= 0)
+		tcsetpgrp(tty_fd, getpid());
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	setpgid(0, 0);
 	if (stderr_fd >= 0 && stderr_fd != STDERR_FILENO)
 		dup2(stderr_fd, STDERR_FILENO);
 
@@ -69,7 +77,33 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	_exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
 }
 
-pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *exec_errno)
+/* Waits until exec succeeds (end of file) or fails (its errno arrives).
+ * A stop signal that reached the child before exec (Ctrl-Z to the init's
+ * group, TSTP to its pid) stops it there, and this wait would stop PID 1
+ * with it: a child found stopped is continued. Returns what read gave. */
+static ssize_t spawn_report(pid_t pid, int fd, int *e)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t n;
+
+	for (;;) {
+		int r = poll(&pfd, 1, 10);
+		if (r > 0 || (r < 0 && errno != EINTR))
+			break; /* a failed poll: the plain read still ends */
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == pid && si.si_code == CLD_STOPPED)
+			kill(pid, SIGCONT);
+	}
+	do
+		n = read(fd, e, sizeof(*e));
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
+		    int *exec_errno)
 {
 	int p[2];
 	int e = 0;
@@ -86,17 +120,33 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *
 		return -e;
 	}
 	if (pid == 0)
-		child_exec(argv, envp, stderr_fd, p[1]);
+		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
 	close(p[1]);
-	/* Blocks only until exec succeeds (EOF) or fails (errno arrives). */
-	ssize_t n;
-	do
-		n = read(p[0], &e, sizeof(e));
-	while (n < 0 && errno == EINTR);
+	ssize_t n = spawn_report(pid, p[0], &e);
 	close(p[0]);
 	if (n == (ssize_t)sizeof(e))
 		*exec_errno = e;
 	return pid;
+}
+
+int pi_proc_tty(void)
+{
+	pid_t fg;
+
+	if (!isatty(STDIN_FILENO))
+		return -1;
+	/* 0 for both: the group is in a parent pid namespace (unshare
+	 * --fork leads it), and it is still ours. */
+	fg = tcgetpgrp(STDIN_FILENO);
+	return fg >= 0 && fg == getpgrp() ? STDIN_FILENO : -1;
+}
+
+void pi_proc_tty_reclaim(int tty_fd)
+{
+	pid_t own = getpgrp();
+
+	if (tty_fd >= 0 && own > 0)
+		tcsetpgrp(tty_fd, own);
 }
 
 int pi_proc_exit_code(int wstatus)

@@ -4,16 +4,33 @@
 
 #include <sys/types.h>
 
-/* Starts argv[0] (searched in PATH) as a child with the default signal mask
- * and dispositions, in its own process group, with every descriptor above 2
- * closed and environment envp. When stderr_fd >= 0 it becomes the child's
- * standard error. All memory the child touches is prepared before fork, so
- * the call is safe while libuv's worker threads run.
+/* Starts argv[0] (searched in PATH) as a child in its own process group,
+ * with every descriptor above 2 closed and environment envp. The caller
+ * has every signal blocked (pi_signals_block_all), so nothing can reach the
+ * child before it is ready: the child sets every disposition to the
+ * default, then the empty mask, then execs. When stderr_fd >= 0 it becomes
+ * the child's standard error. When tty_fd >= 0 the child's process group
+ * becomes the foreground of that terminal before exec. All memory the child
+ * touches is prepared before fork, so the call is safe while libuv's worker
+ * threads run. It waits for the exec; a child stopped before it (a stop
+ * signal aimed at the init's group landed in the new process) is
+ * continued, so the wait ends.
  *
- * Returns the pid, or a negative errno when fork fails. When exec fails the
- * child exits 127 (not found) or 126 (not executable) and *exec_errno is
- * set to the reason; it is 0 when exec succeeded. */
-pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int *exec_errno);
+ * Returns the pid (also the child's process group), or a negative errno
+ * when the report pipe or fork fails. When exec fails the child exits 127
+ * (not found) or 126 (not executable) and *exec_errno is set to the
+ * reason; it is 0 when exec succeeded. */
+pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
+		    int *exec_errno);
+
+/* The terminal the child should get: 0 when standard input is the init's
+ * controlling terminal and the init's process group has its foreground
+ * (docker run -it, a shell), else -1. */
+int pi_proc_tty(void);
+
+/* Gives the foreground of tty_fd back to the init's process group; the
+ * init's SIGTTOU is blocked, so it works from the background. */
+void pi_proc_tty_reclaim(int tty_fd);
 
 /* The exit code a shell would report: the code, or 128+N for signal N. */
 int pi_proc_exit_code(int wstatus);

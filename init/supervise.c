@@ -1,72 +1,26 @@
+/* The run mode (SPEC §1 run, §5): render → wait for upstream hosts →
+ * start the child → serve /health → supervise until the child exits; the
+ * signals and the exit path. The child lives in child.c, reloads in
+ * sup_reload.c and reload.c. */
 #include "init/supervise.h"
-#include "envsubst/templates.h"
-#include "health/server.h"
-#include "health/status.h"
 #include "init/builtins.h"
 #include "init/log.h"
 #include "init/proc.h"
-#include "init/upstream.h"
+#include "init/sup.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <uv.h>
 
-#define KILL_AFTER_TERM_MS 5000 /* stop_timeout's SIGTERM, then SIGKILL */
-#define LEFTOVER_GRACE_MS 2000	/* after the child exits */
-#define TEST_OUTPUT_MAX 2048
-
-enum state { ST_START, ST_RESOLVE, ST_TEST, ST_RUN, ST_STOPPING, ST_EXITING };
-enum test_purpose { TEST_START, TEST_RELOAD };
-enum reload_kind { RELOAD_RERENDER = 1, RELOAD_ADDRESSES = 2 };
-
-static const int handled_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP,
-				      SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-#define NSIGNALS (sizeof(handled_signals) / sizeof(handled_signals[0]))
-
-struct sup {
-	uv_loop_t *loop;
-	const struct pi_config *cfg;
-	char **envp;
-	char **cmd;
-	char **test_argv; /* NULL: the config test is skipped */
-	struct pi_templates_opts topts;
-	struct pi_templates *tpl; /* the committed set, for rollback */
-
-	struct pi_health_view view;
-	struct pi_health_server *health;
-	struct pi_upstreams *ups;
-
-	uv_signal_t sig[NSIGNALS];
-	uv_timer_t stop_timer;
-	uv_timer_t exit_timer;
-
-	enum state state;
-	pid_t child;
-	int child_code;	  /* exit code of SPEC §7 once the child is gone */
-	int stop_step;	  /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
-	int killed_left;  /* leftovers got SIGKILL */
-	int exit_code;
-
-	/* The config test in flight, if any. */
-	pid_t test_pid;
-	enum test_purpose test_purpose;
-	uv_pipe_t test_pipe;
-	int test_pipe_open;
-	int test_exited;
-	int test_code;
-	char test_out[TEST_OUTPUT_MAX];
-	size_t test_len;
-	struct pi_templates *test_tpl; /* a reload's new set, until judged */
-
-	int reload_busy;
-	int reload_pending; /* enum reload_kind bits */
-};
+#define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
+#define SUP_CLOSE_ROUNDS      8	   /* loop turns that close callbacks get at exit */
+#define SUP_LOOP_FDS	      4	   /* epoll, io_uring, libuv's signal pipe */
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -84,356 +38,9 @@ void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 	o->envp = pi_builtins_env(envp);
 }
 
-static void begin_exit(struct sup *s, int code);
-static void start_reload(struct sup *s, int kind);
+/* ---- the exit path --------------------------------------------------- */
 
-/* ---- the config test ------------------------------------------------ */
-
-static void test_judged(struct sup *s);
-
-static void test_maybe_done(struct sup *s)
-{
-	if (s->test_pid == 0 && s->test_exited && !s->test_pipe_open)
-		test_judged(s);
-}
-
-static void on_test_pipe_close(uv_handle_t *h)
-{
-	struct sup *s = h->data;
-	s->test_pipe_open = 0;
-	test_maybe_done(s);
-}
-
-static void on_test_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-	static char scratch[1024];
-	(void)h;
-	(void)hint;
-	*buf = uv_buf_init(scratch, sizeof(scratch));
-}
-
-/* Keeps the last TEST_OUTPUT_MAX bytes: nginx puts the reason last. */
-static void on_test_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
-{
-	struct sup *s = st->data;
-
-	if (n < 0) {
-		uv_close((uv_handle_t *)st, on_test_pipe_close);
-		return;
-	}
-	size_t k = (size_t)n;
-	if (k >= TEST_OUTPUT_MAX) {
-		memcpy(s->test_out, buf->base + k - (TEST_OUTPUT_MAX - 1), TEST_OUTPUT_MAX - 1);
-		s->test_len = TEST_OUTPUT_MAX - 1;
-	} else {
-		if (s->test_len + k >= TEST_OUTPUT_MAX) {
-			size_t drop = s->test_len + k - (TEST_OUTPUT_MAX - 1);
-			memmove(s->test_out, s->test_out + drop, s->test_len - drop);
-			s->test_len -= drop;
-		}
-		memcpy(s->test_out + s->test_len, buf->base, k);
-		s->test_len += k;
-	}
-	s->test_out[s->test_len] = '\0';
-}
-
-static int start_test(struct sup *s, enum test_purpose purpose)
-{
-	int p[2], exec_errno;
-
-	s->test_purpose = purpose;
-	s->test_len = 0;
-	s->test_out[0] = '\0';
-	s->test_exited = 0;
-	if (!s->test_argv) {
-		s->test_exited = 1;
-		s->test_code = 0;
-		test_judged(s);
-		return 0;
-	}
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	pid_t pid = pi_proc_spawn(s->test_argv, s->envp, p[1], &exec_errno);
-	close(p[1]);
-	if (pid < 0) {
-		close(p[0]);
-		return (int)pid;
-	}
-	if (exec_errno)
-		snprintf(s->test_out, sizeof(s->test_out), "cannot execute %s: %s", s->test_argv[0],
-			 strerror(exec_errno));
-	s->test_len = strlen(s->test_out);
-	s->test_pid = pid;
-	uv_pipe_init(s->loop, &s->test_pipe, 0);
-	s->test_pipe.data = s;
-	uv_pipe_open(&s->test_pipe, p[0]);
-	s->test_pipe_open = 1;
-	uv_read_start((uv_stream_t *)&s->test_pipe, on_test_alloc, on_test_read);
-	return 0;
-}
-
-/* nginx's reason: the first line naming an [emerg] (nginx -t -q prints
- * the cause first and "test failed" last), else the last non-empty line. */
-static const char *test_reason(struct sup *s, char *buf, size_t len)
-{
-	char *p = strstr(s->test_out, "[emerg]");
-	char *start, *end;
-
-	if (p) {
-		start = p;
-		while (start > s->test_out && start[-1] != '\n')
-			start--;
-		end = strchr(p, '\n');
-		if (!end)
-			end = s->test_out + s->test_len;
-	} else {
-		end = s->test_out + s->test_len;
-		while (end > s->test_out && (end[-1] == '\n' || end[-1] == '\r'))
-			end--;
-		start = end;
-		while (start > s->test_out && start[-1] != '\n')
-			start--;
-	}
-	if (start == end)
-		snprintf(buf, len, "config test exited with status %d", s->test_code);
-	else
-		snprintf(buf, len, "%.*s", (int)(end - start), start);
-	return buf;
-}
-
-/* ---- the child ------------------------------------------------------ */
-
-static void start_child(struct sup *s)
-{
-	int exec_errno;
-
-	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, &exec_errno);
-	if (pid < 0) {
-		PI_LOG(PI_ERROR, "cannot start the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror((int)-pid));
-		begin_exit(s, 126);
-		return;
-	}
-	if (exec_errno) {
-		/* The child exits 127/126 and is reaped like any other. */
-		PI_LOG(PI_ERROR, "cannot execute the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror(exec_errno));
-	} else {
-		PI_LOG(PI_INFO, "started" PI_KV "command=%s" PI_KV "pid=%d", s->cmd[0], (int)pid);
-	}
-	s->child = pid;
-	s->view.child_pid = pid;
-	s->state = ST_RUN;
-}
-
-static void signal_child(struct sup *s, int sig)
-{
-	if (s->child > 0 && kill(s->child, sig) < 0 && errno != ESRCH)
-		PI_LOG(PI_WARN, "cannot signal the child" PI_KV "signal=%s" PI_KV "error=%s",
-		       strsignal(sig), strerror(errno));
-}
-
-static void on_upstream_change(struct pi_upstreams *u, void *data)
-{
-	(void)u;
-	start_reload(data, RELOAD_ADDRESSES);
-}
-
-static void test_judged(struct sup *s)
-{
-	char why[256];
-	int ok = s->test_code == 0;
-
-	if (s->test_purpose == TEST_START) {
-		if (s->state != ST_TEST)
-			return; /* a stop came first */
-		if (!ok) {
-			PI_LOG(PI_ERROR, "config test failed; nothing started" PI_KV "reason=%s",
-			       test_reason(s, why, sizeof(why)));
-			if (s->tpl && pi_templates_rollback(s->tpl) < 0)
-				PI_LOG(PI_ERROR, "cannot restore the previous output files");
-			begin_exit(s, 5);
-			return;
-		}
-		start_child(s);
-		if (s->ups && s->state == ST_RUN) {
-			pi_upstreams_applied(s->ups, 1); /* ups: nginx runs with these sets */
-			pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_upstream_change);
-		}
-		return;
-	}
-
-	/* A reload. */
-	s->view.reload_time = time(NULL);
-	if (ok && s->state == ST_RUN) {
-		signal_child(s, SIGHUP);
-		/* ups: nginx now runs with the current address sets. */
-		pi_upstreams_applied(s->ups, 1);
-		if (s->test_tpl) {
-			pi_templates_settle(s->test_tpl);
-			pi_templates_free(s->tpl);
-			s->tpl = s->test_tpl;
-			s->test_tpl = NULL;
-			/* ups: the new templates' hosts are the ones watched. */
-			if (s->ups && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
-				PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
-		}
-		s->view.reload_ok = 1;
-		s->view.reload_error[0] = '\0';
-		PI_LOG(PI_INFO, "reloaded nginx");
-	} else {
-		if (s->test_tpl) {
-			if (pi_templates_rollback(s->test_tpl) < 0)
-				PI_LOG(PI_ERROR, "cannot restore the previous output files");
-			pi_templates_free(s->test_tpl);
-			s->test_tpl = NULL;
-		}
-		if (!ok) {
-			pi_upstreams_applied(s->ups, 0); /* ups: the sets stay pending */
-			test_reason(s, why, sizeof(why));
-			snprintf(s->view.reload_error, sizeof(s->view.reload_error),
-				 "config test failed: %.200s", why);
-			s->view.reload_ok = 0;
-			PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV
-			       "reason=%s", s->view.reload_error);
-		}
-	}
-	s->reload_busy = 0;
-	if (s->reload_pending && s->state == ST_RUN) {
-		int kind = s->reload_pending;
-		s->reload_pending = 0;
-		start_reload(s, kind);
-	}
-}
-
-static void reload_failed(struct sup *s, const char *why)
-{
-	snprintf(s->view.reload_error, sizeof(s->view.reload_error), "%s", why);
-	s->view.reload_ok = 0;
-	s->view.reload_time = time(NULL);
-	PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV "reason=%s", why);
-	s->reload_busy = 0;
-}
-
-static void start_reload(struct sup *s, int kind)
-{
-	struct pi_templates_error terr;
-
-	if (s->state != ST_RUN)
-		return;
-	if (s->reload_busy) {
-		s->reload_pending |= kind;
-		return;
-	}
-	s->reload_busy = 1;
-	PI_LOG(PI_INFO, "reloading" PI_KV "reason=%s",
-	       kind & RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed");
-	if (kind & RELOAD_RERENDER) {
-		struct pi_templates *t = NULL;
-		if (pi_templates_render(&s->topts, &t, &terr) < 0) {
-			reload_failed(s, terr.msg);
-			return;
-		}
-		if (pi_templates_missing(t)) {
-			/* At start a missing folder renders nothing (SPEC §3); at a
-			 * reload it is an operator's mistake: keep what runs. */
-			char why[256];
-			snprintf(why, sizeof(why),
-				 "templates folder %.150s is gone; the rendered files stay",
-				 s->topts.dir);
-			pi_templates_free(t);
-			reload_failed(s, why);
-			return;
-		}
-		pi_templates_supersede(t, s->tpl);
-		if (pi_templates_commit(t, &terr) < 0) {
-			pi_templates_free(t);
-			reload_failed(s, terr.msg);
-			return;
-		}
-		s->test_tpl = t;
-	}
-	int rc = start_test(s, TEST_RELOAD);
-	if (rc < 0) {
-		char why[128];
-		snprintf(why, sizeof(why), "cannot run the config test: %s", strerror(-rc));
-		if (s->test_tpl) {
-			pi_templates_rollback(s->test_tpl);
-			pi_templates_free(s->test_tpl);
-			s->test_tpl = NULL;
-		}
-		reload_failed(s, why);
-	}
-}
-
-/* ---- stopping ------------------------------------------------------- */
-
-static void stop_step(struct sup *s);
-
-static void on_stop_timer(uv_timer_t *t)
-{
-	stop_step(t->data);
-}
-
-/* Moves the graceful stop one step on: delay → stop signal → SIGTERM →
- * SIGKILL. A timer or a second SIGTERM/SIGINT calls it. */
-static void stop_step(struct sup *s)
-{
-	const struct pi_config *c = s->cfg;
-
-	uv_timer_stop(&s->stop_timer);
-	switch (s->stop_step) {
-	case 0:
-		s->stop_step = 1;
-		if (c->nginx_stop_delay_ms > 0) {
-			PI_LOG(PI_INFO, "draining before stop" PI_KV "delay_ms=%llu",
-			       (unsigned long long)c->nginx_stop_delay_ms);
-			uv_timer_start(&s->stop_timer, on_stop_timer, c->nginx_stop_delay_ms, 0);
-			return;
-		}
-		/* fall through */
-	case 1:
-		s->stop_step = 2;
-		PI_LOG(PI_INFO, "stopping the child" PI_KV "signal=%s",
-		       pi_config_signal_name(c->nginx_stop_signal));
-		signal_child(s, c->nginx_stop_signal);
-		uv_timer_start(&s->stop_timer, on_stop_timer, c->nginx_stop_timeout_ms, 0);
-		return;
-	case 2:
-		s->stop_step = 3;
-		PI_LOG(PI_WARN, "the child did not stop in time; sending SIGTERM");
-		signal_child(s, SIGTERM);
-		uv_timer_start(&s->stop_timer, on_stop_timer, KILL_AFTER_TERM_MS, 0);
-		return;
-	default:
-		s->stop_step = 4;
-		PI_LOG(PI_WARN, "the child did not stop; sending SIGKILL");
-		signal_child(s, SIGKILL);
-		if (s->child > 0)
-			kill(-s->child, SIGKILL);
-		return;
-	}
-}
-
-static void close_handle(uv_handle_t *h)
-{
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
-}
-
-/* No child of ours is left (or the grace ran out twice): leave the loop. */
-static void finish_exit(struct sup *s)
-{
-	uv_timer_stop(&s->exit_timer);
-	for (size_t i = 0; i < NSIGNALS; i++)
-		close_handle((uv_handle_t *)&s->sig[i]);
-	close_handle((uv_handle_t *)&s->stop_timer);
-	close_handle((uv_handle_t *)&s->exit_timer);
-	if (s->test_pipe_open)
-		close_handle((uv_handle_t *)&s->test_pipe);
-}
-
-static int children_left(void)
+static int sup_children_left(void)
 {
 	/* waitid with WNOWAIT asks without reaping. */
 	siginfo_t si;
@@ -441,29 +48,38 @@ static int children_left(void)
 	return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
 }
 
-static void on_exit_timer(uv_timer_t *t)
+/* Nothing of ours is left (or the grace ran out twice): leave the loop at
+ * the end of this turn, whatever is still in the threadpool. */
+static void sup_finish_exit(struct sup *s)
+{
+	uv_timer_stop(&s->exit_timer);
+	uv_stop(s->loop);
+}
+
+static void on_sup_exit_timer(uv_timer_t *t)
 {
 	struct sup *s = t->data;
 
 	if (!s->killed_left) {
-		int n = pi_proc_signal_leftovers(SIGKILL, s->child);
+		int n = pi_proc_signal_leftovers(SIGKILL, s->child_pgid);
 		s->killed_left = 1;
 		if (n > 0)
 			PI_LOG(PI_WARN, "processes left after the child exited; sent SIGKILL");
-		uv_timer_start(&s->exit_timer, on_exit_timer, 1000, 0);
+		uv_timer_start(&s->exit_timer, on_sup_exit_timer, 1000, 0);
 		return;
 	}
-	finish_exit(s);
+	sup_finish_exit(s);
 }
 
-static void begin_exit(struct sup *s, int code)
+void sup_begin_exit(struct sup *s, int code)
 {
-	if (s->state == ST_EXITING)
+	if (s->state == SUP_EXITING)
 		return;
-	s->state = ST_EXITING;
+	s->state = SUP_EXITING;
 	s->exit_code = code;
 	s->view.child_pid = 0;
 	uv_timer_stop(&s->stop_timer);
+	sup_reload_close(s);
 	if (s->health) {
 		pi_health_server_stop(s->health);
 		s->health = NULL;
@@ -472,134 +88,145 @@ static void begin_exit(struct sup *s, int code)
 		pi_upstreams_close(s->ups);
 		s->ups = NULL;
 	}
-	if (s->test_pid > 0)
-		kill(s->test_pid, SIGKILL);
-	if (pi_proc_signal_leftovers(SIGTERM, s->child) > 0 && children_left()) {
-		uv_timer_start(&s->exit_timer, on_exit_timer, LEFTOVER_GRACE_MS, 0);
-		return;
-	}
-	if (children_left()) {
-		uv_timer_start(&s->exit_timer, on_exit_timer, LEFTOVER_GRACE_MS, 0);
-		return;
-	}
-	finish_exit(s);
+	pi_proc_signal_leftovers(SIGTERM, s->child_pgid);
+	if (sup_children_left())
+		uv_timer_start(&s->exit_timer, on_sup_exit_timer, SUP_LEFTOVER_GRACE_MS, 0);
+	else
+		sup_finish_exit(s);
 }
 
-/* ---- signals -------------------------------------------------------- */
+/* ---- signals --------------------------------------------------------- */
 
-static void reap(struct sup *s)
+static void sup_reap(struct sup *s)
 {
 	int st;
 	pid_t pid;
 
 	/* SIGCHLD coalesces: reap until nothing is left to reap. */
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if (pid == s->child) {
-			int code = pi_proc_exit_code(st);
-			s->child = 0;
-			s->view.child_pid = 0;
-			if (s->state == ST_STOPPING)
-				PI_LOG(PI_INFO, "the child stopped" PI_KV "status=%d", code);
-			else
-				PI_LOG(PI_ERROR, "the child exited unexpectedly" PI_KV "status=%d",
-				       code);
-			begin_exit(s, code);
-		} else if (pid == s->test_pid) {
-			s->test_pid = 0;
-			s->test_exited = 1;
-			s->test_code = pi_proc_exit_code(st);
-			test_maybe_done(s);
-		} else {
+		if (pid == s->child)
+			sup_child_exited(s, st);
+		else if (pid == s->test_pid)
+			sup_reload_test_exited(s, st);
+		else
 			PI_LOG(PI_DEBUG, "reaped an orphan" PI_KV "pid=%d" PI_KV "status=%d",
 			       (int)pid, pi_proc_exit_code(st));
-		}
 	}
-	if (s->state == ST_EXITING && !children_left())
-		finish_exit(s);
+	if (s->state == SUP_EXITING && !sup_children_left())
+		sup_finish_exit(s);
 }
 
-static void on_signal(uv_signal_t *h, int sig)
+static void sup_stop_requested(struct sup *s, int sig)
 {
-	struct sup *s = h->data;
+	char name[16];
+
+	s->view.stopping = 1;
+	pi_signals_name(sig, name, sizeof(name));
+	if (s->state == SUP_EXITING)
+		return;
+	if (s->state < SUP_RUN) {
+		PI_LOG(PI_INFO,
+		       "stop requested before the child started; exiting" PI_KV "signal=%s", name);
+		sup_begin_exit(s, 0);
+		return;
+	}
+	if (s->state == SUP_RUN) {
+		PI_LOG(PI_INFO, "graceful stop requested" PI_KV "signal=%s", name);
+		s->state = SUP_STOPPING;
+		sup_reload_close(s);
+	}
+	sup_child_stop_step(s);
+}
+
+static void sup_hangup(struct sup *s)
+{
+	if (s->state == SUP_RUN)
+		sup_reload_request(s, PI_RELOAD_RERENDER);
+	else if (s->state >= SUP_STOPPING)
+		PI_LOG(PI_INFO, "SIGHUP ignored: stopping");
+	else
+		PI_LOG(PI_WARN, "SIGHUP ignored: nginx is not running");
+}
+
+/* Every signal but the faults comes here (signals.c); what the init gives
+ * no meaning to goes to the child unchanged, as tini does. */
+static void on_sup_signal(int sig, void *data)
+{
+	struct sup *s = data;
 
 	switch (sig) {
 	case SIGCHLD:
-		reap(s);
+		sup_reap(s);
 		return;
 	case SIGTERM:
 	case SIGINT:
-		s->view.stopping = 1;
-		if (s->state == ST_EXITING)
-			return;
-		if (s->state < ST_RUN) {
-			PI_LOG(PI_INFO, "stop requested before the child started; exiting" PI_KV
-			       "signal=%s", pi_config_signal_name(sig));
-			begin_exit(s, 0);
-			return;
-		}
-		if (s->state == ST_RUN) {
-			PI_LOG(PI_INFO, "graceful stop requested" PI_KV "signal=%s",
-			       pi_config_signal_name(sig));
-			s->state = ST_STOPPING;
-		}
-		stop_step(s);
+		sup_stop_requested(s, sig);
 		return;
 	case SIGHUP:
-		if (s->state == ST_RUN)
-			start_reload(s, RELOAD_RERENDER);
-		else
-			PI_LOG(PI_WARN, "SIGHUP ignored: nginx is not running");
+		sup_hangup(s);
 		return;
 	case SIGUSR2:
 		PI_LOG(PI_WARN, "SIGUSR2 not forwarded: a binary upgrade would orphan the new "
 				"nginx master in an immutable image");
 		return;
-	default: /* SIGQUIT, SIGUSR1, SIGWINCH */
-		if (s->child > 0) {
-			PI_LOG(PI_INFO, "forwarding a signal" PI_KV "signal=%s", pi_config_signal_name(sig));
-			signal_child(s, sig);
-		} else {
-			PI_LOG(PI_WARN, "signal dropped: no child" PI_KV "signal=%s",
-			       pi_config_signal_name(sig));
-		}
+	default:
+		if (s->state == SUP_EXITING)
+			PI_LOG(PI_DEBUG, "signal dropped: exiting" PI_KV "signal=%d", sig);
+		else
+			sup_child_forward(s, sig);
 		return;
 	}
 }
 
-/* ---- start ---------------------------------------------------------- */
+/* ---- start ----------------------------------------------------------- */
 
-static void on_hosts_waited(struct pi_upstreams *u, int ok, void *data)
+static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
+{
+	(void)u;
+	sup_reload_request(data, PI_RELOAD_ADDRESSES);
+}
+
+static void sup_log_unresolved(struct sup *s)
+{
+	char list[1024];
+	size_t used = 0;
+
+	list[0] = '\0';
+	for (size_t i = 0; i < s->view.n_upstreams && used < sizeof(list); i++) {
+		struct pi_health_upstream *h = &s->view.upstreams[i];
+		if (!h->resolved)
+			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
+						 used ? " " : "", h->var, h->host);
+	}
+	PI_LOG(PI_ERROR,
+	       "upstream hosts did not resolve in time; nothing started" PI_KV "wait_ms=%llu" PI_KV
+	       "unresolved=%s",
+	       (unsigned long long)s->cfg->upstreams_wait_ms, list);
+}
+
+/* At start nginx's own start-up is the config test (SPEC §1): no separate
+ * nginx.test here; child.c judges an early exit. */
+static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 {
 	struct sup *s = data;
 
-	if (s->state != ST_RESOLVE)
+	(void)u;
+	if (s->state != SUP_RESOLVE)
 		return;
 	if (!ok) {
-		char list[1024];
-		size_t used = 0;
-		list[0] = '\0';
-		for (size_t i = 0; i < s->view.n_upstreams && used < sizeof(list); i++) {
-			struct pi_health_upstream *h = &s->view.upstreams[i];
-			if (!h->resolved)
-				used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
-							 used ? " " : "", h->var, h->host);
-		}
-		PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started" PI_KV
-		       "wait_ms=%llu" PI_KV "unresolved=%s",
-		       (unsigned long long)s->cfg->upstreams_wait_ms, list);
-		begin_exit(s, 4);
+		sup_log_unresolved(s);
+		sup_begin_exit(s, 4);
 		return;
 	}
-	(void)u;
-	s->state = ST_TEST;
-	int rc = start_test(s, TEST_START);
-	if (rc < 0) {
-		PI_LOG(PI_ERROR, "cannot run the config test" PI_KV "error=%s", strerror(-rc));
-		begin_exit(s, 5);
-	}
+	sup_child_start(s);
+	if (s->ups && s->state == SUP_RUN)
+		pi_upstreams_applied(s->ups, 1); /* nginx starts with these sets */
+	if (s->ups && s->state == SUP_RUN &&
+	    pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_sup_upstream_change) < 0)
+		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");
 }
 
-static int render_at_start(struct sup *s)
+static int sup_render_at_start(struct sup *s)
 {
 	struct pi_templates_error terr;
 
@@ -617,19 +244,167 @@ static int render_at_start(struct sup *s)
 	return 0;
 }
 
-/* ups: the upstream module owns the view's upstream entries. */
-static int prepare_hosts(struct sup *s)
+/* The upstream module owns the view's upstream entries (copies of every
+ * name): a reload that frees the templates leaves them intact. */
+static int sup_prepare_hosts(struct sup *s)
 {
 	int rc = pi_upstreams_new(s->loop, &s->view, s, &s->ups);
 
 	return rc < 0 ? rc : pi_upstreams_sync(s->ups, s->tpl, 0);
 }
 
-static void on_walk_close(uv_handle_t *h, void *arg)
+static int sup_start_health(struct sup *s)
+{
+	const struct pi_config *cfg = s->cfg;
+	struct pi_health_server_opts ho = {
+	    .listen = cfg->health_listen,
+	    .path = cfg->health_path,
+	    .probe = cfg->health_probe,
+	    .version = PI_VERSION,
+	    .view = &s->view,
+	};
+	char why[256];
+
+	if (!*cfg->health_listen)
+		return 0;
+	if (pi_health_server_start(s->loop, &ho, &s->health, why, sizeof(why)) < 0) {
+		PI_LOG(PI_ERROR, "cannot serve health" PI_KV "listen=%s" PI_KV "error=%s",
+		       cfg->health_listen, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The steps before the child; each failure ends in sup_begin_exit. */
+static void sup_start(struct sup *s)
+{
+	int rc;
+
+	if (sup_start_health(s) < 0) {
+		sup_begin_exit(s, 2);
+		return;
+	}
+	if (sup_render_at_start(s) < 0) {
+		sup_begin_exit(s, 3);
+		return;
+	}
+	if ((rc = sup_prepare_hosts(s)) < 0) {
+		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts" PI_KV "error=%s",
+		       strerror(-rc));
+		sup_begin_exit(s, 2);
+		return;
+	}
+	s->state = SUP_RESOLVE;
+	if (s->view.n_upstreams > 0)
+		PI_LOG(PI_INFO, "waiting for upstream hosts" PI_KV "hosts=%zu" PI_KV "wait_ms=%llu",
+		       s->view.n_upstreams, (unsigned long long)s->cfg->upstreams_wait_ms);
+	if ((rc = pi_upstreams_wait(s->ups, s->cfg->upstreams_wait_ms, on_sup_hosts_waited)) < 0) {
+		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts" PI_KV "error=%s",
+		       strerror(-rc));
+		sup_begin_exit(s, 2);
+	}
+}
+
+/* ---- the loop -------------------------------------------------------- */
+
+static void on_sup_walk_close(uv_handle_t *h, void *arg)
 {
 	(void)arg;
 	if (!uv_is_closing(h))
 		uv_close(h, NULL);
+}
+
+/* The loop's handles: the signal reader and three timers. Returns 0, or
+ * -1 after logging (the loop is then closed by the caller). */
+static int sup_loop_setup(struct sup *s)
+{
+	uv_timer_t *timers[] = {&s->stop_timer, &s->exit_timer, &s->test_timer};
+	int rc;
+
+	for (size_t i = 0; i < 3; i++) {
+		uv_timer_init(s->loop, timers[i]); /* cannot fail on unix */
+		timers[i]->data = s;
+	}
+	if ((rc = pi_signals_start(s->loop, &s->sigs, on_sup_signal, s)) < 0) {
+		PI_LOG(PI_ERROR, "cannot read signals" PI_KV "error=%s", strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+/* Closes what is left without waiting for anything: a lookup still in the
+ * threadpool must not delay PID 1's exit. Returns 1 when the loop closed,
+ * 0 when work is still in flight. */
+static int sup_loop_close(uv_loop_t *loop)
+{
+	uv_walk(loop, on_sup_walk_close, NULL);
+	for (int i = 0; i < SUP_CLOSE_ROUNDS && uv_run(loop, UV_RUN_NOWAIT); i++)
+		;
+	return uv_loop_close(loop) == 0;
+}
+
+/* Runs the loop to the end and returns the exit code. When work is still in
+ * the threadpool it exits the process here: returning would leave the
+ * threads a loop on a dead stack, and exit() would join them (libuv's
+ * destructor) for as long as the resolver takes. */
+static int sup_loop_run(struct sup *s)
+{
+	int code;
+
+	uv_run(s->loop, UV_RUN_DEFAULT);
+	code = s->exit_code;
+	pi_signals_close(&s->sigs);
+	if (!sup_loop_close(s->loop)) {
+		PI_LOG(PI_DEBUG, "exiting with lookups in flight");
+		fflush(stdout);
+		_exit(code);
+	}
+	return code;
+}
+
+/* libuv aborts when it cannot make its process-wide signal pipe inside
+ * uv_loop_init: ask first, while nothing else can take a descriptor. */
+static int sup_fds_available(int n)
+{
+	int fds[8], got = 0, rc = 0;
+
+	for (; got < n && got < 8; got++)
+		if ((fds[got] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)) < 0) {
+			rc = errno == EMFILE ? UV_EMFILE : -errno;
+			break;
+		}
+	while (got-- > 0)
+		close(fds[got]);
+	return rc;
+}
+
+int pi_supervise_loop_init(uv_loop_t *loop)
+{
+	int rc = sup_fds_available(SUP_LOOP_FDS);
+
+	return rc < 0 ? rc : uv_loop_init(loop);
+}
+
+static int sup_split_commands(struct sup *s, char **cmd, char ***own_cmd)
+{
+	const struct pi_config *cfg = s->cfg;
+	int rc;
+
+	/* pi_config_load checked that both split: only memory can fail here. */
+	s->cmd_is_nginx = !cmd;
+	if (!cmd) {
+		if ((rc = pi_config_split(cfg->nginx_command, own_cmd)) < 0) {
+			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
+			return -1;
+		}
+		cmd = *own_cmd;
+	}
+	s->cmd = cmd;
+	if (*cfg->nginx_test && (rc = pi_config_split(cfg->nginx_test, &s->test_argv)) < 0) {
+		PI_LOG(PI_ERROR, "cannot split nginx.test: %s", strerror(-rc));
+		return -1;
+	}
+	return 0;
 }
 
 int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
@@ -639,86 +414,39 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	uv_loop_t loop;
 	int rc, code = 2;
 
-	if (!s)
+	if (!s) {
+		PI_LOG(PI_ERROR, "out of memory");
 		return 2;
+	}
 	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		PI_LOG(PI_WARN, "cannot become a child subreaper; orphans will not be reaped"
-				PI_KV "error=%s", strerror(errno));
-	/* A client hanging up must not kill PID 1 through SIGPIPE. */
-	signal(SIGPIPE, SIG_IGN);
-
+		PI_LOG(PI_WARN,
+		       "cannot become a child subreaper; orphans will not be reaped" PI_KV
+		       "error=%s",
+		       strerror(errno));
 	s->cfg = cfg;
 	s->envp = envp;
+	s->sigs.fd = -1;
+	s->tty_fd = -1;
 	s->view.reload_ok = 1;
 	s->view.reload_time = time(NULL);
 	pi_supervise_template_opts(cfg, envp, &s->topts);
-	/* pi_config_load checked that both split: only memory can fail here. */
-	if (!cmd) {
-		if ((rc = pi_config_split(cfg->nginx_command, &own_cmd)) < 0) {
-			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
-			goto out_free;
-		}
-		cmd = own_cmd;
-	}
-	s->cmd = cmd;
-	if (*cfg->nginx_test && (rc = pi_config_split(cfg->nginx_test, &s->test_argv)) < 0) {
-		PI_LOG(PI_ERROR, "cannot split nginx.test: %s", strerror(-rc));
+	if (sup_split_commands(s, cmd, &own_cmd) < 0)
+		goto out_free;
+	if ((rc = pi_supervise_loop_init(&loop)) < 0) {
+		PI_LOG(PI_ERROR, "cannot start the event loop" PI_KV "error=%s", uv_strerror(rc));
 		goto out_free;
 	}
-
-	uv_loop_init(&loop);
 	s->loop = &loop;
-	for (size_t i = 0; i < NSIGNALS; i++) {
-		uv_signal_init(&loop, &s->sig[i]);
-		s->sig[i].data = s;
-		uv_signal_start(&s->sig[i], on_signal, handled_signals[i]);
+	if (sup_loop_setup(s) < 0) {
+		sup_loop_close(&loop);
+		goto out_free;
 	}
-	uv_timer_init(&loop, &s->stop_timer);
-	uv_timer_init(&loop, &s->exit_timer);
-	s->stop_timer.data = s->exit_timer.data = s;
-
-	if (*cfg->health_listen) {
-		struct pi_health_server_opts ho = {
-			.listen = cfg->health_listen,
-			.path = cfg->health_path,
-			.probe = cfg->health_probe,
-			.version = PI_VERSION,
-			.view = &s->view,
-		};
-		char why[256];
-		rc = pi_health_server_start(&loop, &ho, &s->health, why, sizeof(why));
-		if (rc < 0) {
-			PI_LOG(PI_ERROR, "cannot serve health" PI_KV "listen=%s" PI_KV "error=%s",
-			       cfg->health_listen, why);
-			begin_exit(s, 2);
-			goto run;
-		}
-	}
-
-	if (render_at_start(s) < 0) {
-		begin_exit(s, 3);
-		goto run;
-	}
-	if (prepare_hosts(s) < 0) {
-		begin_exit(s, 2);
-		goto run;
-	}
-	s->state = ST_RESOLVE;
-	if (s->view.n_upstreams > 0)
-		PI_LOG(PI_INFO, "waiting for upstream hosts" PI_KV "hosts=%zu" PI_KV "wait_ms=%llu",
-		       s->view.n_upstreams, (unsigned long long)cfg->upstreams_wait_ms);
-	pi_upstreams_wait(s->ups, cfg->upstreams_wait_ms, on_hosts_waited);
-
-run:
-	uv_run(&loop, UV_RUN_DEFAULT);
-	code = s->exit_code;
-	pi_upstreams_close(s->ups); /* ups: frees the view's upstream entries */
-	s->ups = NULL;
-	uv_walk(&loop, on_walk_close, NULL);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	uv_loop_close(&loop);
+	sup_start(s);
+	code = sup_loop_run(s);
 	pi_templates_free(s->tpl);
 	pi_templates_free(s->test_tpl);
+	if (s->ups) /* it frees the view's upstream entries */
+		pi_upstreams_close(s->ups);
 out_free:
 	pi_config_argv_free(own_cmd);
 	pi_config_argv_free(s->test_argv);

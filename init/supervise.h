@@ -7,9 +7,16 @@
 #include "envsubst/templates.h"
 #include "init/config.h"
 
+#include <uv.h>
+
 /* Fills o from cfg; o's strings point into cfg and envp. */
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o);
+
+/* uv_loop_init, except that too few free descriptors is UV_EMFILE instead
+ * of libuv's abort (it cannot make its process-wide signal pipe). Returns
+ * 0 or a negative libuv error. */
+int pi_supervise_loop_init(uv_loop_t *loop);
 
 /* Runs the container's main process. cmd is the child's argv, or NULL for
  * nginx.command. envp is the environment the child gets. Returns the exit

@@ -107,15 +107,41 @@ def test_unsafe_value_refused_at_start(site):
 
 
 def test_config_test_failure_at_start_restores_and_exits_5(site):
+    # At start nginx's own start-up is the config test: the separate test
+    # (here a wrapper that leaves a mark) does not run, and nginx exiting 1
+    # with [emerg] before it served is reported as the test failing.
     site["out"].parent.mkdir()
     site["out"].write_text("# the previous file\n")
     site["write"]("v1", extra="bogus_directive on;\n")
-    init = Init([], site["env"], site["tmp"] / "init.log")
+    mark = site["tmp"] / "test-ran"
+    env = dict(site["env"], PEERPREP_INIT_NGINX_TEST="sh -c 'touch %s; exec %s'" % (
+        mark, site["env"]["PEERPREP_INIT_NGINX_TEST"]))
+    init = Init([], env, site["tmp"] / "init.log")
     try:
         assert init.wait(10) == 5
         assert site["out"].read_text() == "# the previous file\n"
-        assert "config test failed" in init.text()
-        assert "msg=started" not in init.text()
+        log = init.text()
+        assert "config test failed: nginx exited before it served" in log
+        assert "bogus_directive" in log  # nginx's own message, on stderr
+        assert not mark.exists(), "the separate config test ran at start"
+    finally:
+        init.stop()
+
+
+def test_start_runs_no_separate_config_test_and_reload_does(site):
+    mark = site["tmp"] / "test-ran"
+    env = dict(site["env"], PEERPREP_INIT_NGINX_TEST="sh -c 'echo x >> %s; exec %s'" % (
+        mark, site["env"]["PEERPREP_INIT_NGINX_TEST"]))
+    init = Init([], env, site["tmp"] / "init.log")
+    try:
+        wait_for(lambda: body(site["port"]) == "hello v1", 10, what="nginx serving v1")
+        assert not mark.exists(), "the separate config test ran at start"
+        site["write"]("v2")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: serves(init, site["port"], "hello v2"), 10, what="v2 after SIGHUP")
+        assert mark.read_text() == "x\n"
+        init.signal(signal.SIGTERM)
+        assert init.wait(15) == 0
     finally:
         init.stop()
 

@@ -259,3 +259,19 @@ def test_child_inherits_only_stdio_and_no_ignored_signals(tmp_path):
         for pid in [proc.pid] + descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def test_early_nonzero_exit_of_nginx_command_is_a_failed_config_test(tmp_path):
+    # With a config test configured, nginx.command exiting non-zero at once
+    # is nginx's own start-up failing its config: exit 5. A -- COMMAND is not
+    # nginx: its status passes through; a death by signal is never a config
+    # test.
+    rc, log = run(tmp_path, [], PEERPREP_INIT_NGINX_COMMAND="sh -c 'exit 1'",
+                  PEERPREP_INIT_NGINX_TEST="true")
+    assert rc == 5, log
+    assert "config test failed: nginx exited before it served" in log
+    rc, log = run(tmp_path, ["--", "sh", "-c", "exit 1"], PEERPREP_INIT_NGINX_TEST="true")
+    assert rc == 1, log
+    rc, log = run(tmp_path, [], PEERPREP_INIT_NGINX_COMMAND="sh -c 'kill -9 $$'",
+                  PEERPREP_INIT_NGINX_TEST="true")
+    assert rc == 128 + signal.SIGKILL, log

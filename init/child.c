@@ -1,0 +1,160 @@
+/* The child (SPEC §5): start it, forward signals to it, stop it step by
+ * step, and judge how it ended. */
+#include "init/log.h"
+#include "init/proc.h"
+#include "init/sup.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define SUP_KILL_AFTER_TERM_MS 5000 /* stop_timeout's SIGTERM, then SIGKILL */
+/* At start nginx's own start-up is the config test: it parses everything
+ * and exits 1 with [emerg] within milliseconds, before it accepts a
+ * connection (the hosts it resolves have just been resolved by the init).
+ * A child that exits non-zero sooner than this after its start has never
+ * served. */
+#define SUP_SERVED_MS 1000
+
+void sup_child_start(struct sup *s)
+{
+	int exec_errno;
+
+	s->tty_fd = pi_proc_tty();
+	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, s->tty_fd, &exec_errno);
+	if (pid < 0) {
+		PI_LOG(PI_ERROR, "cannot start the command" PI_KV "command=%s" PI_KV "error=%s",
+		       s->cmd[0], strerror((int)-pid));
+		s->tty_fd = -1;
+		sup_begin_exit(s, pid == -EMFILE || pid == -ENFILE ? 2 : 126);
+		return;
+	}
+	if (exec_errno) {
+		/* The child exits 127/126 and is reaped like any other. */
+		PI_LOG(PI_ERROR, "cannot execute the command" PI_KV "command=%s" PI_KV "error=%s",
+		       s->cmd[0], strerror(exec_errno));
+	} else {
+		PI_LOG(PI_INFO, "started" PI_KV "command=%s" PI_KV "pid=%d", s->cmd[0], (int)pid);
+	}
+	uv_update_time(s->loop);
+	s->child_start_ms = uv_now(s->loop);
+	s->child_exec_failed = exec_errno != 0;
+	s->child = pid;
+	s->child_pgid = pid;
+	s->view.child_pid = pid;
+	s->state = SUP_RUN;
+}
+
+void sup_child_signal(struct sup *s, int sig)
+{
+	char name[16];
+
+	if (s->child > 0 && kill(s->child, sig) < 0 && errno != ESRCH)
+		PI_LOG(PI_WARN, "cannot signal the child" PI_KV "signal=%s" PI_KV "error=%s",
+		       pi_signals_name(sig, name, sizeof(name)), strerror(errno));
+}
+
+void sup_child_forward(struct sup *s, int sig)
+{
+	char name[16];
+
+	if (s->child > 0) {
+		PI_LOG(PI_INFO, "forwarding a signal" PI_KV "signal=%s",
+		       pi_signals_name(sig, name, sizeof(name)));
+		sup_child_signal(s, sig);
+	} else {
+		PI_LOG(PI_WARN, "signal dropped: no child" PI_KV "signal=%s",
+		       pi_signals_name(sig, name, sizeof(name)));
+	}
+}
+
+static void on_sup_stop_timer(uv_timer_t *t)
+{
+	sup_child_stop_step(t->data);
+}
+
+static void sup_stop_after(struct sup *s, uint64_t ms)
+{
+	if (uv_timer_start(&s->stop_timer, on_sup_stop_timer, ms, 0) < 0)
+		sup_child_stop_step(s); /* cannot fail on an initialised timer */
+}
+
+/* Moves the graceful stop one step on: delay → stop signal → SIGTERM →
+ * SIGKILL. A timer or a second SIGTERM/SIGINT calls it. */
+void sup_child_stop_step(struct sup *s)
+{
+	const struct pi_config *c = s->cfg;
+
+	uv_timer_stop(&s->stop_timer);
+	switch (s->stop_step) {
+	case 0:
+		s->stop_step = 1;
+		if (c->nginx_stop_delay_ms > 0) {
+			PI_LOG(PI_INFO, "draining before stop" PI_KV "delay_ms=%llu",
+			       (unsigned long long)c->nginx_stop_delay_ms);
+			sup_stop_after(s, c->nginx_stop_delay_ms);
+			return;
+		}
+		/* fall through */
+	case 1:
+		s->stop_step = 2;
+		PI_LOG(PI_INFO, "stopping the child" PI_KV "signal=%s",
+		       pi_config_signal_name(c->nginx_stop_signal));
+		sup_child_signal(s, c->nginx_stop_signal);
+		sup_stop_after(s, c->nginx_stop_timeout_ms);
+		return;
+	case 2:
+		s->stop_step = 3;
+		PI_LOG(PI_WARN, "the child did not stop in time; sending SIGTERM");
+		sup_child_signal(s, SIGTERM);
+		sup_stop_after(s, SUP_KILL_AFTER_TERM_MS);
+		return;
+	default:
+		s->stop_step = 4;
+		PI_LOG(PI_WARN, "the child did not stop; sending SIGKILL");
+		sup_child_signal(s, SIGKILL);
+		if (s->child_pgid > 0)
+			kill(-s->child_pgid, SIGKILL);
+		return;
+	}
+}
+
+/* nginx (nginx.command, with a config test configured) that exits with a
+ * non-zero code of its own (not by a signal) too soon to have served failed
+ * the start config test its own start-up stands for. A -- COMMAND is not
+ * nginx: its status always passes through. */
+static int sup_child_failed_start(struct sup *s, int wstatus, uint64_t ran_ms)
+{
+	return s->cmd_is_nginx && s->test_argv && !s->child_exec_failed &&
+	       WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
+}
+
+void sup_child_exited(struct sup *s, int wstatus)
+{
+	int code = pi_proc_exit_code(wstatus);
+	uint64_t ran_ms;
+
+	uv_update_time(s->loop);
+	ran_ms = uv_now(s->loop) - s->child_start_ms;
+	s->child = 0;
+	s->view.child_pid = 0;
+	pi_proc_tty_reclaim(s->tty_fd);
+	s->tty_fd = -1;
+	if (s->state == SUP_STOPPING) {
+		PI_LOG(PI_INFO, "the child stopped" PI_KV "status=%d", code);
+	} else if (sup_child_failed_start(s, wstatus, ran_ms)) {
+		PI_LOG(PI_ERROR,
+		       "config test failed: nginx exited before it served" PI_KV "status=%d" PI_KV
+		       "ran_ms=%llu",
+		       code, (unsigned long long)ran_ms);
+		if (s->tpl && pi_templates_rollback(s->tpl) < 0)
+			PI_LOG(PI_ERROR, "cannot restore the previous output files");
+		code = 5;
+	} else if (code == 0) {
+		PI_LOG(PI_INFO, "the child exited" PI_KV "status=0");
+	} else {
+		PI_LOG(PI_ERROR, "the child exited unexpectedly" PI_KV "status=%d", code);
+	}
+	sup_begin_exit(s, code);
+}

@@ -1,0 +1,86 @@
+/* The supervisor's shared state: internal to supervise.c (setup, signals,
+ * exit), child.c (the child and its stop) and sup_reload.c (the reload
+ * transaction's steps). Not a public contract; see supervise.h for that. */
+#ifndef PI_SUP_H
+#define PI_SUP_H
+
+#include "envsubst/templates.h"
+#include "health/server.h"
+#include "health/status.h"
+#include "init/config.h"
+#include "init/reload.h"
+#include "init/signals.h"
+#include "init/upstream.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#define SUP_TEST_OUTPUT_MAX 2048
+
+enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };
+
+/* One config test's output pipe. Heap-allocated per test, so a test that is
+ * killed can still be closing while the next one starts; freed in its
+ * close callback. */
+struct sup_test_pipe {
+	uv_pipe_t pipe;
+	struct sup *s;
+	int current; /* 0 once abandoned: its end says nothing any more */
+};
+
+struct sup {
+	uv_loop_t *loop;
+	const struct pi_config *cfg;
+	char **envp;
+	char **cmd;
+	int cmd_is_nginx; /* cmd is nginx.command, not a -- COMMAND */
+	char **test_argv; /* NULL: the config test is skipped */
+	struct pi_templates_opts topts;
+	struct pi_templates *tpl; /* the committed set, for rollback */
+
+	struct pi_health_view view;
+	struct pi_health_server *health;
+	struct pi_upstreams *ups;
+
+	struct pi_signals sigs;
+	uv_timer_t stop_timer;
+	uv_timer_t exit_timer;
+	uv_timer_t test_timer;
+
+	enum sup_state state;
+	pid_t child;	  /* 0 once reaped */
+	pid_t child_pgid; /* stays after the reap, for the leftovers */
+	int tty_fd;	  /* the terminal the child has, or -1 */
+	uint64_t child_start_ms;
+	int child_exec_failed; /* exec failed: its 127/126 is no config test */
+	int stop_step;	       /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
+	int killed_left;       /* leftovers got SIGKILL */
+	int exit_code;
+
+	/* The reload transaction and its config test. */
+	struct pi_reload reload;
+	struct pi_templates *test_tpl; /* a reload's new set, until judged */
+	struct sup_test_pipe *test_pipe;
+	pid_t test_pid;	 /* 0 once reaped */
+	pid_t test_pgid; /* stays after the reap: a grandchild may hold the pipe */
+	char test_out[SUP_TEST_OUTPUT_MAX];
+	size_t test_len;
+};
+
+/* child.c */
+void sup_child_start(struct sup *s);
+void sup_child_signal(struct sup *s, int sig);
+void sup_child_forward(struct sup *s, int sig);
+void sup_child_stop_step(struct sup *s);
+void sup_child_exited(struct sup *s, int wstatus);
+
+/* sup_reload.c */
+void sup_reload_request(struct sup *s, int kind);
+void sup_reload_test_exited(struct sup *s, int wstatus);
+void sup_reload_close(struct sup *s);
+
+/* supervise.c */
+void sup_begin_exit(struct sup *s, int code);
+
+#endif

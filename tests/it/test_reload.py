@@ -1,0 +1,162 @@
+"""Reloads are transactions (SPEC §5 SIGHUP): every way a reload can end —
+the config test passing, failing, hanging, leaving a grandchild on its
+pipe, the child dying or a stop arriving while it runs — ends in commit or
+rollback, logged, and never leaves later reloads stuck."""
+import os
+import signal
+import time
+
+import pytest
+
+from pi import Init, base_env, wait_for
+
+PY = "/usr/bin/python3"
+RECORD = os.path.join(os.path.dirname(__file__), "sigrecord.py")
+
+# The config test: what it does comes from the file `mode`; each run adds
+# its pid to `runs` first.
+TEST_SCRIPT = """#!/bin/sh
+echo $$ >> {d}/runs
+case "$(cat {d}/mode 2>/dev/null)" in
+hang) exec sleep 300 ;;
+grandchild) sleep 300 & echo $! > {d}/grandchild; exit 0 ;;
+fail) echo "nginx: [emerg] unknown directive" >&2; exit 1 ;;
+*) exit 0 ;;
+esac
+"""
+
+
+class Setup:
+    def __init__(self, tmp_path, **env):
+        self.d = tmp_path
+        (tmp_path / "templates").mkdir()
+        self.template = tmp_path / "templates" / "site.conf.template"
+        self.output = tmp_path / "conf.d" / "site.conf"
+        self.template.write_text("# v1\n")
+        test = tmp_path / "test.sh"
+        test.write_text(TEST_SCRIPT.format(d=tmp_path))
+        test.chmod(0o755)
+        self.sig = tmp_path / "sig"
+        self.env = base_env(tmp_path, PEERPREP_INIT_NGINX_TEST=str(test),
+                            PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM", **env)
+
+    def mode(self, m):
+        (self.d / "mode").write_text(m)
+
+    def runs(self):
+        p = self.d / "runs"
+        return p.read_text().split() if p.exists() else []
+
+    def start(self):
+        # Not PID 1: the pids the test script writes are then ours too.
+        init = Init(["--", PY, RECORD, str(self.sig)], self.env, self.d / "init.log",
+                    pid1=False)
+        wait_for(lambda: self.sig.exists() and "ready" in self.sig.read_text(),
+                 what="child ready")
+        assert self.output.read_text() == "# v1\n"
+        return init
+
+    def hups(self):
+        return self.sig.read_text().split().count(str(int(signal.SIGHUP)))
+
+
+def reload_into_a_hanging_test(s, init):
+    """SIGHUP with a changed template while the config test hangs; returns
+    once the test runs (the new file is committed, under test)."""
+    s.mode("hang")
+    s.template.write_text("# v2\n")
+    init.signal(signal.SIGHUP)
+    wait_for(lambda: s.runs(), 5, what="the config test to run")
+    assert s.output.read_text() == "# v2\n"
+
+
+def alive(pid):
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["hang", "grandchild"])
+def test_a_config_test_past_its_deadline_is_killed_and_rejected(tmp_path, mode):
+    s = Setup(tmp_path, PEERPREP_INIT_NGINX_TEST_TIMEOUT="500ms")
+    init = s.start()
+    try:
+        s.mode(mode)
+        s.template.write_text("# v2\n")
+        t0 = time.monotonic()
+        init.signal(signal.SIGHUP)
+        init.wait_log("config test did not finish within 500 ms")
+        assert time.monotonic() - t0 < 3
+        assert "reload rejected" in init.text()
+        wait_for(lambda: s.output.read_text() == "# v1\n", 5, what="old file restored")
+        if mode == "grandchild":
+            gc = (tmp_path / "grandchild").read_text().strip()
+            wait_for(lambda: not alive(gc) or open("/proc/%s/stat" % gc).read().split()[2]
+                     == "Z", 5, what="the grandchild killed with its group")
+        assert s.hups() == 0
+        # Nothing is stuck: the next reload runs and applies.
+        s.mode("ok")
+        s.template.write_text("# v3\n")
+        init.signal(signal.SIGHUP)
+        init.wait_log('msg="reloaded nginx"')
+        assert s.output.read_text() == "# v3\n"
+        wait_for(lambda: s.hups() == 1, 5, what="one SIGHUP to the child")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+    finally:
+        init.stop()
+
+
+def test_term_during_the_config_test_rolls_back_and_stops_at_once(tmp_path):
+    s = Setup(tmp_path)
+    init = s.start()
+    try:
+        reload_into_a_hanging_test(s, init)
+        t0 = time.monotonic()
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+        elapsed = time.monotonic() - t0
+        print("SIGTERM during a config test: exit in %.0f ms" % (elapsed * 1000))
+        log = init.text()
+        assert "reload abandoned before its config test ended" in log, log
+        assert "reason=stopping files=restored" in log, log
+        assert s.output.read_text() == "# v1\n"
+        assert not alive(s.runs()[0])
+        assert elapsed < 1.0, elapsed
+    finally:
+        init.stop()
+
+
+def test_child_death_during_the_config_test_rolls_back(tmp_path):
+    s = Setup(tmp_path)
+    init = s.start()
+    try:
+        reload_into_a_hanging_test(s, init)
+        child = init.child_pids()[0]
+        os.kill(child, signal.SIGKILL)
+        assert init.wait(10) == 128 + signal.SIGKILL
+        log = init.text()
+        assert 'reason="the child exited" files=restored' in log, log
+        assert s.output.read_text() == "# v1\n"
+    finally:
+        init.stop()
+
+
+def test_failed_config_test_keeps_its_output_off_health(tmp_path):
+    # The reason is logged; what /health would show names the step only.
+    s = Setup(tmp_path)
+    init = s.start()
+    try:
+        s.mode("fail")
+        s.template.write_text("# v2\n")
+        init.signal(signal.SIGHUP)
+        init.wait_log("reload rejected")
+        log = init.text()
+        assert "unknown directive" in log
+        assert s.output.read_text() == "# v1\n"
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0
+    finally:
+        init.stop()
