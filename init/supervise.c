@@ -2,6 +2,7 @@
 #include "envsubst/templates.h"
 #include "health/server.h"
 #include "health/status.h"
+#include "init/health_log.h"
 #include "init/log.h"
 #include "init/proc.h"
 #include "init/upstream.h"
@@ -279,12 +280,13 @@ static void test_judged(struct sup *s)
 			s->test_tpl = NULL;
 		}
 		if (!ok) {
-			test_reason(s, why, sizeof(why));
+			/* /health is public: it says which step failed, never the
+			 * test's output, which echoes substituted values. */
 			snprintf(s->view.reload_error, sizeof(s->view.reload_error),
-				 "config test failed: %.200s", why);
+				 "config test failed; the log has the reason");
 			s->view.reload_ok = 0;
 			PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV
-			       "reason=%s", s->view.reload_error);
+			       "reason=config test failed: %s", test_reason(s, why, sizeof(why)));
 		}
 	}
 	s->reload_busy = 0;
@@ -681,6 +683,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 			.probe = cfg->health_probe,
 			.version = PI_VERSION,
 			.view = &s->view,
+			.log = pi_init_health_log,
 		};
 		char why[256];
 		rc = pi_health_server_start(&loop, &ho, &s->health, why, sizeof(why));

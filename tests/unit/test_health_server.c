@@ -18,9 +18,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "health/addr.h"
 #include "health/http.h"
 #include "health/probe.h"
 #include "health/server.h"
+#include "health/server_impl.h"
 #include "tap.h"
 
 static uv_loop_t loop;
@@ -47,8 +49,8 @@ static void pump(long ms)
 static void reset_view(void)
 {
 	memset(ups, 0, sizeof(ups));
-	ups[0].var = "NGINX_USER_SERVICE_HOST";
-	ups[0].host = "user-service.peerprep-prod.internal";
+	pi_health_upstream_name(&ups[0], "NGINX_USER_SERVICE_HOST",
+				"user-service.peerprep-prod.internal");
 	ups[0].resolved = 1;
 	ups[0].checked = 1795629600; /* 2026-11-25T18:00:00Z */
 	ups[0].n_addrs = 1;
@@ -61,9 +63,26 @@ static void reset_view(void)
 	view.upstreams = ups;
 }
 
+/* The server's last log event, as "LEVEL MSG key=value...". */
+static char last_event[512];
+
+static void log_event(void *data, int level, const char *msg, const char *const *f)
+{
+	int n = snprintf(last_event, sizeof(last_event), "%d %s", level, msg);
+
+	(void)data;
+	for (; f && f[0] && f[1] && n > 0 && (size_t)n < sizeof(last_event); f += 2)
+		n += snprintf(last_event + n, sizeof(last_event) - (size_t)n, " %s=%s", f[0], f[1]);
+}
+
 static struct pi_health_server *start(const char *probe, int *port)
 {
-	struct pi_health_server_opts o = {"127.0.0.1:0", "/health", probe, "1.2.0", &view};
+	struct pi_health_server_opts o = {.listen = "127.0.0.1:0",
+					  .path = "/health",
+					  .probe = probe,
+					  .version = "1.2.0",
+					  .view = &view,
+					  .log = log_event};
 	struct pi_health_server *s = NULL;
 	char err[256] = "";
 	int r = pi_health_server_start(&loop, &o, &s, err, sizeof(err));
@@ -284,8 +303,7 @@ static void test_report(int port)
 
 	/* Strings are escaped, whatever they hold. */
 	reset_view();
-	ups[0].host = "a\"b\\c\n\x01\xff";
-	ups[0].var = "NGINX_\"Q";
+	pi_health_upstream_name(&ups[0], "NGINX_\"Q", "a\"b\\c\n\x01\xff");
 	x = get(port, "/health");
 	ok(has(x.body, "\"upstream:NGINX_\\\"Q\":[{") &&
 	       has(x.body, "\"componentId\":\"a\\\"b\\\\c\\u000a\\u0001\\u00ff\""),
@@ -726,6 +744,16 @@ static void test_timeouts(int port)
 	close(busy);
 }
 
+/* The log callback of the tests: one line on standard error. */
+static void log_line(void *data, int level, const char *msg, const char *const *f)
+{
+	(void)data;
+	fprintf(stderr, "%d %s", level, msg);
+	for (; f && f[0] && f[1]; f += 2)
+		fprintf(stderr, " %s=%s", f[0], f[1]);
+	fputc('\n', stderr);
+}
+
 /* Runs pi_health_probe_main in a child; returns its exit status and its
  * standard error. */
 static int run_probe(const char *url, const char *timeout, char *err, size_t errlen)
@@ -742,7 +770,7 @@ static int run_probe(const char *url, const char *timeout, char *err, size_t err
 		close(pipefd[0]);
 		int out = open("/dev/null", O_WRONLY);
 		dup2(out, 1);
-		_exit(pi_health_probe_main(5, argv, "http://127.0.0.1:1/never"));
+		_exit(pi_health_probe_main(5, argv, "http://127.0.0.1:1/never", log_line, NULL));
 	}
 	close(pipefd[1]);
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
@@ -818,7 +846,7 @@ static void test_health_command(int port)
 	ok(code == 1 && count_lines(err) == 1 && has(err, "bad URL"),
 	   "health: name in URL refused");
 	code = run_probe(url, "soon", err, sizeof(err));
-	ok(code == 2 && count_lines(err) == 1, "health: bad --timeout is a usage error");
+	ok(code == 1 && count_lines(err) == 1, "health: bad --timeout exits 1 with one line");
 }
 
 static void test_addresses(void)
@@ -866,7 +894,8 @@ static void test_addresses(void)
 
 static void test_start_errors(void)
 {
-	struct pi_health_server_opts o = {"1.2.3:80", "/health", "", "1", &view};
+	struct pi_health_server_opts o = {
+	    .listen = "1.2.3:80", .path = "/health", .probe = "", .version = "1", .view = &view};
 	struct pi_health_server *s = NULL;
 	char err[256] = "";
 	int port, lfd;
