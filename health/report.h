@@ -2,12 +2,12 @@
  * rendered from a pi_health_view and the nginx probe's result, and kept
  * until either changes. Internal to health/.
  *
- * Every request asks pi_health_report_fresh first: it compares the view
- * (every byte of it and of its upstream entries) and the probe result with
- * what the answer was rendered from, so any change shows on the very next
- * answer, and fields added to the view later are covered without a change
- * here. The body grows to whatever the view needs: every valid state
- * fits. */
+ * Every request asks pi_health_report_fresh first: it compares every field
+ * the report shows (the view's and each upstream entry's) and the probe
+ * result with what the answer was rendered from, so any change shows on
+ * the very next answer. A field added to the view and rendered is added to
+ * that comparison too (report.c, rpt_same_*). The body grows to whatever
+ * the view needs: every valid state fits. */
 #ifndef PI_HEALTH_REPORT_H
 #define PI_HEALTH_REPORT_H
 

@@ -22,7 +22,7 @@
  * requests makes at most one connect per second.
  *
  * The /health answer is rendered once and sent for each request while its
- * inputs stay the same: every request first compares the view (every byte)
+ * inputs stay the same: every request first compares every field it shows
  * and the probe result with what it was rendered from, so any change shows
  * on the very next answer (health/report.h). It grows to whatever the view
  * needs: every valid state fits.
