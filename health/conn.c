@@ -72,8 +72,8 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
  * pipelines without reading answers is held by TCP flow control. */
 static void conn_update_read(struct pi_health_conn *c)
 {
-	int want = c->state == PI_CONN_LINGER ||
-		   (c->state == PI_CONN_OPEN && !c->last && !c->eof && c->in_len < PI_HTTP_HEAD_MAX);
+	int want = c->state == PI_CONN_LINGER || (c->state == PI_CONN_OPEN && !c->last && !c->eof &&
+						  c->in_len < PI_HTTP_HEAD_MAX);
 
 	if (want == c->reading)
 		return;

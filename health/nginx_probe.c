@@ -10,8 +10,7 @@
 
 int pi_health_probe_stale(const struct pi_health_server *s)
 {
-	return s->has_probe &&
-	       (!s->probe_have || uv_now(s->loop) - s->probe_at >= NP_MAX_AGE_MS);
+	return s->has_probe && (!s->probe_have || uv_now(s->loop) - s->probe_at >= NP_MAX_AGE_MS);
 }
 
 /* Answers every request waiting for the probe. A request processed here

@@ -129,12 +129,12 @@ static void pr_json_string(const char *body, size_t len, const char *key, char *
  * the body only counted. */
 struct pr_reply {
 	char buf[PR_KEEP];
-	size_t len;		 /* bytes in buf */
-	size_t head_len;	 /* 0 until the head is complete */
-	int status;		 /* from the status line, once the head is complete */
+	size_t len;		  /* bytes in buf */
+	size_t head_len;	  /* 0 until the head is complete */
+	int status;		  /* from the status line, once the head is complete */
 	long long content_length; /* -1: none, read to the server's close */
-	unsigned long long body; /* body bytes received */
-	int closed;		 /* the server closed its end */
+	unsigned long long body;  /* body bytes received */
+	int closed;		  /* the server closed its end */
 };
 
 /* "HTTP/1.0 " or "HTTP/1.1 ", three digits, then SP or the line's CRLF. */
@@ -212,7 +212,8 @@ static int pr_take_head(struct pr_reply *r, char *why, size_t whylen)
 static int pr_complete(const struct pr_reply *r)
 {
 	return r->head_len &&
-	       (r->content_length < 0 ? r->closed : r->body >= (unsigned long long)r->content_length);
+	       (r->content_length < 0 ? r->closed
+				      : r->body >= (unsigned long long)r->content_length);
 }
 
 /* Receives what is there. 0 for more to come, -1 with why on an error. */
@@ -308,8 +309,8 @@ static int pr_read_answer(int fd, int64_t deadline, const char *timeout_text, ch
 }
 
 /* Connects before the deadline: 0, or 1 with why filled. */
-static int pr_connect(int fd, const struct pr_target *t, int64_t deadline,
-		      const char *timeout_text, char *why, size_t whylen)
+static int pr_connect(int fd, const struct pr_target *t, int64_t deadline, const char *timeout_text,
+		      char *why, size_t whylen)
 {
 	socklen_t alen = t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 						       : sizeof(struct sockaddr_in);
@@ -338,8 +339,8 @@ static int pr_connect(int fd, const struct pr_target *t, int64_t deadline,
 }
 
 /* Sends all of req before the deadline: 0, or 1 with why filled. */
-static int pr_send(int fd, const char *req, size_t n, int64_t deadline,
-		   const char *timeout_text, char *why, size_t whylen)
+static int pr_send(int fd, const char *req, size_t n, int64_t deadline, const char *timeout_text,
+		   char *why, size_t whylen)
 {
 	size_t sent = 0;
 	int w;
@@ -370,9 +371,9 @@ static int pr_exchange(const struct pr_target *t, int64_t deadline, const char *
 {
 	char req[1024];
 	int fd, verdict;
-	int n = snprintf(req, sizeof(req),
-			 "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", t->path,
-			 t->authority);
+	int n =
+	    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
+		     t->path, t->authority);
 
 	if (n < 0 || (size_t)n >= sizeof(req)) {
 		snprintf(why, whylen, "URL too long");

@@ -338,8 +338,7 @@ static int rpt_same_text(const char *a, const char *b, size_t cap)
  * request (a whole-entry compare of some 1.3 KB each cost 1.7 us per
  * request with six hosts). A field added to the entry and rendered must be
  * added here. */
-static int rpt_same_upstream(const struct pi_health_upstream *a,
-			     const struct pi_health_upstream *b)
+static int rpt_same_upstream(const struct pi_health_upstream *a, const struct pi_health_upstream *b)
 {
 	if (a->resolved != b->resolved || a->checked != b->checked || a->n_addrs != b->n_addrs ||
 	    !RPT_SAME_TEXT(a, b, var) || !RPT_SAME_TEXT(a, b, host) || !RPT_SAME_TEXT(a, b, error))
@@ -395,7 +394,8 @@ static void rpt_remember(struct pi_health_report *r, int probe_result)
 
 int pi_health_report_render(struct pi_health_report *r, int probe_result)
 {
-	static const char oom[] = "{\"status\":\"fail\",\"output\":\"health report: out of memory\"}\n";
+	static const char oom[] =
+	    "{\"status\":\"fail\",\"output\":\"health report: out of memory\"}\n";
 	struct rpt_buf b = {r->body_buf, r->body_cap, 0, 0};
 	int probe = r->probe_name[0] ? probe_result : 0;
 	int status = rpt_body(r, probe, &b);
@@ -406,9 +406,8 @@ int pi_health_report_render(struct pi_health_report *r, int probe_result)
 	if (b.failed) {
 		r->body = oom;
 		r->body_len = sizeof(oom) - 1;
-		r->head_len = (size_t)pi_health_format_head(r->head, sizeof(r->head), 500,
-							    "application/health+json", "",
-							    r->body_len);
+		r->head_len = (size_t)pi_health_format_head(
+		    r->head, sizeof(r->head), 500, "application/health+json", "", r->body_len);
 		return -ENOMEM;
 	}
 	r->body = b.p;

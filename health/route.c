@@ -12,7 +12,8 @@ static const struct {
     [FX_LIVE_PASS] = {200, "application/health+json", "", "{\"status\":\"pass\"}\n"},
     [FX_LIVE_FAIL] = {503, "application/health+json", "", "{\"status\":\"fail\"}\n"},
     [FX_NOT_FOUND] = {404, "text/plain; charset=utf-8", "", "not found\n"},
-    [FX_METHOD] = {405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n", "method not allowed\n"},
+    [FX_METHOD] = {405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
+		   "method not allowed\n"},
     [FX_MALFORMED] = {400, "text/plain; charset=utf-8", "", "malformed request\n"},
     [FX_TOO_LARGE] = {431, "text/plain; charset=utf-8", "", "request head too large\n"},
 };

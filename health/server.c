@@ -283,7 +283,8 @@ static int srv_configure(const struct pi_health_server_opts *o, struct pi_health
 	if (srv_copy(s->path, sizeof(s->path), o->path) < 0 ||
 	    srv_copy(s->probe, sizeof(s->probe), probe) < 0 ||
 	    srv_copy(s->version, sizeof(s->version), o->version ? o->version : "") < 0)
-		return srv_fail(err, errlen, -ENAMETOOLONG, "health.path, probe or version too long");
+		return srv_fail(err, errlen, -ENAMETOOLONG,
+				"health.path, probe or version too long");
 	if (probe[0] && pi_health_parse_addr(probe, &s->probe_addr) < 0)
 		return srv_fail(err, errlen, -EINVAL,
 				"health.probe %s: not HOST:PORT or [IPv6]:PORT", probe);
@@ -313,7 +314,8 @@ int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *
 	int r;
 
 	if (pi_health_parse_addr(o->listen, &ss) < 0)
-		return srv_fail(err, errlen, -EINVAL, "health.listen %s: not HOST:PORT or [IPv6]:PORT",
+		return srv_fail(err, errlen, -EINVAL,
+				"health.listen %s: not HOST:PORT or [IPv6]:PORT",
 				o->listen ? o->listen : "(null)");
 	if ((r = srv_configure(o, &s, err, errlen)) < 0) {
 		free(s);

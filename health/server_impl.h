@@ -31,8 +31,7 @@ struct pi_health_ring {
 	struct pi_health_ring *prev, *next;
 };
 
-#define PI_HEALTH_RING_ENTRY(r, type, member)                                                      \
-	((type *)(void *)((char *)(r)-offsetof(type, member)))
+#define PI_HEALTH_RING_ENTRY(r, type, member) ((type *)(void *)((char *)(r)-offsetof(type, member)))
 
 void pi_health_ring_init(struct pi_health_ring *r);
 int pi_health_ring_empty(const struct pi_health_ring *r);
@@ -51,9 +50,9 @@ struct pi_health_conn {
 	uv_tcp_t tcp;
 	uv_shutdown_t sreq;
 	struct pi_health_server *srv;
-	struct pi_health_ring timed; /* on srv->open or srv->lingering, by deadline */
-	struct pi_health_ring wait;  /* on srv->waiters while a request waits for the probe */
-	uint64_t deadline;	     /* loop time when the connection is cut */
+	struct pi_health_ring timed;	   /* on srv->open or srv->lingering, by deadline */
+	struct pi_health_ring wait;	   /* on srv->waiters while a request waits for the probe */
+	uint64_t deadline;		   /* loop time when the connection is cut */
 	struct pi_health_pending *pending; /* output being written by uv_write */
 	char *in;			   /* small, or an 8 KiB allocation */
 	uint32_t in_len, in_cap, scanned;

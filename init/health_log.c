@@ -3,7 +3,8 @@
 #include "init/log.h"
 
 /* The health levels are numbered as the init's. */
-_Static_assert((int)PI_HEALTH_LOG_DEBUG == (int)PI_DEBUG && (int)PI_HEALTH_LOG_ERROR == (int)PI_ERROR,
+_Static_assert((int)PI_HEALTH_LOG_DEBUG == (int)PI_DEBUG &&
+		   (int)PI_HEALTH_LOG_ERROR == (int)PI_ERROR,
 	       "health log levels match the init's");
 
 void pi_init_health_log(void *data, int level, const char *msg, const char *const *f)

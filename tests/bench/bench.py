@@ -513,11 +513,12 @@ def start_health_server(name, site):
 CLOSE_SECONDS = int(os.environ.get("BENCH_CLOSE_SECONDS", "3"))
 
 
-def wrk_close(url):
-    """wrk on core 1, `Connection: close` (a new connection per request), 10
-    connections, CLOSE_SECONDS -> requests made."""
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c10", "-d%ds" % CLOSE_SECONDS,
-           "-H", "Connection: close", url]
+def wrk_count(url, close):
+    """wrk on core 1, 10 connections for CLOSE_SECONDS, with `Connection:
+    close` (a new connection per request) or keep-alive -> requests made."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c10", "-d%ds" % CLOSE_SECONDS, url]
+    if close:
+        cmd[4:4] = ["-H", "Connection: close"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=CLOSE_SECONDS + 30)
     n = re.search(r"(\d+) requests in", r.stdout)
     if not n or int(n.group(1)) == 0:
@@ -526,29 +527,34 @@ def wrk_close(url):
 
 
 def row_health_close():
-    """CPU per request with a new connection per request: the server's own
-    CPU time over a bounded wrk run, divided by the requests it answered."""
+    """CPU per request with a new connection per request (the target), and
+    with keep-alive (info: what the p99 rows measure, without the
+    scheduler's noise): the server's own CPU time over a bounded wrk run,
+    divided by the requests it answered."""
     rerun = "bench.py BIN health_close   (BENCH_CLOSE_SECONDS=%d)" % CLOSE_SECONDS
     if os.cpu_count() < 2:
         unavailable("/health close: CPU/request", "needs 2 cores", rerun)
         return
-    per = {"init": [], "nginx": []}
+    per = {(name, close): [] for name in ("init", "nginx") for close in (True, False)}
     for _ in range(3):
-        for name in per:
+        for name, close in per:
             site = Site()
             try:
                 p, port = start_health_server(name, site)
                 try:
                     pids = server_pids(p, name)
                     before = cpu_ns(pids)
-                    n = wrk_close("http://127.0.0.1:%d/health" % port)
-                    per[name].append((cpu_ns(pids) - before) / 1000.0 / n)
+                    n = wrk_count("http://127.0.0.1:%d/health" % port, close)
+                    per[name, close].append((cpu_ns(pids) - before) / 1000.0 / n)
                 finally:
                     p.stop()
             finally:
                 site.cleanup()
-    anchor_ratio("/health close: CPU/request", median(per["init"]), median(per["nginx"]),
-                 " us", "nginx", 1.1, rerun, fmt="%.1f")
+    anchor_ratio("/health close: CPU/request", median(per["init", True]),
+                 median(per["nginx", True]), " us", "nginx", 1.1, rerun, fmt="%.1f")
+    value, anchor = median(per["init", False]), median(per["nginx", False])
+    add("/health keep-alive: CPU/req", "%.1f us" % value, "nginx %.1f us" % anchor,
+        value / anchor if anchor else None, "", None, rerun)
 
 
 IDLE_CONNS = 200  # both servers are set to take 256
