@@ -3,6 +3,7 @@ real binary: `peerprep-init -- sleep 1000` with the probe pointed at a port
 the test listens on. Every wait polls with a deadline."""
 
 import json
+import re
 import os
 import signal
 import socket
@@ -404,3 +405,27 @@ def test_health_command_default_timeout_is_below_the_orchestrators():
         code, out, err, took = health_cmd("--url", url)
     assert code == 1 and err.count("\n") == 1 and "timed out after 3s" in err, err
     assert 2.8 < took < 4.5, took
+
+
+def test_health_is_a_library_that_needs_nothing_from_init(tmp_path):
+    """health/ includes nothing from init/ and, compiled alone, refers to no
+    pi_ symbol it does not define itself: the program wires it up, never
+    the reverse."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    health = os.path.join(repo, "health")
+    sources = sorted(f for f in os.listdir(health) if f.endswith(".c"))
+    for name in sorted(os.listdir(health)):
+        with open(os.path.join(health, name)) as f:
+            assert '#include "init/' not in f.read(), name
+    inc = os.path.join(repo, "build", "deps", "glibc", "include")
+    objs = []
+    for src in sources:
+        obj = str(tmp_path / (src + ".o"))
+        subprocess.run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-I", repo, "-isystem", inc, "-c",
+                        os.path.join(health, src), "-o", obj], check=True, timeout=120)
+        objs.append(obj)
+    defined = set(re.findall(r" [TDBR] (pi_\w+)", subprocess.run(
+        ["nm", "--defined-only", *objs], capture_output=True, text=True, timeout=60).stdout))
+    undefined = set(re.findall(r" U (pi_\w+)", subprocess.run(
+        ["nm", "-u", *objs], capture_output=True, text=True, timeout=60).stdout))
+    assert undefined <= defined, sorted(undefined - defined)
