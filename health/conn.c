@@ -245,8 +245,10 @@ static int conn_health_answer(struct pi_health_conn *c, struct pi_health_answer 
 		}
 	}
 	if (!pi_health_report_fresh(&s->report, s->probe_result)) {
-		if (s->n_batch)
+		if (s->n_batch) {
+			c->scanned = 0; /* answered after the flush, from the start */
 			return 0;
+		}
 		if (pi_health_report_render(&s->report, s->probe_result) < 0 && !s->oom_logged) {
 			s->oom_logged = 1;
 			pi_health_srv_log(s, PI_HEALTH_LOG_ERROR, "health report: out of memory",
