@@ -7,30 +7,30 @@
 
 /* A cursor over the unread bytes. Every step that runs out of bytes
  * returns -2, so a truncated but so far valid head is always "partial". */
-struct cur {
+struct http_cur {
 	const unsigned char *p, *end;
 };
 
 /* What the header lines said, gathered while parsing. */
-struct heads {
+struct http_heads {
 	int close, keep_alive, hosts, chunked;
 	int have_length;
 	uint64_t length;
 };
 
-static int is_tchar(unsigned char c)
+static int http_is_tchar(unsigned char c)
 {
 	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
 		return 1;
 	return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int is_ows(unsigned char c)
+static int http_is_ows(unsigned char c)
 {
 	return c == ' ' || c == '\t';
 }
 
-static int expect_crlf(struct cur *c)
+static int http_expect_crlf(struct http_cur *c)
 {
 	if (c->p == c->end)
 		return -2;
@@ -45,7 +45,7 @@ static int expect_crlf(struct cur *c)
 }
 
 /* A token of at least one byte, ended by `stop` (not consumed). */
-static int parse_token(struct cur *c, unsigned char stop, struct pi_http_span *out)
+static int http_parse_token(struct http_cur *c, unsigned char stop, struct pi_http_span *out)
 {
 	const unsigned char *start = c->p;
 
@@ -54,7 +54,7 @@ static int parse_token(struct cur *c, unsigned char stop, struct pi_http_span *o
 			return -2;
 		if (*c->p == stop)
 			break;
-		if (!is_tchar(*c->p))
+		if (!http_is_tchar(*c->p))
 			return -1;
 	}
 	if (c->p == start)
@@ -64,7 +64,7 @@ static int parse_token(struct cur *c, unsigned char stop, struct pi_http_span *o
 	return 0;
 }
 
-static int expect_byte(struct cur *c, unsigned char want)
+static int http_expect_byte(struct http_cur *c, unsigned char want)
 {
 	if (c->p == c->end)
 		return -2;
@@ -74,13 +74,13 @@ static int expect_byte(struct cur *c, unsigned char want)
 	return 0;
 }
 
-static int parse_request_line(struct cur *c, struct pi_http_request *req)
+static int http_parse_request_line(struct http_cur *c, struct pi_http_request *req)
 {
 	static const char version[] = "HTTP/1.";
 	const unsigned char *start;
 	int r;
 
-	if ((r = parse_token(c, ' ', &req->method)) != 0)
+	if ((r = http_parse_token(c, ' ', &req->method)) != 0)
 		return r;
 	c->p++;
 	for (start = c->p;; c->p++) {
@@ -97,23 +97,23 @@ static int parse_request_line(struct cur *c, struct pi_http_request *req)
 	req->target.len = (size_t)(c->p - start);
 	c->p++;
 	for (const char *v = version; *v; v++)
-		if ((r = expect_byte(c, (unsigned char)*v)) != 0)
+		if ((r = http_expect_byte(c, (unsigned char)*v)) != 0)
 			return r;
 	if (c->p == c->end)
 		return -2;
 	if (*c->p != '0' && *c->p != '1')
 		return -1;
 	req->minor_version = *c->p++ - '0';
-	return expect_crlf(c);
+	return http_expect_crlf(c);
 }
 
-static int span_is(struct pi_http_span s, const char *lit)
+static int http_span_is(struct pi_http_span s, const char *lit)
 {
 	return s.len == strlen(lit) && strncasecmp(s.p, lit, s.len) == 0;
 }
 
 /* Connection is a comma-separated list of tokens; only two matter here. */
-static void scan_connection(struct pi_http_span v, struct heads *h)
+static void http_scan_connection(struct pi_http_span v, struct http_heads *h)
 {
 	const char *p = v.p, *end = v.p + v.len;
 
@@ -122,21 +122,21 @@ static void scan_connection(struct pi_http_span v, struct heads *h)
 		const char *stop = comma ? comma : end;
 		struct pi_http_span t;
 
-		while (p < stop && is_ows((unsigned char)*p))
+		while (p < stop && http_is_ows((unsigned char)*p))
 			p++;
 		t.p = p;
-		while (stop > p && is_ows((unsigned char)stop[-1]))
+		while (stop > p && http_is_ows((unsigned char)stop[-1]))
 			stop--;
 		t.len = (size_t)(stop - p);
-		if (span_is(t, "close"))
+		if (http_span_is(t, "close"))
 			h->close = 1;
-		else if (span_is(t, "keep-alive"))
+		else if (http_span_is(t, "keep-alive"))
 			h->keep_alive = 1;
 		p = comma ? comma + 1 : end;
 	}
 }
 
-static int take_length(struct pi_http_span v, struct heads *h)
+static int http_take_length(struct pi_http_span v, struct http_heads *h)
 {
 	uint64_t n = 0;
 
@@ -154,35 +154,36 @@ static int take_length(struct pi_http_span v, struct heads *h)
 	return 0;
 }
 
-static int take_header(struct pi_http_span name, struct pi_http_span value, struct heads *h)
+static int http_take_header(struct pi_http_span name, struct pi_http_span value,
+			    struct http_heads *h)
 {
-	if (span_is(name, "connection"))
-		scan_connection(value, h);
-	else if (span_is(name, "content-length"))
-		return take_length(value, h);
-	else if (span_is(name, "transfer-encoding"))
+	if (http_span_is(name, "connection"))
+		http_scan_connection(value, h);
+	else if (http_span_is(name, "content-length"))
+		return http_take_length(value, h);
+	else if (http_span_is(name, "transfer-encoding"))
 		h->chunked = 1;
-	else if (span_is(name, "host"))
+	else if (http_span_is(name, "host"))
 		h->hosts++;
 	return 0;
 }
 
 /* One field line, the cursor on its first byte (not CR). */
-static int parse_header(struct cur *c, struct heads *h)
+static int http_parse_header(struct http_cur *c, struct http_heads *h)
 {
 	struct pi_http_span name, value;
 	const unsigned char *start;
 	int r;
 
-	if (is_ows(*c->p))
+	if (http_is_ows(*c->p))
 		return -1; /* obs-fold, or whitespace before the first field */
-	if ((r = parse_token(c, ':', &name)) != 0)
+	if ((r = http_parse_token(c, ':', &name)) != 0)
 		return r;
 	c->p++;
 	for (;; c->p++) {
 		if (c->p == c->end)
 			return -2;
-		if (!is_ows(*c->p))
+		if (!http_is_ows(*c->p))
 			break;
 	}
 	for (start = c->p;; c->p++) {
@@ -195,17 +196,17 @@ static int parse_header(struct cur *c, struct heads *h)
 	}
 	value.p = (const char *)start;
 	value.len = (size_t)(c->p - start);
-	while (value.len > 0 && is_ows((unsigned char)value.p[value.len - 1]))
+	while (value.len > 0 && http_is_ows((unsigned char)value.p[value.len - 1]))
 		value.len--;
-	if ((r = expect_crlf(c)) != 0)
+	if ((r = http_expect_crlf(c)) != 0)
 		return r;
-	return take_header(name, value, h);
+	return http_take_header(name, value, h);
 }
 
 int pi_http_parse_request(const char *buf, size_t len, struct pi_http_request *req)
 {
-	struct cur c = {(const unsigned char *)buf, (const unsigned char *)buf + len};
-	struct heads h;
+	struct http_cur c = {(const unsigned char *)buf, (const unsigned char *)buf + len};
+	struct http_heads h;
 	int r;
 
 	memset(req, 0, sizeof(*req));
@@ -214,20 +215,20 @@ int pi_http_parse_request(const char *buf, size_t len, struct pi_http_request *r
 	if (len > INT_MAX)
 		c.end = c.p + INT_MAX;
 	for (int i = 0; i < PI_HTTP_MAX_EMPTY_LINES && c.p < c.end && *c.p == '\r'; i++)
-		if ((r = expect_crlf(&c)) != 0)
+		if ((r = http_expect_crlf(&c)) != 0)
 			return r;
-	if ((r = parse_request_line(&c, req)) != 0)
+	if ((r = http_parse_request_line(&c, req)) != 0)
 		return r;
 	for (;;) {
 		if (c.p == c.end)
 			return -2;
 		if (*c.p == '\r')
 			break;
-		if ((r = parse_header(&c, &h)) != 0)
+		if ((r = http_parse_header(&c, &h)) != 0)
 			return r;
 		req->n_headers++;
 	}
-	if ((r = expect_crlf(&c)) != 0)
+	if ((r = http_expect_crlf(&c)) != 0)
 		return r;
 
 	if (h.hosts > 1 || (req->minor_version == 1 && h.hosts == 0))

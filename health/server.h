@@ -10,7 +10,8 @@
  * closed after 10 s without completing a request head (counted from accept
  * or from the previous response, not reset by each byte) or with a response
  * it does not read. At most 256 connections; further ones are accepted and
- * closed at once. After a closing response the server half-closes and
+ * closed at once. After a closing response that leaves input unread (a
+ * body, pipelined bytes, a malformed head) the server half-closes and
  * drains what the client still sends for up to 2 s, so the client reads the
  * answer instead of a reset.
  *
@@ -20,18 +21,26 @@
  * every request waiting for it is answered when it ends, so a flood of
  * requests makes at most one connect per second.
  *
- * The /health answer is rendered once and copied for each request while
- * its inputs stay the same: every request first compares the view's fields
- * and the probe result with the ones it was rendered from, so any change
- * shows on the very next answer.
+ * The /health answer is rendered once and sent for each request while its
+ * inputs stay the same: every request first compares every field it shows
+ * and the probe result with what it was rendered from, so any change shows
+ * on the very next answer (health/report.h). It grows to whatever the view
+ * needs: every valid state fits.
  *
  * Responses go straight to the socket when it takes them whole (uv_write
  * only for what it does not), every complete request of one read in one
- * write.
+ * writev, from where the answers live (the cached report, fixed answers):
+ * nothing is copied per request. After a closing response with nothing
+ * left unread the connection is closed at once, as nginx does.
  *
- * Memory: one allocation per accepted connection (its 8 KiB input and
- * 16 KiB output buffers), a copy of the upstream entries when their number
- * grows, none per request. Nothing blocks the loop. */
+ * Memory: an idle connection holds one small struct (its first 256 input
+ * bytes included; a longer head moves to an 8 KiB buffer); closed structs
+ * are kept for reuse (up to 32). The report grows with the view. Nothing
+ * blocks the loop.
+ *
+ * Events the caller may want in its log (accept errors, running out of
+ * memory) go to the log callback in the options; everything else is a
+ * return value. */
 #ifndef PI_HEALTH_SERVER_H
 #define PI_HEALTH_SERVER_H
 
@@ -39,6 +48,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "health/log.h"
 #include "health/status.h"
 
 struct pi_health_server;
@@ -49,6 +59,8 @@ struct pi_health_server_opts {
 	const char *probe;   /* "HOST:PORT" nginx listens on, or "" for none */
 	const char *version; /* reported as "version" */
 	const struct pi_health_view *view;
+	pi_health_log_cb *log; /* NULL: nothing is logged */
+	void *log_data;	       /* passed to log */
 };
 
 /* Binds and listens on o->listen. The strings in o are copied; o->view is
@@ -70,10 +82,5 @@ int pi_health_server_port(const struct pi_health_server *s);
  * close callbacks, so run the loop afterwards until it drains. Call once;
  * s must not be used afterwards. */
 void pi_health_server_stop(struct pi_health_server *s);
-
-/* Parses "A.B.C.D:PORT", "[IPv6]:PORT" or "localhost:PORT" (127.0.0.1)
- * into *ss. IP literals only: no name lookup, so it never blocks. PORT is
- * decimal 0-65535. Returns 0 or -EINVAL. */
-int pi_health_parse_addr(const char *s, struct sockaddr_storage *ss);
 
 #endif

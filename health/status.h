@@ -32,7 +32,11 @@ struct pi_health_view {
 	int stopping;	       /* 1 from the first SIGTERM/SIGINT */
 	int reload_ok;	       /* 1 unless the last reload was rejected */
 	time_t reload_time;    /* last reload attempt, or start */
-	char reload_error[256]; /* why the last reload was rejected */
+	/* Which step of the last reload failed, and that the log has the
+	 * reason: /health serves it as it is, so it never holds the config
+	 * test's output or any environment value (nginx echoes substituted
+	 * values in its [emerg] lines). */
+	char reload_error[256];
 	size_t n_upstreams;
 	struct pi_health_upstream *upstreams;
 };

@@ -1,6 +1,7 @@
 #include "init/config.h"
 #include "init/log.h"
-#include "health/server.h"
+#include "health/addr.h"
+#include "health/duration.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -82,38 +83,11 @@ static const struct key keys[] = {
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-/* Digits, an optional fraction, an optional unit, optional blanks around:
- * no sign, exponent or hex, which strtod alone would take. */
+/* The parser lives with the `health` client, which needs it without the
+ * config (health/duration.h). */
 int pi_config_duration(const char *s, uint64_t *ms)
 {
-	double v = 0, scale = 1, mult = 1000.0;
-	int digits = 0;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	for (; isdigit((unsigned char)*s); s++, digits++)
-		v = v * 10 + (*s - '0');
-	if (*s == '.')
-		for (s++; isdigit((unsigned char)*s); s++, digits++)
-			v += (*s - '0') * (scale /= 10);
-	if (!digits || v > 1e12)
-		return -EINVAL;
-	if (strncmp(s, "ms", 2) == 0)
-		mult = 1.0, s += 2;
-	else if (*s == 'm')
-		mult = 60000.0, s++;
-	else if (*s == 's')
-		s++;
-	while (isspace((unsigned char)*s))
-		s++;
-	if (*s)
-		return -EINVAL;
-	v *= mult;
-	/* A week is far beyond any sensible wait; reject rather than overflow. */
-	if (v > 7 * 86400.0 * 1000.0)
-		return -EINVAL;
-	*ms = (uint64_t)(v + 0.5);
-	return 0;
+	return pi_health_parse_duration(s, ms);
 }
 
 static const struct {

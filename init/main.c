@@ -3,6 +3,7 @@
 #include "health/probe.h"
 #include "init/config.h"
 #include "init/entrypointd.h"
+#include "init/health_log.h"
 #include "init/log.h"
 #include "init/signals.h"
 #include "init/supervise.h"
@@ -90,6 +91,37 @@ static int open_std_fds(void)
 	return 0;
 }
 
+/* `health [ARG...]` (argv[0] is "health"): a health check answers 0 or 1
+ * with at most one line, whatever went wrong, usage errors included. file
+ * is a -c given before the word health, or NULL. */
+static int health_command(int argc, char **argv, const char *file, char **envp)
+{
+	struct pi_config cfg;
+	struct pi_config_error err;
+	char url[512];
+
+	pi_signals_restore(); /* a tool, not PID 1: a signal ends it */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			help();
+			return 0;
+		}
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+			file = argv[++i];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			file = argv[i] + 9;
+	}
+	if (pi_config_load(&cfg, file, envp, &err) < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		pi_config_free(&cfg);
+		return 1;
+	}
+	if (pi_health_url(cfg.health_listen, cfg.health_path, url, sizeof(url)) < 0)
+		url[0] = '\0';
+	pi_config_free(&cfg);
+	return pi_health_probe_main(argc, argv, url, pi_init_health_log, NULL);
+}
+
 static int is_command(const char *s)
 {
 	return !strcmp(s, "render") || !strcmp(s, "check") || !strcmp(s, "health");
@@ -101,8 +133,7 @@ int main(int argc, char **argv, char **envp)
 	struct pi_config_error err;
 	const char *file = NULL, *sub = "run";
 	char **cmd = NULL;
-	char *rest[64];
-	int nrest = 1, to_stdout = 0, i = 1, code;
+	int to_stdout = 0, i = 1, code;
 
 	/* Before anything else: a signal sent from now on waits for the
 	 * loop's signalfd instead of killing a half-started PID 1 or being
@@ -119,6 +150,8 @@ int main(int argc, char **argv, char **envp)
 		i = 2;
 		if (!is_command(sub))
 			return usage_error("unknown command", sub);
+		if (strcmp(sub, "health") == 0)
+			return health_command(argc - 1, argv + 1, NULL, envp);
 	}
 	for (; i < argc; i++) {
 		const char *a = argv[i];
@@ -139,33 +172,18 @@ int main(int argc, char **argv, char **envp)
 			break;
 		} else if (strcmp(sub, "render") == 0 && strcmp(a, "--stdout") == 0) {
 			to_stdout = 1;
+		} else if (strcmp(sub, "run") == 0 && strcmp(a, "health") == 0) {
+			return health_command(argc - i, argv + i, file, envp);
 		} else if (strcmp(sub, "run") == 0 && is_command(a)) {
 			sub = a; /* `-c FILE render`, as git takes `-C DIR log` */
-		} else if (strcmp(sub, "health") == 0 && nrest < 62) {
-			rest[nrest++] = argv[i]; /* --url, --timeout: the probe parses them */
 		} else {
 			return usage_error("unexpected argument", a);
 		}
 	}
 	if (strcmp(sub, "run") != 0)
 		pi_signals_restore(); /* a tool, not PID 1: Ctrl-C ends it */
-	rest[0] = "health";
-	rest[nrest] = NULL;
 
 	code = pi_config_load(&cfg, file, envp, &err);
-	if (strcmp(sub, "health") == 0) {
-		/* A health check answers 0 or 1, whatever went wrong. */
-		char url[512];
-		if (code < 0) {
-			fprintf(stderr, "%s\n", err.msg);
-			pi_config_free(&cfg);
-			return 1;
-		}
-		if (pi_health_url(cfg.health_listen, cfg.health_path, url, sizeof(url)) < 0)
-			url[0] = '\0';
-		pi_config_free(&cfg);
-		return pi_health_probe_main(nrest, rest, url);
-	}
 	if (code < 0) {
 		PI_LOG(PI_ERROR, "%s", err.msg);
 		pi_config_free(&cfg);

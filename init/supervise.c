@@ -4,6 +4,7 @@
  * sup_reload.c and reload.c. */
 #include "init/supervise.h"
 #include "init/builtins.h"
+#include "init/health_log.h"
 #include "init/log.h"
 #include "init/proc.h"
 #include "init/sup.h"
@@ -262,6 +263,7 @@ static int sup_start_health(struct sup *s)
 	    .probe = cfg->health_probe,
 	    .version = PI_VERSION,
 	    .view = &s->view,
+	    .log = pi_init_health_log,
 	};
 	char why[256];
 

@@ -7,7 +7,8 @@ Prints one table: each figure is the median of several runs, shown next to
 its anchor (the tool it replaces or competes with) as a ratio, with the
 issue's target and PASS/MISS. It reports and never fails: the exit status is
 0 unless the script itself crashed. Rows can be run alone by name (first200,
-rss, rss_big, idle, size, render, health_rps, probe, resolve); BENCH_RUNS=N changes
+rss, rss_big, idle, size, render, health_rps, health_close,
+health_idle_mem, probe, resolve); BENCH_RUNS=N changes
 the number of runs of the timing rows.
 
 Fairness rules: every process under test, anchors included, runs as PID 1 of
@@ -35,7 +36,7 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS / "it"))
 sys.path.insert(0, str(TESTS))
 
-from pi import base_env, children_of, free_port, nginx_prefix  # noqa: E402
+from pi import base_env, children_of, descendants, free_port, nginx_prefix  # noqa: E402
 
 NGINX = "/usr/sbin/nginx"
 TINI = "/usr/bin/tini-static"
@@ -587,6 +588,135 @@ def row_health_rps():
                      fmt="%.3f")
 
 
+def cpu_ns(pids):
+    """CPU time (user + system, ns) of every thread of pids so far, from
+    /proc/PID/task/TID/schedstat (finer than the 10 ms ticks of stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pids):
+    return sum(vm_rss_kib(p) or 0 for p in pids)
+
+
+def server_pids(p, name):
+    """The processes serving /health: nginx's master and worker; the init
+    alone (its child is `sleep`)."""
+    return [p.pid] + (descendants(p.pid) if name == "nginx" else [])
+
+
+def start_health_server(name, site):
+    """nginx `return 200`, or the init serving /health without a probe
+    (what the health server itself costs). Returns (Pid1, port)."""
+    if name == "nginx":
+        argv, port = nginx_return_200(site), site.port
+    else:
+        site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
+        argv, port = [BIN, "--", "sleep", "1000"], site.health_port
+    p = Pid1(argv, site.env, cpus="0")
+    if not wait_status(port, "/health"):
+        p.stop()
+        raise RuntimeError("%s never answered 200 on /health" % name)
+    return p, port
+
+
+CLOSE_SECONDS = int(os.environ.get("BENCH_CLOSE_SECONDS", "3"))
+
+
+def wrk_count(url, close):
+    """wrk on core 1, 10 connections for CLOSE_SECONDS, with `Connection:
+    close` (a new connection per request) or keep-alive -> requests made."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c10", "-d%ds" % CLOSE_SECONDS, url]
+    if close:
+        cmd[4:4] = ["-H", "Connection: close"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=CLOSE_SECONDS + 30)
+    n = re.search(r"(\d+) requests in", r.stdout)
+    if not n or int(n.group(1)) == 0:
+        raise RuntimeError("wrk output not understood:\n" + r.stdout + r.stderr)
+    return int(n.group(1))
+
+
+def row_health_close():
+    """CPU per request with a new connection per request (the target), and
+    with keep-alive (info: what the p99 rows measure, without the
+    scheduler's noise): the server's own CPU time over a bounded wrk run,
+    divided by the requests it answered."""
+    rerun = "bench.py BIN health_close   (BENCH_CLOSE_SECONDS=%d)" % CLOSE_SECONDS
+    if os.cpu_count() < 2:
+        unavailable("/health close: CPU/request", "needs 2 cores", rerun)
+        return
+    per = {(name, close): [] for name in ("init", "nginx") for close in (True, False)}
+    for _ in range(3):
+        for name, close in per:
+            site = Site()
+            try:
+                p, port = start_health_server(name, site)
+                try:
+                    pids = server_pids(p, name)
+                    before = cpu_ns(pids)
+                    n = wrk_count("http://127.0.0.1:%d/health" % port, close)
+                    per[name, close].append((cpu_ns(pids) - before) / 1000.0 / n)
+                finally:
+                    p.stop()
+            finally:
+                site.cleanup()
+    anchor_ratio("/health close: CPU/request", median(per["init", True]),
+                 median(per["nginx", True]), " us", "nginx", 1.1, rerun, fmt="%.1f")
+    value, anchor = median(per["init", False]), median(per["nginx", False])
+    add("/health keep-alive: CPU/req", "%.1f us" % value, "nginx %.1f us" % anchor,
+        value / anchor if anchor else None, "", None, rerun)
+
+
+IDLE_CONNS = 200  # both servers are set to take 256
+
+
+def idle_cost_kib(port, pids):
+    """RSS growth per connection over IDLE_CONNS keep-alive connections
+    that each had one answer and then stay idle."""
+    req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    time.sleep(0.2)
+    before = rss_kib(pids)
+    conns = []
+    try:
+        for _ in range(IDLE_CONNS):
+            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+            s.sendall(req)
+            if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("no 200 on a keep-alive connection")
+            conns.append(s)
+        time.sleep(0.2)
+        return (rss_kib(pids) - before) / IDLE_CONNS
+    finally:
+        for s in conns:
+            s.close()
+
+
+def row_health_idle_mem():
+    rerun = "bench.py BIN health_idle_mem"
+    per = {"init": [], "nginx": []}
+    for _ in range(3):
+        for name in per:
+            site = Site()
+            try:
+                p, port = start_health_server(name, site)
+                try:
+                    per[name].append(idle_cost_kib(port, server_pids(p, name)))
+                finally:
+                    p.stop()
+            finally:
+                site.cleanup()
+    value, anchor = median(per["init"]), median(per["nginx"])
+    add("/health idle conn memory", "%.2f KiB" % value, "nginx %.2f KiB" % anchor,
+        value / anchor if anchor > 0 else None, "<= 1 KiB", value <= 1.0, rerun)
+
+
 # ---------------------------------------------------------------------------
 # (g) `peerprep-init health` exec-to-exit vs curl
 # ---------------------------------------------------------------------------
@@ -688,6 +818,8 @@ ALL = {
     "render": row_render,
     "rss_big": row_rss_big,
     "health_rps": row_health_rps,
+    "health_close": row_health_close,
+    "health_idle_mem": row_health_idle_mem,
     "probe": row_probe,
     "resolve": row_resolve,
 }

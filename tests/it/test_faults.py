@@ -228,6 +228,27 @@ def test_reload_with_templates_dir_gone_keeps_serving_and_is_reported(site):
         assert stop(init) == 0
 
 
+def test_rejected_reload_never_shows_the_config_tests_output_on_health(tmp_path):
+    """nginx -t echoes substituted values in its [emerg] line: /health, which
+    a deploy may expose, says the config test failed and that the log has
+    the reason, and never carries the value."""
+    secret = "tok-5ecret-ABC123"
+    site = Site(tmp_path, NGINX_SECRET=secret)
+    with site.start() as init:
+        site.template.write_text((SITE % site.port) + "bogus_${NGINX_SECRET} on;\n")
+        init.signal(signal.SIGHUP)
+        init.wait_log("reload rejected")
+        assert secret in init.text(), "the log keeps the reason:\n" + init.text()
+        code, doc = wait_for(lambda: health(site.health_port), 5, what="/health")
+        text = json.dumps(doc)
+        assert code == 200 and doc["status"] == "warn", doc
+        assert secret not in text and "emerg" not in text, text
+        assert doc["checks"]["config:reload"][0]["output"] == \
+            "config test failed; the log has the reason", doc
+        assert body(site.port) == "v1"
+        assert stop(init) == 0
+
+
 # ---------------------------------------------------------------------------
 # disk full at render
 # ---------------------------------------------------------------------------

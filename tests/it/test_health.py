@@ -3,6 +3,7 @@ real binary: `peerprep-init -- sleep 1000` with the probe pointed at a port
 the test listens on. Every wait polls with a deadline."""
 
 import json
+import re
 import os
 import signal
 import socket
@@ -301,3 +302,130 @@ def test_sigterm_turns_503_while_child_runs(nginx):
         i.proc.wait(15)
     finally:
         i.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["--timeout", "abc"], ["--bogus"], ["--timeout"], ["--url"], ["-c"],
+    ["--timeout", "0"], ["-c", "/nonexistent/peerprep-init.ini"],
+])
+def test_health_command_usage_errors_exit_1_with_one_line(args):
+    """Docker reserves exit 2 for HEALTHCHECK: a usage error is a failed
+    check like any other, said in one line."""
+    code, out, err, _ = health_cmd(*args)
+    assert code == 1 and out == "", (code, out, err)
+    assert err.count("\n") == 1, err
+
+
+class OneAnswer:
+    """A server that reads one request head and sends `answer`, then closes
+    (or, with hold, keeps the connection open without a further byte)."""
+
+    def __init__(self, answer, hold=False):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(10)
+        self.answer, self.hold, self.conn = answer, hold, None
+        self.url = "http://127.0.0.1:%d/health" % self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        c.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        c.sendall(self.answer)
+        if self.hold:
+            self.conn = c
+        else:
+            c.close()
+
+    def close(self):
+        self.thread.join(15)
+        if self.conn:
+            self.conn.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("answer,hold,why", [
+    (b"HTTP/1.1 200", False, "cut short"),
+    (b"HTTP/1.1 200 OK\r\n", False, "cut short"),
+    (b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", False, "malformed status line"),
+    (b"HTTP/1.1 200OK\r\nContent-Length: 0\r\n\r\n", False, "malformed status line"),
+    (b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", False, "malformed status line"),
+    (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", False, "cut short"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", False, "body cut short: 5 of 10"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", True, "timed out after 0.5s"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", False, "malformed Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", False,
+     "malformed Content-Length"),
+    (b"", False, "closed without a response"),
+])
+def test_health_command_judges_strictly(answer, hold, why):
+    srv = OneAnswer(answer, hold)
+    try:
+        code, out, err, _ = health_cmd("--url", srv.url, "--timeout", "0.5")
+    finally:
+        srv.close()
+    assert code == 1 and out == "", (code, err)
+    assert err.count("\n") == 1 and why in err, err
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\ncontent-length:  2 \r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\n\r\nread until the server closes",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+])
+def test_health_command_accepts_whole_200(answer):
+    srv = OneAnswer(answer)
+    try:
+        code, out, err, _ = health_cmd("--url", srv.url, "--timeout", "2")
+    finally:
+        srv.close()
+    assert (code, out, err) == (0, "", "")
+
+
+def test_health_command_default_timeout_is_below_the_orchestrators():
+    """Docker and ECS give a check 5 s by default (ECS: 2-60): the probe's
+    own deadline (3 s) comes first, so it can say why."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = "http://127.0.0.1:%d/health" % silent.getsockname()[1]
+        code, out, err, took = health_cmd("--url", url)
+    assert code == 1 and err.count("\n") == 1 and "timed out after 3s" in err, err
+    assert 2.8 < took < 4.5, took
+
+
+def test_health_is_a_library_that_needs_nothing_from_init(tmp_path):
+    """health/ includes nothing from init/ and, compiled alone, refers to no
+    pi_ symbol it does not define itself: the program wires it up, never
+    the reverse."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    health = os.path.join(repo, "health")
+    sources = sorted(f for f in os.listdir(health) if f.endswith(".c"))
+    for name in sorted(os.listdir(health)):
+        with open(os.path.join(health, name)) as f:
+            assert '#include "init/' not in f.read(), name
+    inc = os.path.join(repo, "build", "deps", "glibc", "include")
+    objs = []
+    for src in sources:
+        obj = str(tmp_path / (src + ".o"))
+        subprocess.run(["gcc", "-std=c11", "-D_GNU_SOURCE", "-I", repo, "-isystem", inc, "-c",
+                        os.path.join(health, src), "-o", obj], check=True, timeout=120)
+        objs.append(obj)
+    defined = set(re.findall(r" [TDBR] (pi_\w+)", subprocess.run(
+        ["nm", "--defined-only", *objs], capture_output=True, text=True, timeout=60).stdout))
+    undefined = set(re.findall(r" U (pi_\w+)", subprocess.run(
+        ["nm", "-u", *objs], capture_output=True, text=True, timeout=60).stdout))
+    assert undefined <= defined, sorted(undefined - defined)

@@ -18,9 +18,12 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "health/addr.h"
+#include "health/duration.h"
 #include "health/http.h"
 #include "health/probe.h"
 #include "health/server.h"
+#include "health/server_impl.h"
 #include "tap.h"
 
 static uv_loop_t loop;
@@ -47,8 +50,8 @@ static void pump(long ms)
 static void reset_view(void)
 {
 	memset(ups, 0, sizeof(ups));
-	ups[0].var = "NGINX_USER_SERVICE_HOST";
-	ups[0].host = "user-service.peerprep-prod.internal";
+	pi_health_upstream_name(&ups[0], "NGINX_USER_SERVICE_HOST",
+				"user-service.peerprep-prod.internal");
 	ups[0].resolved = 1;
 	ups[0].checked = 1795629600; /* 2026-11-25T18:00:00Z */
 	ups[0].n_addrs = 1;
@@ -61,9 +64,26 @@ static void reset_view(void)
 	view.upstreams = ups;
 }
 
+/* The server's last log event, as "LEVEL MSG key=value...". */
+static char last_event[512];
+
+static void log_event(void *data, int level, const char *msg, const char *const *f)
+{
+	int n = snprintf(last_event, sizeof(last_event), "%d %s", level, msg);
+
+	(void)data;
+	for (; f && f[0] && f[1] && n > 0 && (size_t)n < sizeof(last_event); f += 2)
+		n += snprintf(last_event + n, sizeof(last_event) - (size_t)n, " %s=%s", f[0], f[1]);
+}
+
 static struct pi_health_server *start(const char *probe, int *port)
 {
-	struct pi_health_server_opts o = {"127.0.0.1:0", "/health", probe, "1.2.0", &view};
+	struct pi_health_server_opts o = {.listen = "127.0.0.1:0",
+					  .path = "/health",
+					  .probe = probe,
+					  .version = "1.2.0",
+					  .view = &view,
+					  .log = log_event};
 	struct pi_health_server *s = NULL;
 	char err[256] = "";
 	int r = pi_health_server_start(&loop, &o, &s, err, sizeof(err));
@@ -125,7 +145,7 @@ static void send_str(int fd, const char *s)
 }
 
 struct reply {
-	char buf[65536];
+	char buf[131072];
 	size_t len;
 	int closed; /* the server closed (EOF or reset) */
 };
@@ -155,7 +175,7 @@ struct resp {
 	int status;
 	long content_length;
 	char head[2048];
-	char body[16384];
+	char body[65536];
 	size_t size; /* bytes it took; 0 when incomplete */
 };
 
@@ -284,13 +304,123 @@ static void test_report(int port)
 
 	/* Strings are escaped, whatever they hold. */
 	reset_view();
-	ups[0].host = "a\"b\\c\n\x01\xff";
-	ups[0].var = "NGINX_\"Q";
+	pi_health_upstream_name(&ups[0], "NGINX_\"Q", "a\"b\\c\n\x01\xff");
 	x = get(port, "/health");
 	ok(has(x.body, "\"upstream:NGINX_\\\"Q\":[{") &&
 	       has(x.body, "\"componentId\":\"a\\\"b\\\\c\\u000a\\u0001\\u00ff\""),
 	   "names and hosts are JSON-escaped");
 	reset_view();
+}
+
+static struct resp ask(int fd, const char *req);
+
+/* Every valid state fits: 24 hosts with the longest names, each with 16
+ * of the longest IPv6 addresses, all resolved, and a rejected reload whose
+ * reason fills its field without a NUL. */
+static void test_large_report(int port)
+{
+	enum { N_UPS = 24 };
+	static struct pi_health_upstream many[N_UPS];
+	static const char addr[] = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+	char var[PI_HEALTH_NAME_MAX], host[254];
+	struct resp x;
+	int n_addrs = 0;
+
+	reset_view();
+	memset(var, 'V', sizeof(var) - 1);
+	var[sizeof(var) - 1] = '\0';
+	memset(host, 'h', sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	for (int i = 0; i < N_UPS; i++) {
+		many[i] = ups[0];
+		var[0] = (char)('A' + i);
+		pi_health_upstream_name(&many[i], var, host);
+		many[i].n_addrs = PI_HEALTH_MAX_ADDRS;
+		for (int k = 0; k < PI_HEALTH_MAX_ADDRS; k++)
+			memcpy(many[i].addrs[k], addr, sizeof(addr));
+	}
+	view.upstreams = many;
+	view.n_upstreams = N_UPS;
+	x = get(port, "/health");
+	is_int(x.status, 200, "24 hosts x 16 longest IPv6 addresses: 200");
+	ok(x.content_length == (long)strlen(x.body), "the whole body arrives (%ld bytes)",
+	       x.content_length);
+	for (const char *p = x.body; (p = strstr(p, addr)); p++)
+		n_addrs++;
+	is_int(n_addrs, N_UPS * PI_HEALTH_MAX_ADDRS, "every address is in it");
+	ok(x.content_length > 16384 && has(x.body, "\"config:reload\":[{\"status\":\"pass\"") &&
+	       strcmp(x.body + strlen(x.body) - 3, "}}\n") == 0,
+	   "a complete document, larger than the old 15.5 KiB limit");
+
+	view.reload_ok = 0;
+	memset(view.reload_error, 'r', sizeof(view.reload_error));
+	x = get(port, "/health");
+	char want[sizeof(view.reload_error) + 16];
+	snprintf(want, sizeof(want), "\"output\":\"%.*s\"}]}}", (int)sizeof(view.reload_error),
+		 view.reload_error);
+	ok(x.status == 200 && has(x.body, want),
+	   "a reload reason without a NUL is cut at its field, and still fits");
+	view.reload_error[0] = '\0';
+	x = get(port, "/health");
+	ok(has(x.body, "\"output\":\"reload rejected; the log has the reason\"}]"),
+	   "a rejected reload without a reason still says where to look");
+	reset_view();
+}
+
+/* A closing answer with nothing left unread: the server closes at once
+ * (nginx does the same) instead of half-closing and draining. Bytes sent
+ * after the answer then meet a closed socket (a reset); after a request
+ * with a body the server still drains, so they are swallowed. */
+static void test_close_at_once(int port)
+{
+	static struct reply r;
+	int fd = connect_to(port);
+
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "GET /health/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	read_until(fd, &r, 3000, NULL);
+	ok(r.closed && has(r.buf, "HTTP/1.1 200 OK\r\n"), "close: answered, then the end");
+	/* The server lingered 2 s before: well within 1 s, a send meets the
+	 * reset of a closed socket now. */
+	long end = now_ms() + 1000;
+	ssize_t k;
+	while ((k = send(fd, "x", 1, MSG_NOSIGNAL)) == 1 && now_ms() < end)
+		pump(10);
+	ok(k < 0 && (errno == EPIPE || errno == ECONNRESET),
+	   "close: the socket was closed at once (a later send fails)");
+	close(fd);
+
+	fd = connect_to(port);
+	memset(&r, 0, sizeof(r));
+	send_str(fd, "POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody");
+	read_until(fd, &r, 3000, NULL);
+	pump(20);
+	end = now_ms() + 300;
+	while ((k = send(fd, "x", 1, MSG_NOSIGNAL)) == 1 && now_ms() < end)
+		pump(10);
+	ok(r.closed && k == 1, "close: after a body the server drains (sends still go in)");
+	close(fd);
+}
+
+/* The input starts small: a head longer than that is still read whole,
+ * and the connection goes on. */
+static void test_long_head(int port)
+{
+	static char req[4096 + 128];
+	int fd = connect_to(port);
+	int n = snprintf(req, sizeof(req), "GET /health/live HTTP/1.1\r\nHost: t\r\nX-Pad: ");
+	struct resp x;
+
+	memset(req + n, 'p', 4096);
+	memcpy(req + n + 4096, "\r\n\r\n", 5);
+	x = ask(fd, req);
+	is_int(x.status, 200, "a 4 KiB head is answered");
+	x = ask(fd, "GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+	is_int(x.status, 200, "and the connection answers the next one");
+	close(fd);
+	ok(sizeof(struct pi_health_conn) + 16 <= 1024,
+	   "an idle connection costs %zu bytes (with malloc's 16: at most 1 KiB)",
+	   sizeof(struct pi_health_conn));
 }
 
 /* Sends req on the open connection fd and reads one response to it. */
@@ -726,6 +856,16 @@ static void test_timeouts(int port)
 	close(busy);
 }
 
+/* The log callback of the tests: one line on standard error. */
+static void log_line(void *data, int level, const char *msg, const char *const *f)
+{
+	(void)data;
+	fprintf(stderr, "%d %s", level, msg);
+	for (; f && f[0] && f[1]; f += 2)
+		fprintf(stderr, " %s=%s", f[0], f[1]);
+	fputc('\n', stderr);
+}
+
 /* Runs pi_health_probe_main in a child; returns its exit status and its
  * standard error. */
 static int run_probe(const char *url, const char *timeout, char *err, size_t errlen)
@@ -742,7 +882,7 @@ static int run_probe(const char *url, const char *timeout, char *err, size_t err
 		close(pipefd[0]);
 		int out = open("/dev/null", O_WRONLY);
 		dup2(out, 1);
-		_exit(pi_health_probe_main(5, argv, "http://127.0.0.1:1/never"));
+		_exit(pi_health_probe_main(5, argv, "http://127.0.0.1:1/never", log_line, NULL));
 	}
 	close(pipefd[1]);
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
@@ -818,7 +958,7 @@ static void test_health_command(int port)
 	ok(code == 1 && count_lines(err) == 1 && has(err, "bad URL"),
 	   "health: name in URL refused");
 	code = run_probe(url, "soon", err, sizeof(err));
-	ok(code == 2 && count_lines(err) == 1, "health: bad --timeout is a usage error");
+	ok(code == 1 && count_lines(err) == 1, "health: bad --timeout exits 1 with one line");
 }
 
 static void test_addresses(void)
@@ -851,6 +991,15 @@ static void test_addresses(void)
 		ok((pi_health_parse_addr(cases[i].in, &ss) == 0) == cases[i].ok,
 		   "parse_addr '%s' %s", cases[i].in, cases[i].ok ? "accepted" : "rejected");
 
+	uint64_t ms = 7;
+	ok(pi_health_parse_duration("1.5", &ms) == 0 && ms == 1500, "duration 1.5 is 1500 ms");
+	ok(pi_health_parse_duration(" 250ms ", &ms) == 0 && ms == 250, "duration 250ms");
+	ok(pi_health_parse_duration("2m", &ms) == 0 && ms == 120000, "duration 2m");
+	ms = 7;
+	ok(pi_health_parse_duration("abc", &ms) == -EINVAL && ms == 7, "duration abc rejected");
+	ok(pi_health_parse_duration("-1", &ms) == -EINVAL, "duration -1 rejected");
+	ok(pi_health_parse_duration("8d", &ms) == -EINVAL, "duration 8d rejected");
+
 	char url[64];
 	pi_health_url("0.0.0.0:8081", "/health", url, sizeof(url));
 	is_str(url, "http://127.0.0.1:8081/health", "wildcard IPv4 listen probed on loopback");
@@ -866,7 +1015,8 @@ static void test_addresses(void)
 
 static void test_start_errors(void)
 {
-	struct pi_health_server_opts o = {"1.2.3:80", "/health", "", "1", &view};
+	struct pi_health_server_opts o = {
+	    .listen = "1.2.3:80", .path = "/health", .probe = "", .version = "1", .view = &view};
 	struct pi_health_server *s = NULL;
 	char err[256] = "";
 	int port, lfd;
@@ -905,7 +1055,12 @@ int main(void)
 	test_start_errors();
 	struct pi_health_server *s = start("", &port);
 	if (s) {
+		ok(has(last_event, "0 health endpoint listening listen=127.0.0.1:0"),
+		   "events go to the log callback: %s", last_event);
 		test_report(port);
+		test_large_report(port);
+		test_close_at_once(port);
+		test_long_head(port);
 		test_cached_report(port);
 		test_errors(port);
 		test_connection_reuse(port);
