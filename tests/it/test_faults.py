@@ -244,7 +244,7 @@ def test_rejected_reload_never_shows_the_config_tests_output_on_health(tmp_path)
         assert code == 200 and doc["status"] == "warn", doc
         assert secret not in text and "emerg" not in text, text
         assert doc["checks"]["config:reload"][0]["output"] == \
-            "config test failed; the log has the reason", doc
+            "config test failed (status 1); the log has the reason", doc
         assert body(site.port) == "v1"
         assert stop(init) == 0
 
