@@ -55,7 +55,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps check check-unit check-it check-asan fuzz fuzz-smoke bench demo install clean format
+.PHONY: all deps check check-unit check-it check-asan check-image image fuzz fuzz-smoke bench demo install clean format
 
 all: $(BUILD)/peerprep-init
 
@@ -127,7 +127,20 @@ fuzz-smoke: deps $(FUZZ_BIN)
 fuzz: deps $(FUZZ_BIN)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)
 
-check: deps all check-unit fuzz-smoke check-it check-asan
+# The image (README, "Deploying"): built by docker or podman, whichever
+# works, on local stand-in base images unless STANDINS=0 (mk/images.sh).
+# FRONTEND=DIR is the Vite project to ship; without it, the placeholder.
+IMAGE     ?= peerprep-frontend
+TARGET    ?= production
+FRONTEND  ?=
+image:
+	sh mk/images.sh build $(IMAGE) $(TARGET) $(FRONTEND)
+
+# tests/image: both targets built and run by podman (as root).
+check-image: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/image
+
+check: deps all check-unit fuzz-smoke check-it check-asan check-image
 
 bench: deps all
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)
