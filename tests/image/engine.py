@@ -95,6 +95,13 @@ def build(tag, target="production", frontend=None, timeout=1200):
     return took
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def image_size(tag):
     return int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
 
