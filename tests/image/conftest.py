@@ -64,7 +64,7 @@ class Backends:
 
     def start(self, service, alias=None, stub_name=None):
         """Start one backend container -> Container; returns once it answers."""
-        name = "pit%s-%s-%d" % (engine.RUN, service, len(self.containers))
+        name = "%s-%s-%d" % (self.network.name, service, len(self.containers))
         cmd = ["python3", "/tests/image/backend.py", stub_name or service]
         if service in testbed.WS_SERVICES:
             cmd.append("--websocket")
@@ -93,10 +93,8 @@ def _answers(ip):
         return False
 
 
-@pytest.fixture(scope="session")
-def backends(images):
-    _need_engine()
-    net = engine.Network("pit%s-net" % engine.RUN)
+def _backends(tag):
+    net = engine.Network("pit%s-%s" % (engine.RUN, tag))
     b = Backends(net)
     try:
         b.services = {svc: b.start(svc) for svc in testbed.SERVICES}
@@ -104,6 +102,21 @@ def backends(images):
     finally:
         b.stop_all()
         net.remove()
+
+
+@pytest.fixture(scope="session")
+def backends(images):
+    """The shared network and backends; tests must leave them as they were."""
+    _need_engine()
+    yield from _backends("net")
+
+
+@pytest.fixture
+def own_backends(images):
+    """A network and backends of this test's own, for a test that replaces
+    one of them."""
+    _need_engine()
+    yield from _backends("own")
 
 
 @pytest.fixture

@@ -165,7 +165,8 @@ def health_addresses(c, var):
 
 
 @pytest.mark.timeout(150)
-def test_redeploy_under_load_loses_no_request(images, backends, containers):
+def test_redeploy_under_load_loses_no_request(images, own_backends, containers):
+    backends = own_backends
     recheck = ini_seconds("upstreams", "recheck")
     c = start_frontend(containers, backends, images["production"], "redeploy")
     old = backends.services["user-service"]
