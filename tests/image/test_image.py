@@ -132,6 +132,7 @@ def test_missing_backend_waits_then_exits_4_naming_the_variable(images, backends
                        env={"NGINX_CHAT_SERVICE_HOST": "no-such-service",
                             "PEERPREP_INIT_UPSTREAMS_WAIT": "3s"})
     t0 = time.monotonic()
+    assert c.healthcheck()[0] != 0  # nothing serves while the init waits
     code = c.wait_exit(timeout=30)
     assert code == 4, c.logs()
     assert time.monotonic() - t0 >= 2.0
