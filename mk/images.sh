@@ -10,9 +10,9 @@
 #
 # Stand-ins are made from Debian's archive with mmdebstrap and imported into
 # the engine as localhost/peerprep-standin-NAME:KEY, where KEY is a hash of
-# this script (and, for node, of the host's extra CA certificates): an
-# existing image with that name is reused, so a second run costs nothing
-# and any change here makes new ones.
+# their recipe below (and, for node, of the host's extra CA certificates):
+# an existing image with that name is reused, so a second run costs nothing,
+# and a change to the recipe makes new ones (and drops the old ones).
 #
 #   builder  bookworm minbase (apt works), for BUILDER_IMAGE
 #   node     bookworm with Debian's nodejs and npm, for NODE_IMAGE
@@ -48,13 +48,17 @@ pick_engine() {
 }
 ENGINE=$(pick_engine)
 
+# A stand-in's KEY hashes the recipe (the part of this file between the two
+# "recipe" marks) and, for node, the CA certificates it copies in; the rest
+# of the file can change without making new stand-ins.
 key() { # $1 = stand-in name
 	{
-		cat "$top/mk/images.sh"
+		sed -n '/^# --- recipe ---$/,/^# --- end of recipe ---$/p' "$top/mk/images.sh"
 		if [ "$1" = node ]; then cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true; fi
 	} | sha256sum | cut -c1-12
 }
 
+# --- recipe ---
 # Debian without documentation, man pages or locales, as the -slim images.
 SLIM="--dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/doc/*
 --dpkgopt=path-include=/usr/share/doc/*/copyright --dpkgopt=path-exclude=/usr/share/info/*
@@ -160,6 +164,9 @@ make_standin() {
 	$ENGINE import --quiet "$@" "$work/rootfs.tar" "$ref" >/dev/null
 	rm -rf "$work"
 	trap - EXIT
+	# Stand-ins of this name made by an older script are not used again.
+	$ENGINE images --format '{{.Repository}}:{{.Tag}}' | grep "^localhost/peerprep-standin-$name:" |
+		grep -v -x -F "$ref" | while read -r old; do $ENGINE rmi "$old" >/dev/null 2>&1 || true; done
 	echo "$ref"
 }
 
@@ -181,6 +188,7 @@ standins() {
 	printf '%s\n' "--build-arg=BUILDER_IMAGE=$b" "--build-arg=NODE_IMAGE=$n" "--build-arg=NGINX_IMAGE=$g"
 	printf 'PYTHON_IMAGE=%s\n' "$p" >"$top/build/standins.env"
 }
+# --- end of recipe ---
 
 build() { # $1 = tag, $2 = target, $3 = frontend folder
 	tag=$1 target=${2:-production} frontend=${3:-}
