@@ -22,7 +22,7 @@ INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=40
 # DEPS_PKGS replaces the package list (empty: install nothing) and
 # DEPS_LIBCS names the copies to build ("musl glibc"): the image's builder
 # stage installs its compilers itself and needs only the musl copies.
-PKGS=${DEPS_PKGS-"python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev podman mmdebstrap runc fuse-overlayfs slirp4netns uidmap podman-compose python3-botocore"}
+PKGS=${DEPS_PKGS-"python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev podman netavark aardvark-dns iptables mmdebstrap runc fuse-overlayfs slirp4netns uidmap podman-compose python3-botocore"}
 
 need=""
 for p in $PKGS; do
