@@ -366,6 +366,12 @@ def test_compose_file_brings_up_the_production_target(images, backends):
     compose = ["podman-compose", "-p", "pit%s" % engine.RUN, "-f",
                os.path.join(engine.REPO, "deploy", "docker-compose.yml")]
     fe = Container("peerprep_frontend")
+    # The file fixes the container's name: one left by a killed test run
+    # (its project is "pit<pid>" and that pid is gone) is removed first.
+    owner = fe.inspect('{{index .Config.Labels "com.docker.compose.project"}}') \
+        if fe.status() != "gone" else ""
+    if re.fullmatch(r"pit\d+", owner) and not os.path.exists("/proc/" + owner[3:]):
+        fe.remove()
     try:
         p = subprocess.run(compose + ["up", "-d"], env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
