@@ -10,6 +10,7 @@ Needs root and podman (`make deps` installs it); run with
 import os
 import shutil
 import sys
+import time
 
 import pytest
 
@@ -41,6 +42,9 @@ def images():
     time and size goes to build/image-metrics.json."""
     _need_engine()
     engine.sweep()
+    t0 = time.monotonic()
+    engine.standins()
+    engine.record("standins_seconds", round(time.monotonic() - t0, 1))
     out = {}
     for key, tag, target, frontend in (
             ("production", PROD, "production", engine.FIXTURE),

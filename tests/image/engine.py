@@ -80,6 +80,16 @@ def sweep():
                     podman("network", "rm", "-f", name, check=False)
 
 
+def standins(timeout=1800):
+    """Make (or reuse) the stand-in images: the tests' backends run on the
+    python one whatever bases the image is built on (STANDINS=0: the
+    Dockerfile's pinned ones)."""
+    p = subprocess.run(["sh", os.path.join(REPO, "mk", "images.sh"), "standins"], env=ENV,
+                       capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise EngineError("mk/images.sh standins: exit %d\n%s" % (p.returncode, p.stderr[-4000:]))
+
+
 def build(tag, target="production", frontend=None, timeout=1200):
     """Build the Dockerfile's target through mk/images.sh (stand-in bases)
     -> seconds taken."""
