@@ -2,30 +2,43 @@
 #
 # PeerPrep frontend image: nginx serving the SPA, with peerprep-init as PID 1.
 #
-#   docker buildx build --platform linux/amd64,linux/arm64 \
-#       --build-context frontend=../frontend -t peerprep-frontend .
+#   docker build --build-context frontend=../frontend -t peerprep-frontend .
+#   podman build --format docker --build-context frontend=../frontend -t peerprep-frontend .
 #
-# Targets: `production` (the default, last stage) and `development` (Vite dev
-# server). The SPA comes from the named build context `frontend`; without it
-# the production image ships the placeholder in deploy/site. See
-# README.md, "Deploying", for what each stage does.
-
-ARG ALPINE_VERSION=3.20
-ARG NODE_VERSION=22
+# Targets: `production` (the default, last stage) and `development` (the
+# Vite dev server behind the init). The SPA comes from the named build
+# context `frontend`; without it the production image ships the placeholder
+# in deploy/site. podman needs `--format docker` to keep the HEALTHCHECK.
+# See README.md, "Deploying", for what each stage does.
+#
+# The three base images are build arguments, so a mirror, a digest or a
+# local stand-in (mk/images.sh, which the image tests use) can be given.
+ARG BUILDER_IMAGE=debian:12.8-slim
+ARG NODE_IMAGE=node:22.12.0-bookworm-slim
+ARG NGINX_IMAGE=nginx:1.27.3-bookworm
 
 # ---------------------------------------------------------------------------
-# builder: the static peerprep-init binary, against Alpine's musl and its
-# packaged static libuv and inih (the Makefile's DEPS=system mode). Runs on
-# the target platform, so one Dockerfile gives amd64 and arm64 images.
+# builder: the static musl binary, built as CI builds it. apt-get installs
+# the compilers; mk/deps.sh (what `make deps` runs) fetches libuv and inih
+# from Debian's source archive, checks them against mk/deps.sha256 and
+# builds the musl copies only. That layer depends on those two files alone,
+# so a change to the sources or the Makefile rebuilds only the last step.
 # ---------------------------------------------------------------------------
-FROM alpine:${ALPINE_VERSION} AS builder
-RUN apk add --no-cache build-base linux-headers libuv-dev libuv-static inih-dev inih-static
+FROM ${BUILDER_IMAGE} AS builder
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        make gcc libc6-dev musl-tools linux-libc-dev >/dev/null \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+COPY mk/deps.sh mk/deps.sh
+COPY mk/deps.sha256 mk/deps.sha256
+RUN DEPS_PKGS= DEPS_LIBCS=musl sh mk/deps.sh \
+ && rm -rf build/deps/src /var/lib/apt/lists/*
 COPY Makefile ./
 COPY init/ init/
 COPY envsubst/ envsubst/
 COPY health/ health/
-RUN make DEPS=system \
+RUN make \
  && ./build/peerprep-init --version
 
 # ---------------------------------------------------------------------------
@@ -42,7 +55,7 @@ COPY deploy/site/ /dist/
 # dist/ otherwise. The VITE_* values are compiled into the bundle, so they
 # are build arguments, not run-time environment.
 # ---------------------------------------------------------------------------
-FROM node:${NODE_VERSION}-slim AS spa
+FROM ${NODE_IMAGE} AS spa
 ARG VITE_USER_SERVICE_URL=/user-service-api
 ARG VITE_QUESTION_SERVICE_URL=/question-service-api
 ARG VITE_MATCHING_SERVICE_URL=/matching-service-api
@@ -61,30 +74,41 @@ RUN --mount=type=cache,target=/root/.npm \
  && test -f dist/index.html
 
 # ---------------------------------------------------------------------------
-# development: the Vite dev server (compose's default target). It ships
-# /peerprep-init only so compose's one health check command works for both
-# targets: here it probes the dev server's / instead of nginx's /health.
+# development: the Vite dev server, with the init as PID 1 in front of it
+# so that esbuild's and Vite's children are reaped and a stop is quick.
+# No templates and no upstream hosts here (Vite proxies nothing); the
+# health check proves the dev server accepts connections on 5173.
 # ---------------------------------------------------------------------------
-FROM node:${NODE_VERSION}-slim AS development
+FROM ${NODE_IMAGE} AS development
 WORKDIR /app
 COPY --from=frontend / /app/
 RUN --mount=type=cache,target=/root/.npm \
     test -f package.json || { echo "the development target needs --build-context frontend=DIR" >&2; exit 1; }; \
     npm ci --no-audit --no-fund
 COPY --from=builder /src/build/peerprep-init /peerprep-init
-ENV PEERPREP_INIT_HEALTH_LISTEN=127.0.0.1:5173 \
-    PEERPREP_INIT_HEALTH_PATH=/
+# templates.dir that does not exist renders nothing; an empty hosts pattern
+# matches no variable; no config test (there is no nginx). npm forwards
+# SIGTERM to the dev server, which has no graceful QUIT.
+ENV PEERPREP_INIT_TEMPLATES_DIR=/nonexistent \
+    PEERPREP_INIT_UPSTREAMS_HOSTS= \
+    PEERPREP_INIT_NGINX_TEST= \
+    PEERPREP_INIT_NGINX_STOP_SIGNAL=TERM \
+    PEERPREP_INIT_NGINX_STOP_TIMEOUT=5s \
+    PEERPREP_INIT_HEALTH_PROBE=127.0.0.1:5173
 EXPOSE 5173
-CMD ["npm", "run", "dev", "--", "--host", "0.0.0.0"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/peerprep-init", "health"]
+CMD ["/peerprep-init", "--", "npm", "run", "dev", "--", "--host", "0.0.0.0", "--port", "5173", "--strictPort"]
 
 # ---------------------------------------------------------------------------
-# production: stock nginx:alpine, with peerprep-init in place of the image's
-# shell entrypoint (ENTRYPOINT [] drops /docker-entrypoint.sh and its
-# envsubst scripts). nginx:alpine stops with SIGQUIT by default; the init
-# wants SIGTERM (what ECS sends anyway) and turns it into nginx's graceful
-# QUIT itself, with the escalation described in the README.
+# production: stock nginx with peerprep-init in place of the image's shell
+# entrypoint (ENTRYPOINT [] drops /docker-entrypoint.sh and its envsubst
+# scripts). The official image stops with SIGQUIT; the init wants SIGTERM
+# (what ECS sends anyway) and turns it into nginx's graceful QUIT itself,
+# with the escalation described in the README.
 # ---------------------------------------------------------------------------
-FROM nginx:alpine AS production
+FROM ${NGINX_IMAGE} AS production
 # The stock server (replaced by the rendered template) and welcome page go.
 RUN rm -f /etc/nginx/conf.d/default.conf \
  && rm -rf /usr/share/nginx/html/*

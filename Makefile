@@ -55,7 +55,6 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps check check-unit check-it check-asan check-man check-peers fuzz fuzz-smoke bench demo install install-man clean format
 
 all: $(BUILD)/peerprep-init
 
@@ -127,6 +126,19 @@ fuzz-smoke: deps $(FUZZ_BIN)
 fuzz: deps $(FUZZ_BIN)
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(SECONDS)
 
+# The image (README, "Deploying"): built by docker or podman, whichever
+# works, on local stand-in base images unless STANDINS=0 (mk/images.sh).
+# FRONTEND=DIR is the Vite project to ship; without it, the placeholder.
+IMAGE     ?= peerprep-frontend
+TARGET    ?= production
+FRONTEND  ?=
+image:
+	sh mk/images.sh build $(IMAGE) $(TARGET) $(FRONTEND)
+
+# tests/image: both targets built and run by podman (as root).
+check-image: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider -p no:timeout tests/image
+
 # The man page renders with man(1), and groff reports no warning (-ww).
 MANPAGE   := doc/peerprep-init.8
 check-man:
@@ -141,7 +153,7 @@ check-man:
 check-peers: deps $(BUILD)/peerprep-init
 	@sh mk/peers.sh $(BUILD)/peerprep-init $(PYTHON)
 
-check: deps all check-man check-unit fuzz-smoke check-it check-asan check-peers
+check: deps all check-man check-unit fuzz-smoke check-it check-asan check-peers check-image
 
 bench: deps all
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)

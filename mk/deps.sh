@@ -24,7 +24,10 @@ DUMB_INIT_DEB=1.2.5-2
 # stays 0 so the handler signature matches a distribution's libinih.
 INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0"
 
-PKGS="python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev man-db groff-base python3-pexpect python3-psutil python3-prctl python3-pytest-timeout time"
+# DEPS_PKGS replaces the package list (empty: install nothing) and
+# DEPS_LIBCS names the copies to build ("musl glibc"): the image's builder
+# stage installs its compilers itself and needs only the musl copies.
+PKGS=${DEPS_PKGS-"python3-yaml musl-tools nginx-light dnsmasq-base python3 python3-pytest iproute2 wrk tini gettext-base curl clang libclang-rt-14-dev hyperfine dumb-init catatonit util-linux procps file make gcc dpkg-dev podman netavark aardvark-dns iptables mmdebstrap runc fuse-overlayfs slirp4netns uidmap podman-compose python3-botocore man-db groff-base python3-pexpect python3-psutil python3-prctl python3-pytest-timeout time"}
 
 need=""
 for p in $PKGS; do
@@ -92,5 +95,5 @@ build_one() { # $1 = compiler, $2 = output folder, $3 = extra flags
 	echo "deps: built $dst"
 }
 
-build_one musl-gcc "$out/musl" "-Os -ffunction-sections -fdata-sections"
-build_one gcc "$out/glibc" "-O1 -g -fPIC"
+case " ${DEPS_LIBCS:-musl glibc} " in *" musl "*) build_one musl-gcc "$out/musl" "-Os -ffunction-sections -fdata-sections" ;; esac
+case " ${DEPS_LIBCS:-musl glibc} " in *" glibc "*) build_one gcc "$out/glibc" "-O1 -g -fPIC" ;; esac
