@@ -278,26 +278,24 @@ int pi_health_probe_main(int argc, char **argv, const char *default_url)
 		if (!dst || !val) {
 			PI_LOG(PI_ERROR,
 			       "usage: peerprep-init health [-c FILE] [--url URL] "
-			       "[--timeout SECONDS]" PI_KV "argument=%s",
-			       argv[i < argc ? i : argc - 1]);
+			       "[--timeout SECONDS]",
+			       PI_STR("argument", argv[i < argc ? i : argc - 1]));
 			return 2;
 		}
 		*dst = val;
 	}
 	if (timeout && pi_config_duration(timeout, &timeout_ms) < 0) {
-		PI_LOG(PI_ERROR, "health: bad --timeout" PI_KV "value=%s", timeout);
+		PI_LOG(PI_ERROR, "health: bad --timeout", PI_STR("value", timeout));
 		return 2;
 	}
 	if (!url || parse_url(url, &t) < 0) {
-		PI_LOG(PI_ERROR,
-		       "health check failed" PI_KV "url=%s" PI_KV
-		       "error=bad URL, want http://HOST[:PORT]/PATH with an IP address",
-		       url ? url : "");
+		PI_LOG(PI_ERROR, "health check failed", PI_STR("url", url ? url : ""),
+		       PI_STR("error", "bad URL, want http://HOST[:PORT]/PATH with an IP address"));
 		return 1;
 	}
 	snprintf(timeout_text, sizeof(timeout_text), "%gs", (double)timeout_ms / 1000.0);
 	if (exchange(&t, now_ms() + (int64_t)timeout_ms, timeout_text, why, sizeof(why)) == 0)
 		return 0;
-	PI_LOG(PI_ERROR, "health check failed" PI_KV "url=%s" PI_KV "error=%s", url, why);
+	PI_LOG(PI_ERROR, "health check failed", PI_STR("url", url), PI_STR("error", why));
 	return 1;
 }

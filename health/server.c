@@ -363,7 +363,7 @@ static int health_body(struct pi_health_server *s, struct jbuf *j)
 		/* Only a configuration with very many upstreams gets here; say so
 		 * rather than send a cut-off document. */
 		if (!s->overflow_logged)
-			PI_LOG(PI_ERROR, "health report too large" PI_KV "limit=%d", BODY_MAX);
+			PI_LOG(PI_ERROR, "health report too large", PI_INT("limit", BODY_MAX));
 		s->overflow_logged = 1;
 		j->full = 0;
 		j->len = 0;
@@ -1021,8 +1021,8 @@ static void on_connection(uv_stream_t *listener, int status)
 		uint64_t now = uv_now(s->loop);
 		if (s->accept_error_at == 0 || now - s->accept_error_at >= 60000) {
 			s->accept_error_at = now ? now : 1;
-			PI_LOG(PI_WARN, "health listener cannot accept" PI_KV "error=%s",
-			       uv_strerror(status));
+			PI_LOG(PI_WARN, "health listener cannot accept",
+			       PI_STR("error", uv_strerror(status)));
 		}
 		return;
 	}
@@ -1171,8 +1171,8 @@ int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *
 	uv_timer_init(loop, &s->probe_timer);
 	s->probe_timer.data = s;
 	s->handles++;
-	PI_LOG(PI_DEBUG, "health endpoint listening" PI_KV "listen=%s" PI_KV "path=%s", o->listen,
-	       s->path);
+	PI_LOG(PI_DEBUG, "health endpoint listening", PI_STR("listen", o->listen),
+	       PI_STR("path", s->path));
 	*out = s;
 	return 0;
 }

@@ -47,24 +47,24 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 
 	pi_supervise_template_opts(cfg, envp, &o);
 	if (pi_templates_render(&o, &t, &err) < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		return 3;
 	}
 	if (pi_templates_count(t) == 0)
-		PI_LOG(PI_INFO, "no templates to render" PI_KV "dir=%s", o.dir);
+		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", o.dir));
 	if (to_stdout) {
 		if (pi_templates_print(t, stdout) < 0 || fflush(stdout) != 0) {
-			PI_LOG(PI_ERROR, "cannot write to standard output" PI_KV "error=%s",
-			       strerror(errno));
+			PI_LOG(PI_ERROR, "cannot write to standard output",
+			       PI_STR("error", strerror(errno)));
 			code = 3;
 		}
 	} else if (pi_templates_commit(t, &err) < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		code = 3;
 	} else {
 		for (size_t i = 0; i < pi_templates_count(t); i++)
-			PI_LOG(PI_INFO, "rendered" PI_KV "template=%s" PI_KV "output=%s",
-			       pi_templates_source(t, i), pi_templates_output(t, i));
+			PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(t, i)),
+			       PI_STR("output", pi_templates_output(t, i)));
 	}
 	pi_templates_free(t);
 	return code;
@@ -135,7 +135,7 @@ int main(int argc, char **argv, char **envp)
 		return pi_health_probe_main(nrest, rest, url);
 	}
 	if (code < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		pi_config_free(&cfg);
 		return 2;
 	}

@@ -207,17 +207,17 @@ static void start_child(struct sup *s)
 
 	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, &exec_errno);
 	if (pid < 0) {
-		PI_LOG(PI_ERROR, "cannot start the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror((int)-pid));
+		PI_LOG(PI_ERROR, "cannot start the command", PI_STR("command", s->cmd[0]),
+		       PI_STR("error", strerror((int)-pid)));
 		begin_exit(s, 126);
 		return;
 	}
 	if (exec_errno) {
 		/* The child exits 127/126 and is reaped like any other. */
-		PI_LOG(PI_ERROR, "cannot execute the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror(exec_errno));
+		PI_LOG(PI_ERROR, "cannot execute the command", PI_STR("command", s->cmd[0]),
+		       PI_STR("error", strerror(exec_errno)));
 	} else {
-		PI_LOG(PI_INFO, "started" PI_KV "command=%s" PI_KV "pid=%d", s->cmd[0], (int)pid);
+		PI_LOG(PI_INFO, "started", PI_STR("command", s->cmd[0]), PI_INT("pid", pid));
 	}
 	s->child = pid;
 	s->view.child_pid = pid;
@@ -227,8 +227,8 @@ static void start_child(struct sup *s)
 static void signal_child(struct sup *s, int sig)
 {
 	if (s->child > 0 && kill(s->child, sig) < 0 && errno != ESRCH)
-		PI_LOG(PI_WARN, "cannot signal the child" PI_KV "signal=%s" PI_KV "error=%s",
-		       strsignal(sig), strerror(errno));
+		PI_LOG(PI_WARN, "cannot signal the child", PI_STR("signal", strsignal(sig)),
+		       PI_STR("error", strerror(errno)));
 }
 
 static void on_upstream_change(struct pi_upstreams *u, void *data)
@@ -246,8 +246,8 @@ static void test_judged(struct sup *s)
 		if (s->state != ST_TEST)
 			return; /* a stop came first */
 		if (!ok) {
-			PI_LOG(PI_ERROR, "config test failed; nothing started" PI_KV "reason=%s",
-			       test_reason(s, why, sizeof(why)));
+			PI_LOG(PI_ERROR, "config test failed; nothing started",
+			       PI_STR("reason", test_reason(s, why, sizeof(why))));
 			if (s->tpl && pi_templates_rollback(s->tpl) < 0)
 				PI_LOG(PI_ERROR, "cannot restore the previous output files");
 			begin_exit(s, 5);
@@ -283,8 +283,8 @@ static void test_judged(struct sup *s)
 			snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 				 "config test failed: %.200s", why);
 			s->view.reload_ok = 0;
-			PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV
-			       "reason=%s", s->view.reload_error);
+			PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config",
+			       PI_STR("reason", s->view.reload_error));
 		}
 	}
 	s->reload_busy = 0;
@@ -300,7 +300,7 @@ static void reload_failed(struct sup *s, const char *why)
 	snprintf(s->view.reload_error, sizeof(s->view.reload_error), "%s", why);
 	s->view.reload_ok = 0;
 	s->view.reload_time = time(NULL);
-	PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config" PI_KV "reason=%s", why);
+	PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config", PI_STR("reason", why));
 	s->reload_busy = 0;
 }
 
@@ -315,8 +315,8 @@ static void start_reload(struct sup *s, int kind)
 		return;
 	}
 	s->reload_busy = 1;
-	PI_LOG(PI_INFO, "reloading" PI_KV "reason=%s",
-	       kind & RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed");
+	PI_LOG(PI_INFO, "reloading",
+	       PI_STR("reason", kind & RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed"));
 	if (kind & RELOAD_RERENDER) {
 		struct pi_templates *t = NULL;
 		if (pi_templates_render(&s->topts, &t, &terr) < 0) {
@@ -374,16 +374,16 @@ static void stop_step(struct sup *s)
 	case 0:
 		s->stop_step = 1;
 		if (c->nginx_stop_delay_ms > 0) {
-			PI_LOG(PI_INFO, "draining before stop" PI_KV "delay_ms=%llu",
-			       (unsigned long long)c->nginx_stop_delay_ms);
+			PI_LOG(PI_INFO, "draining before stop",
+			       PI_UINT("delay_ms", c->nginx_stop_delay_ms));
 			uv_timer_start(&s->stop_timer, on_stop_timer, c->nginx_stop_delay_ms, 0);
 			return;
 		}
 		/* fall through */
 	case 1:
 		s->stop_step = 2;
-		PI_LOG(PI_INFO, "stopping the child" PI_KV "signal=%s",
-		       pi_config_signal_name(c->nginx_stop_signal));
+		PI_LOG(PI_INFO, "stopping the child",
+		       PI_STR("signal", pi_config_signal_name(c->nginx_stop_signal)));
 		signal_child(s, c->nginx_stop_signal);
 		uv_timer_start(&s->stop_timer, on_stop_timer, c->nginx_stop_timeout_ms, 0);
 		return;
@@ -487,10 +487,10 @@ static void reap(struct sup *s)
 			s->child = 0;
 			s->view.child_pid = 0;
 			if (s->state == ST_STOPPING)
-				PI_LOG(PI_INFO, "the child stopped" PI_KV "status=%d", code);
+				PI_LOG(PI_INFO, "the child stopped", PI_INT("status", code));
 			else
-				PI_LOG(PI_ERROR, "the child exited unexpectedly" PI_KV "status=%d",
-				       code);
+				PI_LOG(PI_ERROR, "the child exited unexpectedly",
+				       PI_INT("status", code));
 			begin_exit(s, code);
 		} else if (pid == s->test_pid) {
 			s->test_pid = 0;
@@ -498,8 +498,8 @@ static void reap(struct sup *s)
 			s->test_code = pi_proc_exit_code(st);
 			test_maybe_done(s);
 		} else {
-			PI_LOG(PI_DEBUG, "reaped an orphan" PI_KV "pid=%d" PI_KV "status=%d",
-			       (int)pid, pi_proc_exit_code(st));
+			PI_LOG(PI_DEBUG, "reaped an orphan", PI_INT("pid", pid),
+			       PI_INT("status", pi_proc_exit_code(st)));
 		}
 	}
 	if (s->state == ST_EXITING && !children_left())
@@ -520,14 +520,14 @@ static void on_signal(uv_signal_t *h, int sig)
 		if (s->state == ST_EXITING)
 			return;
 		if (s->state < ST_RUN) {
-			PI_LOG(PI_INFO, "stop requested before the child started; exiting" PI_KV
-			       "signal=%s", pi_config_signal_name(sig));
+			PI_LOG(PI_INFO, "stop requested before the child started; exiting",
+			       PI_STR("signal", pi_config_signal_name(sig)));
 			begin_exit(s, 0);
 			return;
 		}
 		if (s->state == ST_RUN) {
-			PI_LOG(PI_INFO, "graceful stop requested" PI_KV "signal=%s",
-			       pi_config_signal_name(sig));
+			PI_LOG(PI_INFO, "graceful stop requested",
+			       PI_STR("signal", pi_config_signal_name(sig)));
 			s->state = ST_STOPPING;
 		}
 		stop_step(s);
@@ -539,16 +539,18 @@ static void on_signal(uv_signal_t *h, int sig)
 			PI_LOG(PI_WARN, "SIGHUP ignored: nginx is not running");
 		return;
 	case SIGUSR2:
-		PI_LOG(PI_WARN, "SIGUSR2 not forwarded: a binary upgrade would orphan the new "
-				"nginx master in an immutable image");
+		PI_LOG(PI_WARN,
+		       "SIGUSR2 not forwarded: a binary upgrade would orphan the new "
+		       "nginx master in an immutable image");
 		return;
 	default: /* SIGQUIT, SIGUSR1, SIGWINCH */
 		if (s->child > 0) {
-			PI_LOG(PI_INFO, "forwarding a signal" PI_KV "signal=%s", pi_config_signal_name(sig));
+			PI_LOG(PI_INFO, "forwarding a signal",
+			       PI_STR("signal", pi_config_signal_name(sig)));
 			signal_child(s, sig);
 		} else {
-			PI_LOG(PI_WARN, "signal dropped: no child" PI_KV "signal=%s",
-			       pi_config_signal_name(sig));
+			PI_LOG(PI_WARN, "signal dropped: no child",
+			       PI_STR("signal", pi_config_signal_name(sig)));
 		}
 		return;
 	}
@@ -572,9 +574,8 @@ static void on_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 				used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
 							 used ? " " : "", h->var, h->host);
 		}
-		PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started" PI_KV
-		       "wait_ms=%llu" PI_KV "unresolved=%s",
-		       (unsigned long long)s->cfg->upstreams_wait_ms, list);
+		PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started",
+		       PI_UINT("wait_ms", s->cfg->upstreams_wait_ms), PI_STR("unresolved", list));
 		begin_exit(s, 4);
 		return;
 	}
@@ -582,7 +583,7 @@ static void on_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 	s->state = ST_TEST;
 	int rc = start_test(s, TEST_START);
 	if (rc < 0) {
-		PI_LOG(PI_ERROR, "cannot run the config test" PI_KV "error=%s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot run the config test", PI_STR("error", strerror(-rc)));
 		begin_exit(s, 5);
 	}
 }
@@ -593,15 +594,15 @@ static int render_at_start(struct sup *s)
 
 	if (pi_templates_render(&s->topts, &s->tpl, &terr) < 0 ||
 	    pi_templates_commit(s->tpl, &terr) < 0) {
-		PI_LOG(PI_ERROR, "%s", terr.msg);
+		PI_LOG(PI_ERROR, terr.msg);
 		return -1;
 	}
 	size_t n = pi_templates_count(s->tpl);
 	if (n == 0)
-		PI_LOG(PI_INFO, "no templates to render" PI_KV "dir=%s", s->topts.dir);
+		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", s->topts.dir));
 	for (size_t i = 0; i < n; i++)
-		PI_LOG(PI_INFO, "rendered" PI_KV "template=%s" PI_KV "output=%s",
-		       pi_templates_source(s->tpl, i), pi_templates_output(s->tpl, i));
+		PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(s->tpl, i)),
+		       PI_STR("output", pi_templates_output(s->tpl, i)));
 	return 0;
 }
 
@@ -639,8 +640,8 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	if (!s)
 		return 2;
 	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		PI_LOG(PI_WARN, "cannot become a child subreaper; orphans will not be reaped"
-				PI_KV "error=%s", strerror(errno));
+		PI_LOG(PI_WARN, "cannot become a child subreaper; orphans will not be reaped",
+		       PI_STR("error", strerror(errno)));
 	/* A client hanging up must not kill PID 1 through SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
 
@@ -652,14 +653,15 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	/* pi_config_load checked that both split: only memory can fail here. */
 	if (!cmd) {
 		if ((rc = pi_config_split(cfg->nginx_command, &own_cmd)) < 0) {
-			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
+			PI_LOG(PI_ERROR, "cannot split nginx.command",
+			       PI_STR("error", strerror(-rc)));
 			goto out_free;
 		}
 		cmd = own_cmd;
 	}
 	s->cmd = cmd;
 	if (*cfg->nginx_test && (rc = pi_config_split(cfg->nginx_test, &s->test_argv)) < 0) {
-		PI_LOG(PI_ERROR, "cannot split nginx.test: %s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot split nginx.test", PI_STR("error", strerror(-rc)));
 		goto out_free;
 	}
 
@@ -685,8 +687,8 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 		char why[256];
 		rc = pi_health_server_start(&loop, &ho, &s->health, why, sizeof(why));
 		if (rc < 0) {
-			PI_LOG(PI_ERROR, "cannot serve health" PI_KV "listen=%s" PI_KV "error=%s",
-			       cfg->health_listen, why);
+			PI_LOG(PI_ERROR, "cannot serve health",
+			       PI_STR("listen", cfg->health_listen), PI_STR("error", why));
 			begin_exit(s, 2);
 			goto run;
 		}
@@ -702,8 +704,8 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	}
 	s->state = ST_RESOLVE;
 	if (s->view.n_upstreams > 0)
-		PI_LOG(PI_INFO, "waiting for upstream hosts" PI_KV "hosts=%zu" PI_KV "wait_ms=%llu",
-		       s->view.n_upstreams, (unsigned long long)cfg->upstreams_wait_ms);
+		PI_LOG(PI_INFO, "waiting for upstream hosts", PI_UINT("hosts", s->view.n_upstreams),
+		       PI_UINT("wait_ms", cfg->upstreams_wait_ms));
 	pi_upstreams_wait(s->ups, cfg->upstreams_wait_ms, on_hosts_waited);
 
 run:

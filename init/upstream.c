@@ -298,13 +298,13 @@ static void on_resolved(uv_work_t *req, int cancelled)
 			if (was && u->mode == M_RECHECK)
 				PI_LOG(PI_WARN,
 				       "upstream host stopped resolving; nginx keeps its last "
-				       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "error=%s",
-				       s->var, s->host, s->error);
+				       "addresses",
+				       PI_STR("var", s->var), PI_STR("host", s->host),
+				       PI_STR("error", s->error));
 			else
-				PI_LOG(PI_WARN,
-				       "upstream host does not resolve" PI_KV "var=%s" PI_KV
-				       "host=%s" PI_KV "error=%s",
-				       s->var, s->host, s->error);
+				PI_LOG(PI_WARN, "upstream host does not resolve",
+				       PI_STR("var", s->var), PI_STR("host", s->host),
+				       PI_STR("error", s->error));
 			h->logged = 1;
 		}
 		if (u->mode == M_WAIT) {
@@ -322,14 +322,11 @@ static void on_resolved(uv_work_t *req, int cancelled)
 	join((const char(*)[48])addrs, n, after, sizeof(after));
 	int differs = s->n_addrs > 0 && strcmp(before, after) != 0;
 	if (h->logged || (!s->resolved && s->n_addrs == 0))
-		PI_LOG(h->logged ? PI_INFO : PI_DEBUG,
-		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
-		       s->var, s->host, after);
+		PI_LOG(h->logged ? PI_INFO : PI_DEBUG, "upstream host resolves",
+		       PI_STR("var", s->var), PI_STR("host", s->host), PI_STR("addresses", after));
 	if (differs) {
-		PI_LOG(PI_INFO,
-		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "old=%s" PI_KV "new=%s",
-		       s->var, s->host, before, after);
+		PI_LOG(PI_INFO, "upstream addresses changed", PI_STR("var", s->var),
+		       PI_STR("host", s->host), PI_STR("old", before), PI_STR("new", after));
 		u->changed = 1;
 	}
 	memcpy(s->addrs, addrs, sizeof(addrs[0]) * n);
