@@ -16,7 +16,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
  * the truncated field, the closing brace and the newline. */
 #define LOG_TAIL_RESERVE 24
 #define LOG_KEY_MAX      64
-#define LOG_CAP_MIN      64
+#define LOG_CAP_MIN      256
+/* A timestamp is short; capping it keeps room for level and msg in any line. */
+#define LOG_TS_MAX       40
 
 void pi_log_setup(int min_level, int format)
 {
@@ -93,28 +95,33 @@ static size_t log_utf8_len(const unsigned char *s, size_t n, unsigned *cp)
  * through except C1 controls and U+2028/U+2029, which some readers take
  * as line ends; a byte that is not UTF-8 becomes \u00XX in JSON (the byte
  * as a code point) and \xXX in logfmt. */
+static size_t log_hex_escape(char *esc, char kind, unsigned v, int digits)
+{
+	static const char hex[] = "0123456789abcdef";
+	esc[0] = '\\';
+	esc[1] = kind;
+	for (int i = 0; i < digits; i++)
+		esc[2 + i] = hex[(v >> (4 * (digits - 1 - i))) & 0xf];
+	return 2 + (size_t)digits;
+}
+
 static size_t log_escape_char(const unsigned char *s, size_t n, int json, char *esc, size_t *used)
 {
+	static const char simple_from[] = "\"\\\n\r\t", simple_to[] = "\"\\nrt";
 	unsigned cp;
 	size_t len = log_utf8_len(s, n, &cp);
 
 	*used = len ? len : 1;
 	if (len == 0)
-		return (size_t)snprintf(esc, 8, json ? "\\u%04x" : "\\x%02x", s[0]);
-	switch (cp) {
-	case '"':
-		return (size_t)snprintf(esc, 8, "\\\"");
-	case '\\':
-		return (size_t)snprintf(esc, 8, "\\\\");
-	case '\n':
-		return (size_t)snprintf(esc, 8, "\\n");
-	case '\r':
-		return (size_t)snprintf(esc, 8, "\\r");
-	case '\t':
-		return (size_t)snprintf(esc, 8, "\\t");
+		return json ? log_hex_escape(esc, 'u', s[0], 4) : log_hex_escape(esc, 'x', s[0], 2);
+	const char *simple = cp && cp < 0x80 ? strchr(simple_from, (int)cp) : NULL;
+	if (simple) {
+		esc[0] = '\\';
+		esc[1] = simple_to[simple - simple_from];
+		return 2;
 	}
 	if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
-		return (size_t)snprintf(esc, 8, "\\u%04x", cp);
+		return log_hex_escape(esc, 'u', cp, 4);
 	memcpy(esc, s, len);
 	return len;
 }
@@ -240,13 +247,15 @@ static size_t log_value_room(const struct log_enc *e)
 	return room < PI_LOG_VALUE_MAX ? room : PI_LOG_VALUE_MAX;
 }
 
-static void log_put_field(struct log_enc *e, const struct pi_log_field *f)
+/* Returns -1 when the field did not fit at all: the fields after it are left
+ * out too, so a line always holds a prefix of its fields. */
+static int log_put_field(struct log_enc *e, const struct pi_log_field *f)
 {
 	char num[32];
 	size_t mark = e->len;
 
 	if (log_begin_field(e, f->key, 0, 0) < 0)
-		return;
+		return -1;
 	switch (f->type) {
 	case PI_LOG_T_INT:
 		snprintf(num, sizeof(num), "%lld", f->v.i);
@@ -256,13 +265,15 @@ static void log_put_field(struct log_enc *e, const struct pi_log_field *f)
 		break;
 	default:
 		log_put_string(e, f->v.s ? f->v.s : "", log_value_room(e));
-		return;
+		return 0;
 	}
 	/* Numbers come from integer types, so they are always valid JSON. */
 	if (log_put(e, num, strlen(num)) < 0) {
 		e->len = mark;
 		e->truncated = 1;
+		return -1;
 	}
+	return 0;
 }
 
 size_t pi_log_encode(char *buf, size_t cap, int format, const char *ts, int level,
@@ -278,13 +289,14 @@ size_t pi_log_encode(char *buf, size_t cap, int format, const char *ts, int leve
 	if (e.json)
 		log_put(&e, "{", 1);
 	if (log_begin_field(&e, "ts", 1, 1) == 0)
-		log_put_string(&e, ts ? ts : "", log_value_room(&e));
+		log_put_string(&e, ts ? ts : "", LOG_TS_MAX);
 	if (log_begin_field(&e, "level", 0, 1) == 0)
 		log_put_string(&e, level_names[level], log_value_room(&e));
 	if (log_begin_field(&e, "msg", 0, 1) == 0)
 		log_put_string(&e, msg ? msg : "", log_value_room(&e));
 	for (size_t i = 0; i < n; i++)
-		log_put_field(&e, &fields[i]);
+		if (log_put_field(&e, &fields[i]) < 0)
+			break;
 
 	/* From here on the reserve is used: these always fit. */
 	e.lim = cap;

@@ -58,10 +58,12 @@ void pi_log_setup(int min_level, int format);
 int pi_log_level_parse(const char *s);
 
 /* Encodes one event into buf, a pure function (no clock, no I/O, no
- * globals): ts is the timestamp text, msg may be NULL (empty), fields has n
- * entries. cap must be at least 64 (smaller: returns 0 and writes nothing).
- * Writes at most cap bytes and returns how many: one line, ending with its
- * only newline; in PI_LOG_JSON format one valid UTF-8 JSON object. */
+ * globals): ts is the timestamp text (cut at 40 bytes), msg may be NULL
+ * (empty), fields has n entries. cap must be at least 256 (smaller: returns
+ * 0 and writes nothing). Writes at most cap bytes and returns how many: one
+ * line, ending with its only newline; in PI_LOG_JSON format one valid UTF-8
+ * JSON object. ts, level and msg always come first, in that order, then the
+ * fields that fit, then truncated=true when anything was cut or left out. */
 size_t pi_log_encode(char *buf, size_t cap, int format, const char *ts, int level,
 		     const char *msg, const struct pi_log_field *fields, size_t n);
 
