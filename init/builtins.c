@@ -389,11 +389,11 @@ static void bi_compute(char *const *envp)
 			 pi_builtins_has_ipv6() ? "[::]" : IPV6_NONE);
 	if (cpu.quota)
 		snprintf(quota, sizeof(quota), "%u", cpu.quota);
-	PI_LOG(PI_INFO,
-	       "built-in template variables" PI_KV WORKERS_VAR "=%s" PI_KV "cpu_quota=%s" PI_KV
-	       "quota_file=%s" PI_KV "affinity_cpus=%u" PI_KV IPV6_VAR "=%s",
-	       w ? "(from the environment)" : bi_workers + sizeof(WORKERS_VAR), quota, cpu.source,
-	       cpu.affinity, v6 ? "(from the environment)" : bi_ipv6 + sizeof(IPV6_VAR));
+	PI_LOG(PI_INFO, "built-in template variables",
+	       PI_STR(WORKERS_VAR, w ? "(from the environment)" : bi_workers + sizeof(WORKERS_VAR)),
+	       PI_STR("cpu_quota", quota), PI_STR("quota_file", cpu.source),
+	       PI_UINT("affinity_cpus", cpu.affinity),
+	       PI_STR(IPV6_VAR, v6 ? "(from the environment)" : bi_ipv6 + sizeof(IPV6_VAR)));
 }
 
 char *const *pi_builtins_env(char *const *envp)

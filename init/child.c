@@ -24,18 +24,18 @@ void sup_child_start(struct sup *s)
 	s->tty_fd = pi_proc_tty();
 	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, s->tty_fd, &exec_errno);
 	if (pid < 0) {
-		PI_LOG(PI_ERROR, "cannot start the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror((int)-pid));
+		PI_LOG(PI_ERROR, "cannot start the command", PI_STR("command", s->cmd[0]),
+		       PI_STR("error", strerror((int)-pid)));
 		s->tty_fd = -1;
 		sup_begin_exit(s, pid == -EMFILE || pid == -ENFILE ? 2 : 126);
 		return;
 	}
 	if (exec_errno) {
 		/* The child exits 127/126 and is reaped like any other. */
-		PI_LOG(PI_ERROR, "cannot execute the command" PI_KV "command=%s" PI_KV "error=%s",
-		       s->cmd[0], strerror(exec_errno));
+		PI_LOG(PI_ERROR, "cannot execute the command", PI_STR("command", s->cmd[0]),
+		       PI_STR("error", strerror(exec_errno)));
 	} else {
-		PI_LOG(PI_INFO, "started" PI_KV "command=%s" PI_KV "pid=%d", s->cmd[0], (int)pid);
+		PI_LOG(PI_INFO, "started", PI_STR("command", s->cmd[0]), PI_INT("pid", (int)pid));
 	}
 	uv_update_time(s->loop);
 	s->child_start_ms = uv_now(s->loop);
@@ -51,8 +51,9 @@ void sup_child_signal(struct sup *s, int sig)
 	char name[16];
 
 	if (s->child > 0 && kill(s->child, sig) < 0 && errno != ESRCH)
-		PI_LOG(PI_WARN, "cannot signal the child" PI_KV "signal=%s" PI_KV "error=%s",
-		       pi_signals_name(sig, name, sizeof(name)), strerror(errno));
+		PI_LOG(PI_WARN, "cannot signal the child",
+		       PI_STR("signal", pi_signals_name(sig, name, sizeof(name))),
+		       PI_STR("error", strerror(errno)));
 }
 
 void sup_child_forward(struct sup *s, int sig)
@@ -60,12 +61,12 @@ void sup_child_forward(struct sup *s, int sig)
 	char name[16];
 
 	if (s->child > 0) {
-		PI_LOG(PI_INFO, "forwarding a signal" PI_KV "signal=%s",
-		       pi_signals_name(sig, name, sizeof(name)));
+		PI_LOG(PI_INFO, "forwarding a signal",
+		       PI_STR("signal", pi_signals_name(sig, name, sizeof(name))));
 		sup_child_signal(s, sig);
 	} else {
-		PI_LOG(PI_WARN, "signal dropped: no child" PI_KV "signal=%s",
-		       pi_signals_name(sig, name, sizeof(name)));
+		PI_LOG(PI_WARN, "signal dropped: no child",
+		       PI_STR("signal", pi_signals_name(sig, name, sizeof(name))));
 	}
 }
 
@@ -91,16 +92,16 @@ void sup_child_stop_step(struct sup *s)
 	case 0:
 		s->stop_step = 1;
 		if (c->nginx_stop_delay_ms > 0) {
-			PI_LOG(PI_INFO, "draining before stop" PI_KV "delay_ms=%llu",
-			       (unsigned long long)c->nginx_stop_delay_ms);
+			PI_LOG(PI_INFO, "draining before stop",
+			       PI_UINT("delay_ms", (unsigned long long)c->nginx_stop_delay_ms));
 			sup_stop_after(s, c->nginx_stop_delay_ms);
 			return;
 		}
 		/* fall through */
 	case 1:
 		s->stop_step = 2;
-		PI_LOG(PI_INFO, "stopping the child" PI_KV "signal=%s",
-		       pi_config_signal_name(c->nginx_stop_signal));
+		PI_LOG(PI_INFO, "stopping the child",
+		       PI_STR("signal", pi_config_signal_name(c->nginx_stop_signal)));
 		sup_child_signal(s, c->nginx_stop_signal);
 		sup_stop_after(s, c->nginx_stop_timeout_ms);
 		return;
@@ -126,8 +127,8 @@ void sup_child_stop_step(struct sup *s)
  * nginx: its status always passes through. */
 static int sup_child_failed_start(struct sup *s, int wstatus, uint64_t ran_ms)
 {
-	return s->cmd_is_nginx && s->test_argv && !s->child_exec_failed &&
-	       WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
+	return s->cmd_is_nginx && s->test_argv && !s->child_exec_failed && WIFEXITED(wstatus) &&
+	       WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
 }
 
 void sup_child_exited(struct sup *s, int wstatus)
@@ -142,19 +143,17 @@ void sup_child_exited(struct sup *s, int wstatus)
 	pi_proc_tty_reclaim(s->tty_fd);
 	s->tty_fd = -1;
 	if (s->state == SUP_STOPPING) {
-		PI_LOG(PI_INFO, "the child stopped" PI_KV "status=%d", code);
+		PI_LOG(PI_INFO, "the child stopped", PI_INT("status", code));
 	} else if (sup_child_failed_start(s, wstatus, ran_ms)) {
-		PI_LOG(PI_ERROR,
-		       "config test failed: nginx exited before it served" PI_KV "status=%d" PI_KV
-		       "ran_ms=%llu",
-		       code, (unsigned long long)ran_ms);
+		PI_LOG(PI_ERROR, "config test failed: nginx exited before it served",
+		       PI_INT("status", code), PI_UINT("ran_ms", (unsigned long long)ran_ms));
 		if (s->tpl && pi_templates_rollback(s->tpl) < 0)
 			PI_LOG(PI_ERROR, "cannot restore the previous output files");
 		code = 5;
 	} else if (code == 0) {
-		PI_LOG(PI_INFO, "the child exited" PI_KV "status=0");
+		PI_LOG(PI_INFO, "the child exited", PI_STR("status", "0"));
 	} else {
-		PI_LOG(PI_ERROR, "the child exited unexpectedly" PI_KV "status=%d", code);
+		PI_LOG(PI_ERROR, "the child exited unexpectedly", PI_INT("status", code));
 	}
 	sup_begin_exit(s, code);
 }

@@ -5,13 +5,17 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 enum key_type {
@@ -21,9 +25,12 @@ enum key_type {
 	T_LEVEL,
 	T_FORMAT,
 	T_COMMAND,  /* split like a shell would; must name a program */
-	T_TEST,     /* the same, or empty */
-	T_ADDR,     /* HOST:PORT or [IPv6]:PORT, or empty */
-	T_URL_PATH, /* starts with '/' */
+	T_TEST,	    /* the same, or empty */
+	T_ADDR,	    /* HOST:PORT or [IPv6]:PORT, or empty */
+	T_URL_PATH, /* '/' then URL path characters */
+	T_DIR,	    /* a folder: not empty */
+	T_SUFFIX,   /* a file name ending: not empty, no '/' */
+	T_PREFIX,   /* the start of a variable name: [A-Za-z_][A-Za-z0-9_]* */
 };
 
 struct key {
@@ -41,44 +48,44 @@ struct key {
 /* The one table of configuration keys: defaults, parsing, environment names
  * and --help all come from here. */
 static const struct key keys[] = {
-	{"templates", "dir", T_STRING, F(templates_dir), "/etc/nginx/templates",
-	 "NGINX_ENVSUBST_TEMPLATE_DIR", "rendered recursively; sub-folders are mirrored"},
-	{"templates", "suffix", T_STRING, F(templates_suffix), ".template",
-	 "NGINX_ENVSUBST_TEMPLATE_SUFFIX", "files with this suffix are rendered, suffix removed"},
-	{"templates", "output_dir", T_STRING, F(templates_output_dir), "/etc/nginx/conf.d",
-	 "NGINX_ENVSUBST_OUTPUT_DIR", "where rendered files go"},
-	{"templates", "stream_suffix", T_STRING, F(templates_stream_suffix), ".stream-template",
-	 "NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX", "rendered into stream_output_dir"},
-	{"templates", "stream_output_dir", T_STRING, F(templates_stream_output_dir),
-	 "/etc/nginx/stream-conf.d", "NGINX_ENVSUBST_STREAM_OUTPUT_DIR",
-	 "where rendered stream templates go"},
-	{"templates", "prefix", T_STRING, F(templates_prefix), "NGINX_", NULL,
-	 "only variables whose names start with this are substituted"},
-	{"upstreams", "hosts", T_STRING, F(upstreams_hosts), "NGINX_*_HOST", NULL,
-	 "space-separated glob patterns over variable names; their values must resolve"},
-	{"upstreams", "wait", T_DURATION, F(upstreams_wait_ms), "60s", NULL,
-	 "how long run waits for all hosts to resolve before giving up"},
-	{"upstreams", "recheck", T_DURATION, F(upstreams_recheck_ms), "30s", NULL,
-	 "after start, re-resolve this often; 0 turns it off"},
-	{"nginx", "command", T_COMMAND, F(nginx_command), "nginx -g 'daemon off;'", NULL,
-	 "the child, split like a shell splits words; -- COMMAND overrides"},
-	{"nginx", "test", T_TEST, F(nginx_test), "nginx -t -q", NULL,
-	 "config test run before every reload and by check; empty skips it"},
-	{"nginx", "test_timeout", T_DURATION, F(nginx_test_timeout_ms), "30s", NULL,
-	 "a config test still running after this is killed and the reload rejected; 0: no limit"},
-	{"nginx", "stop_signal", T_SIGNAL, F(nginx_stop_signal), "QUIT", NULL,
-	 "sent to the child on SIGTERM or SIGINT (graceful stop)"},
-	{"nginx", "stop_delay", T_DURATION, F(nginx_stop_delay_ms), "0s", NULL,
-	 "on SIGTERM/SIGINT, /health turns 503 at once and the stop signal waits this long"},
-	{"nginx", "stop_timeout", T_DURATION, F(nginx_stop_timeout_ms), "25s", NULL,
-	 "then SIGTERM; 5 s later SIGKILL"},
-	{"health", "listen", T_ADDR, F(health_listen), "127.0.0.1:8081", NULL,
-	 "HOST:PORT or [IPv6]:PORT of /health; empty turns it off"},
-	{"health", "path", T_URL_PATH, F(health_path), "/health", NULL, "path of the endpoint"},
-	{"health", "probe", T_ADDR, F(health_probe), "127.0.0.1:80", NULL,
-	 "TCP address nginx listens on, connected to by each check; empty skips it"},
-	{"log", "format", T_FORMAT, F(log_format), "text", NULL, "text (logfmt) or json"},
-	{"log", "level", T_LEVEL, F(log_level), "info", NULL, "debug, info, warn or error"},
+    {"templates", "dir", T_DIR, F(templates_dir), "/etc/nginx/templates",
+     "NGINX_ENVSUBST_TEMPLATE_DIR", "rendered recursively; sub-folders are mirrored"},
+    {"templates", "suffix", T_SUFFIX, F(templates_suffix), ".template",
+     "NGINX_ENVSUBST_TEMPLATE_SUFFIX", "files with this suffix are rendered, suffix removed"},
+    {"templates", "output_dir", T_DIR, F(templates_output_dir), "/etc/nginx/conf.d",
+     "NGINX_ENVSUBST_OUTPUT_DIR", "where rendered files go"},
+    {"templates", "stream_suffix", T_SUFFIX, F(templates_stream_suffix), ".stream-template",
+     "NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX", "rendered into stream_output_dir"},
+    {"templates", "stream_output_dir", T_DIR, F(templates_stream_output_dir),
+     "/etc/nginx/stream-conf.d", "NGINX_ENVSUBST_STREAM_OUTPUT_DIR",
+     "where rendered stream templates go"},
+    {"templates", "prefix", T_PREFIX, F(templates_prefix), "NGINX_", NULL,
+     "only variables whose names start with this are substituted"},
+    {"upstreams", "hosts", T_STRING, F(upstreams_hosts), "NGINX_*_HOST", NULL,
+     "space-separated glob patterns over variable names; their values must resolve"},
+    {"upstreams", "wait", T_DURATION, F(upstreams_wait_ms), "60s", NULL,
+     "how long run waits for all hosts to resolve before giving up"},
+    {"upstreams", "recheck", T_DURATION, F(upstreams_recheck_ms), "30s", NULL,
+     "after start, re-resolve this often; 0 turns it off"},
+    {"nginx", "command", T_COMMAND, F(nginx_command), "nginx -g 'daemon off;'", NULL,
+     "the child, split like a shell splits words; -- COMMAND overrides"},
+    {"nginx", "test", T_TEST, F(nginx_test), "nginx -t -q", NULL,
+     "config test run before every reload and by check; empty skips it"},
+    {"nginx", "test_timeout", T_DURATION, F(nginx_test_timeout_ms), "30s", NULL,
+     "a config test still running after this is killed and the reload rejected; 0: no limit"},
+    {"nginx", "stop_signal", T_SIGNAL, F(nginx_stop_signal), "QUIT", NULL,
+     "sent to the child on SIGTERM or SIGINT (graceful stop)"},
+    {"nginx", "stop_delay", T_DURATION, F(nginx_stop_delay_ms), "0s", NULL,
+     "on SIGTERM/SIGINT, /health turns 503 at once and the stop signal waits this long"},
+    {"nginx", "stop_timeout", T_DURATION, F(nginx_stop_timeout_ms), "25s", NULL,
+     "then SIGTERM; 5 s later SIGKILL"},
+    {"health", "listen", T_ADDR, F(health_listen), "127.0.0.1:8081", NULL,
+     "HOST:PORT or [IPv6]:PORT of /health; empty turns it off"},
+    {"health", "path", T_URL_PATH, F(health_path), "/health", NULL, "path of the endpoint"},
+    {"health", "probe", T_ADDR, F(health_probe), "127.0.0.1:80", NULL,
+     "TCP address nginx listens on, connected to by each check; empty skips it"},
+    {"log", "format", T_FORMAT, F(log_format), "text", NULL, "text (logfmt) or json"},
+    {"log", "level", T_LEVEL, F(log_level), "info", NULL, "debug, info, warn or error"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -94,8 +101,8 @@ static const struct {
 	const char *name;
 	int sig;
 } signals[] = {
-	{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-	{"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"WINCH", SIGWINCH},
+    {"HUP", SIGHUP},   {"INT", SIGINT},	  {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"WINCH", SIGWINCH},
 };
 
 int pi_config_signal(const char *s)
@@ -139,18 +146,72 @@ static int set_string(char *base, const char *value, const char **why)
 	return 0;
 }
 
-/* A command must split (quotes closed) into at least one word; a test may
- * also be empty, which turns it off. */
+/* A command must split (quotes closed) into at least one word, the first
+ * not empty (`''` names no program); a test may also be empty, which turns
+ * it off. */
 static int check_command(const char *value, int may_be_empty, const char **why)
 {
 	char **argv = NULL;
 	int rc = pi_config_split(value, &argv);
 
+	if (rc == 0 && argv[0][0] == '\0')
+		rc = -ENOENT;
+	else if (rc == -ENOENT && may_be_empty)
+		rc = 0;
 	pi_config_argv_free(argv);
-	if (rc == -ENOENT && may_be_empty)
-		return 0;
 	*why = rc == -ENOENT ? "empty command" : rc == -ENOMEM ? "out of memory" : "unclosed quote";
-	return rc < 0 ? -EINVAL : 0;
+	return rc == -ENOMEM ? rc : rc < 0 ? -EINVAL : 0;
+}
+
+/* The bytes a URL path may hold as they arrive in a request (RFC 3986
+ * pchar and '/', '%' for escapes): a space, a control byte, '?', '#' or a
+ * byte >= 0x80 in health.path could never match any request. */
+static int url_path_ok(const char *s)
+{
+	static const char extra[] = "-._~!$&'()*+,;=:@/%";
+	if (s[0] != '/')
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr(extra, *s))
+			return 0;
+	return 1;
+}
+
+/* Renders only see names [A-Za-z_][A-Za-z0-9_]*: a prefix with any other
+ * byte matches nothing, an empty one takes every nginx $variable for an
+ * environment variable. */
+static int prefix_ok(const char *s)
+{
+	if (!isalpha((unsigned char)s[0]) && s[0] != '_')
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return 0;
+	return 1;
+}
+
+/* The checks of the string types beyond "any text"; NULL when it passes. */
+static const char *string_problem(enum key_type t, const char *value)
+{
+	switch (t) {
+	case T_URL_PATH:
+		return url_path_ok(value) ? NULL
+					  : "not a URL path: '/' then letters, digits and "
+					    "-._~!$&'()*+,;=:@/% (no space, control byte, ? or #)";
+	case T_DIR:
+		return *value ? NULL : "empty folder name";
+	case T_SUFFIX:
+		return !*value		    ? "empty suffix (it would match no file)"
+		       : strchr(value, '/') ? "a file name suffix cannot hold /"
+					    : NULL;
+	case T_PREFIX:
+		return prefix_ok(value)
+			   ? NULL
+			   : "not the start of a variable name ([A-Za-z_][A-Za-z0-9_]*, "
+			     "not empty)";
+	default:
+		return NULL;
+	}
 }
 
 static int set_key(struct pi_config *cfg, const struct key *k, const char *value, const char **why)
@@ -172,8 +233,10 @@ static int set_key(struct pi_config *cfg, const struct key *k, const char *value
 		return set_string(base, value, why);
 	}
 	case T_URL_PATH:
-		*why = "must start with /";
-		if (value[0] != '/')
+	case T_DIR:
+	case T_SUFFIX:
+	case T_PREFIX:
+		if ((*why = string_problem(k->type, value)) != NULL)
 			return -EINVAL;
 		return set_string(base, value, why);
 	case T_STRING:
@@ -220,7 +283,8 @@ void pi_config_defaults(struct pi_config *cfg)
 
 static int holds_string(enum key_type t)
 {
-	return t == T_STRING || t == T_COMMAND || t == T_TEST || t == T_ADDR || t == T_URL_PATH;
+	return t == T_STRING || t == T_COMMAND || t == T_TEST || t == T_ADDR || t == T_URL_PATH ||
+	       t == T_DIR || t == T_SUFFIX || t == T_PREFIX;
 }
 
 void pi_config_free(struct pi_config *cfg)
@@ -235,28 +299,52 @@ void pi_config_free(struct pi_config *cfg)
 	cfg->file = NULL;
 }
 
+/* Where each key got its value, for errors that involve two keys. */
+struct key_origin {
+	int line;	 /* of the INI file, 0 when not from it */
+	const char *var; /* the environment variable, or NULL */
+	char var_buf[96];
+};
+
+/* A config file is read whole before anything else starts; a bigger one is
+ * a mistake (a log or a disk image named by accident), not a config. */
+#define CONFIG_FILE_MAX (1 << 20)
+
 struct ini_ctx {
 	struct pi_config *cfg;
 	const char *path;
 	char *section; /* the last section seen, for the error message */
 	struct pi_config_error *err;
+	struct key_origin *origins;
 	FILE *f;
-	int lines;     /* lines handed to inih so far, counted as inih counts */
-	int mid_line;  /* the last chunk read did not end the line */
-	int long_line; /* the first line longer than inih's buffer */
-	int err_line;  /* the line of the first error this handler found */
+	int lines;	/* lines handed to inih so far, counted as inih counts */
+	int mid_line;	/* the last chunk read did not end the line */
+	int long_line;	/* the first line longer than inih's buffer */
+	int err_line;	/* the line of the first error this handler found */
+	int read_errno; /* a read that failed: the end inih saw was not the file's */
+	size_t bytes;	/* read so far */
 };
 
 /* inih's reader: fgets, counting lines, so the handler knows its line even
- * when inih does not pass it (INI_HANDLER_LINENO=0, Alpine's default). */
+ * when inih does not pass it (INI_HANDLER_LINENO=0, Alpine's default). A
+ * failed read or a file over CONFIG_FILE_MAX ends the stream as EOF would,
+ * so it is recorded here and turned into an error after parsing. */
 static char *read_line(char *buf, int size, void *stream)
 {
 	struct ini_ctx *c = stream;
 	char *r = fgets(buf, size, c->f);
 	size_t n = r ? strlen(r) : 0;
 
-	if (!r)
+	if (!r) {
+		if (ferror(c->f))
+			c->read_errno = errno ? errno : EIO;
 		return NULL;
+	}
+	c->bytes += n;
+	if (c->bytes > CONFIG_FILE_MAX) {
+		c->read_errno = EFBIG;
+		return NULL;
+	}
 	if (!c->mid_line)
 		c->lines++;
 	c->mid_line = n > 0 && r[n - 1] != '\n' && (int)n == size - 1;
@@ -288,6 +376,8 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 			snprintf(c->err->msg, sizeof(c->err->msg), "%s.%s: %s", section, name, why);
 			return 0;
 		}
+		c->origins[i].line = c->lines;
+		c->origins[i].var = NULL;
 		c->err_line = 0;
 		return 1;
 	}
@@ -304,28 +394,98 @@ static int on_ini_key(void *user, const char *section, const char *name, const c
 	return !c->err_line;
 }
 
-static int load_file(struct pi_config *cfg, const char *path, struct pi_config_error *err)
+/* "PATH: cannot read config file: REASON", the one wording for all of it. */
+static int read_error(struct pi_config_error *err, const char *path, int e, const char *reason)
 {
-	struct ini_ctx c = {.cfg = cfg, .path = path, .err = err, .f = fopen(path, "r")};
-	char reason[sizeof(err->msg)];
+	if (!reason)
+		reason = e == EFBIG ? "larger than 1 MiB" : strerror(e);
+	snprintf(err->msg, sizeof(err->msg), "%.300s: cannot read config file: %s", path, reason);
+	return -e;
+}
 
-	if (!c.f) {
-		int e = errno;
-		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file: %s", path,
-			 strerror(e));
-		return -e;
+static const char *file_kind(mode_t mode)
+{
+	return S_ISDIR(mode)	? "a directory"
+	       : S_ISFIFO(mode) ? "a FIFO"
+	       : S_ISCHR(mode)	? "a character device"
+	       : S_ISBLK(mode)	? "a block device"
+	       : S_ISSOCK(mode) ? "a socket"
+				: "not a regular file";
+}
+
+/* Opens a regular file only: a directory reads as empty, a FIFO or a device
+ * blocks or never ends, and all of that before any signal handling exists.
+ * stat first, so a device is never opened; O_NONBLOCK so a FIFO swapped in
+ * between cannot block the open; fstat decides. */
+static FILE *open_config(const char *path, struct pi_config_error *err, int *rc)
+{
+	char kind[64];
+	struct stat st;
+	int fd = -1;
+
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		goto refuse;
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		*rc = read_error(err, path, errno, NULL);
+		goto fail;
 	}
+	if (!S_ISREG(st.st_mode))
+		goto refuse;
+	if (st.st_size > CONFIG_FILE_MAX) {
+		*rc = read_error(err, path, EFBIG, NULL);
+		goto fail;
+	}
+	FILE *f = fdopen(fd, "r");
+	if (f) {
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		return f;
+	}
+	*rc = read_error(err, path, errno, NULL);
+	goto fail;
+refuse:
+	snprintf(kind, sizeof(kind), "%s, not a regular file", file_kind(st.st_mode));
+	read_error(err, path, EINVAL, kind);
+	*rc = -EINVAL;
+fail:
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/* /dev/null (the device, under any name) is the one file that is not
+ * regular and still welcome: the usual way to say "no config file". */
+static int is_dev_null(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+}
+
+static int load_file(struct pi_config *cfg, const char *path, struct key_origin *origins,
+		     struct pi_config_error *err)
+{
+	struct ini_ctx c = {.cfg = cfg, .path = path, .err = err, .origins = origins};
+	char reason[sizeof(err->msg)];
+	int rc;
+
+	if (is_dev_null(path)) {
+		cfg->file = strdup(path);
+		return cfg->file ? 0 : -ENOMEM;
+	}
+	if (!(c.f = open_config(path, err, &rc)))
+		return rc;
 	err->msg[0] = '\0';
+	errno = 0;
 	int line = ini_parse_stream(read_line, &c, on_ini_key, &c);
 	fclose(c.f);
+	if (c.read_errno)
+		return read_error(err, path, c.read_errno, NULL);
 	if (line == 0) {
 		cfg->file = strdup(path);
 		return cfg->file ? 0 : -ENOMEM;
 	}
-	if (line < 0) {
-		snprintf(err->msg, sizeof(err->msg), "%s: cannot read config file", path);
-		return -EIO;
-	}
+	if (line < 0)
+		return read_error(err, path, ENOMEM, NULL);
 	/* inih finds syntax errors (no '=', unclosed '[', an over-long line)
 	 * without calling the handler; a system inih that goes on may have
 	 * called it for a later line, so the reason is ours only if the
@@ -347,7 +507,8 @@ static const char *env_get(char *const *envp, const char *name)
 	return NULL;
 }
 
-static int load_env(struct pi_config *cfg, char *const *envp, struct pi_config_error *err)
+static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin *origins,
+		    struct pi_config_error *err)
 {
 	char name[96];
 	const char *why;
@@ -360,6 +521,8 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct pi_config_e
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
 			return -EINVAL;
 		}
+		if (v)
+			origins[i].var = keys[i].alias;
 	}
 	const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 	if (quiet && *quiet)
@@ -375,28 +538,84 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct pi_config_e
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", name, why);
 			return -EINVAL;
 		}
+		if (v) {
+			snprintf(origins[i].var_buf, sizeof(origins[i].var_buf), "%s", name);
+			origins[i].var = origins[i].var_buf;
+		}
 	}
 	return 0;
+}
+
+static size_t key_index(const char *section, const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+			return i;
+	abort(); /* a key this file names but its table lacks is a bug */
+}
+
+/* The environment outranks the file, a later line an earlier one, and the
+ * file a default (line 0). */
+static int origin_rank(const struct key_origin *o)
+{
+	return o->var ? INT_MAX : o->line;
+}
+
+/* Checks between keys, once every source is in. The error blames the key
+ * set by the source that ranks higher (see origin_rank), stream_suffix on
+ * a tie, and names that source:
+ * "VARIABLE: reason" or "FILE:LINE: key: reason". */
+static int check_keys(const struct pi_config *cfg, const struct key_origin *origins,
+		      struct pi_config_error *err)
+{
+	size_t stream = key_index("templates", "stream_suffix");
+	size_t plain = key_index("templates", "suffix");
+
+	if (strcmp(cfg->templates_suffix, cfg->templates_stream_suffix) != 0)
+		return 0;
+	size_t k = origin_rank(&origins[stream]) >= origin_rank(&origins[plain]) ? stream : plain;
+	const char *why = k == stream
+			      ? "same as templates.suffix: no file could be a stream template"
+			      : "same as templates.stream_suffix: no file could be a "
+				"stream template";
+	if (origins[k].var)
+		snprintf(err->msg, sizeof(err->msg), "%s: %s", origins[k].var, why);
+	else if (origins[k].line && cfg->file)
+		snprintf(err->msg, sizeof(err->msg), "%.300s:%d: templates.%s: %s", cfg->file,
+			 origins[k].line, keys[k].name, why);
+	else
+		snprintf(err->msg, sizeof(err->msg), "templates.%s: %s", keys[k].name, why);
+	return -EINVAL;
 }
 
 int pi_config_load(struct pi_config *cfg, const char *explicit_file, char *const *envp,
 		   struct pi_config_error *err)
 {
+	struct key_origin origins[NKEYS];
 	const char *path = explicit_file;
 	int rc;
 
+	memset(origins, 0, sizeof(origins));
 	pi_config_defaults(cfg);
 	err->msg[0] = '\0';
-	if (!path || !*path) {
+	if (path && !*path) {
+		snprintf(err->msg, sizeof(err->msg), "-c: the config file name is empty");
+		return -EINVAL;
+	}
+	/* An empty $PEERPREP_INIT_CONFIG counts as unset, as a shell's
+	 * ${VAR:-default} would take it; an empty -c is a mistake. */
+	if (!path) {
 		path = env_get(envp, "PEERPREP_INIT_CONFIG");
 		if (path && !*path)
 			path = NULL;
 	}
 	if (!path && access("/etc/peerprep-init.ini", F_OK) == 0)
 		path = "/etc/peerprep-init.ini";
-	if (path && (rc = load_file(cfg, path, err)) < 0)
+	if (path && (rc = load_file(cfg, path, origins, err)) < 0)
 		return rc;
-	return load_env(cfg, envp, err);
+	if ((rc = load_env(cfg, envp, origins, err)) < 0)
+		return rc;
+	return check_keys(cfg, origins, err);
 }
 
 void pi_config_help(FILE *out)
@@ -404,8 +623,8 @@ void pi_config_help(FILE *out)
 	char env[96];
 
 	for (size_t i = 0; i < NKEYS; i++) {
-		size_t n = (size_t)snprintf(env, sizeof(env), "PEERPREP_INIT_%s_%s", keys[i].section,
-					    keys[i].name);
+		size_t n = (size_t)snprintf(env, sizeof(env), "PEERPREP_INIT_%s_%s",
+					    keys[i].section, keys[i].name);
 		for (size_t j = 0; j < n; j++)
 			env[j] = (char)toupper((unsigned char)env[j]);
 		fprintf(out, "  %s.%s = %s\n      %s\n      env: %s%s%s\n", keys[i].section,

@@ -18,7 +18,7 @@ struct pi_config {
 	uint64_t upstreams_wait_ms;
 	uint64_t upstreams_recheck_ms; /* 0: off */
 	char *nginx_command;
-	char *nginx_test; /* "" skips the config test */
+	char *nginx_test;		/* "" skips the config test */
 	uint64_t nginx_test_timeout_ms; /* the config test is killed after this; 0: never */
 	int nginx_stop_signal;
 	uint64_t nginx_stop_delay_ms;

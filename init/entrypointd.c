@@ -114,9 +114,8 @@ void pi_entrypointd_warn(char *const *envp)
 	rc = ed_walk(dir, "", 0, f);
 	if (rc < 0 && rc != -ENOENT)
 		PI_LOG(PI_WARN,
-		       "cannot read the folder of entrypoint scripts; nothing in it is run" PI_KV
-		       "dir=%s" PI_KV "error=%s",
-		       dir, strerror(-rc));
+		       "cannot read the folder of entrypoint scripts; nothing in it is run",
+		       PI_STR("dir", dir), PI_STR("error", strerror(-rc)));
 	if (f->n) {
 		for (size_t i = 0; i < f->nnames; i++) {
 			int w = snprintf(shown + len, sizeof(shown) - len, "%s%.*s", i ? " " : "",
@@ -126,10 +125,12 @@ void pi_entrypointd_warn(char *const *envp)
 		}
 		if (f->n > ED_SHOWN && len + 4 < sizeof(shown))
 			memcpy(shown + len, " ...", 5);
+		char count[32];
+		snprintf(count, sizeof(count), "%zu%s", f->n, f->more ? "+" : "");
 		PI_LOG(PI_WARN,
 		       "peerprep-init does not run entrypoint scripts; move their work into "
-		       "templates or the image" PI_KV "dir=%s" PI_KV "count=%zu%s" PI_KV "files=%s",
-		       dir, f->n, f->more ? "+" : "", shown);
+		       "templates or the image",
+		       PI_STR("dir", dir), PI_STR("count", count), PI_STR("files", shown));
 	}
 	for (size_t i = 0; i < f->nnames; i++)
 		free(f->names[i]);

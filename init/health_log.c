@@ -9,11 +9,13 @@ _Static_assert((int)PI_HEALTH_LOG_DEBUG == (int)PI_DEBUG &&
 
 void pi_init_health_log(void *data, int level, const char *msg, const char *const *f)
 {
+	struct pi_log_field fields[PI_HEALTH_LOG_FIELDS];
+	size_t n = 0;
+
 	(void)data;
-	if (!f || !f[0] || !f[1])
-		PI_LOG(level, "%s", msg);
-	else if (!f[2] || !f[3])
-		PI_LOG(level, "%s" PI_KV "%s=%s", msg, f[0], f[1]);
-	else
-		PI_LOG(level, "%s" PI_KV "%s=%s" PI_KV "%s=%s", msg, f[0], f[1], f[2], f[3]);
+	if (level < pi_log_min_level)
+		return;
+	for (; f && n < PI_HEALTH_LOG_FIELDS && f[2 * n] && f[2 * n + 1]; n++)
+		fields[n] = PI_STR(f[2 * n], f[2 * n + 1]);
+	pi_log_emit(level, msg, fields, n);
 }

@@ -34,7 +34,8 @@ static void help(void)
 	fputs("peerprep-init " PI_VERSION ": PID 1 of the PeerPrep frontend image.\n"
 	      "Renders nginx templates safely, waits for upstream hosts, starts and\n"
 	      "supervises nginx, keeps its upstream addresses fresh, serves /health.\n\n" USAGE
-	      "\nconfiguration keys (INI [section] key; environment PEERPREP_INIT_<SECTION>_<KEY>):\n",
+	      "\nconfiguration keys (INI [section] key; environment "
+	      "PEERPREP_INIT_<SECTION>_<KEY>):\n",
 	      stdout);
 	pi_config_help(stdout);
 	fputs("\nexit codes: the child's code (128+N for signal N), 2 usage or configuration,\n"
@@ -52,23 +53,23 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 
 	pi_supervise_template_opts(cfg, envp, &o);
 	if (pi_templates_render(&o, &t, &err) < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		return 3;
 	}
 	if (pi_templates_count(t) == 0)
-		PI_LOG(PI_INFO, "no templates to render" PI_KV "dir=%s", o.dir);
+		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", o.dir));
 	if (to_stdout) {
 		if (pi_templates_print(t, stdout, &err) < 0) {
-			PI_LOG(PI_ERROR, "%s", err.msg);
+			PI_LOG(PI_ERROR, err.msg);
 			code = 3;
 		}
 	} else if (pi_templates_commit(t, &err) < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		code = 3;
 	} else {
 		for (size_t i = 0; i < pi_templates_count(t); i++)
-			PI_LOG(PI_INFO, "rendered" PI_KV "template=%s" PI_KV "output=%s",
-			       pi_templates_source(t, i), pi_templates_output(t, i));
+			PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(t, i)),
+			       PI_STR("output", pi_templates_output(t, i)));
 	}
 	pi_templates_free(t);
 	return code;
@@ -106,7 +107,8 @@ static int health_command(int argc, char **argv, const char *file, char **envp)
 			help();
 			return 0;
 		}
-		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+		    i + 1 < argc)
 			file = argv[++i];
 		else if (strncmp(argv[i], "--config=", 9) == 0)
 			file = argv[i] + 9;
@@ -185,7 +187,7 @@ int main(int argc, char **argv, char **envp)
 
 	code = pi_config_load(&cfg, file, envp, &err);
 	if (code < 0) {
-		PI_LOG(PI_ERROR, "%s", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		pi_config_free(&cfg);
 		return 2;
 	}

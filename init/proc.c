@@ -61,8 +61,9 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	int closed = -1;
 #ifdef SYS_close_range
 	if (report_fd >= 3)
-		closed = (report_fd == 3 ? 0 : (int)syscall(SYS_close_range, 3U, report_fd - 1U, 0U)) |
-			 (int)syscall(SYS_close_range, report_fd + 1U, ~0U, 0U);
+		closed =
+		    (report_fd == 3 ? 0 : (int)syscall(SYS_close_range, 3U, report_fd - 1U, 0U)) |
+		    (int)syscall(SYS_close_range, report_fd + 1U, ~0U, 0U);
 #endif
 	if (closed != 0)
 		for (int fd = 3; fd < 1024; fd++)

@@ -249,8 +249,9 @@ static void sup_reload_start(struct sup *s)
 	int kind = s->reload.kind;
 	char why[128];
 
-	PI_LOG(PI_INFO, "reloading" PI_KV "reason=%s",
-	       kind & PI_RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed");
+	PI_LOG(
+	    PI_INFO, "reloading",
+	    PI_STR("reason", kind & PI_RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed"));
 	if ((kind & PI_RELOAD_RERENDER) && sup_reload_render(s) < 0)
 		return;
 	if (!s->test_argv) {
@@ -294,10 +295,9 @@ static void sup_reload_reject(struct sup *s)
 
 	switch (s->reload.why) {
 	case PI_RELOAD_TEST_FAILED:
-		PI_LOG(PI_ERROR,
-		       "reload rejected; nginx keeps its running config" PI_KV
-		       "reason=config test failed: %s",
-		       sup_test_reason(s, why, sizeof(why)));
+		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config",
+		       PI_STR("step", "config test failed"),
+		       PI_STR("reason", sup_test_reason(s, why, sizeof(why))));
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "config test failed (status %d); the log has the reason",
 			 s->reload.why_code);
@@ -306,14 +306,12 @@ static void sup_reload_reject(struct sup *s)
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "config test did not finish within %llu ms; killed",
 			 (unsigned long long)s->cfg->nginx_test_timeout_ms);
-		PI_LOG(PI_ERROR,
-		       "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
-		       s->view.reload_error);
+		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config",
+		       PI_STR("reason", s->view.reload_error));
 		break;
 	default: /* PI_RELOAD_PREPARE_FAILED: the step left its reason */
-		PI_LOG(PI_ERROR,
-		       "reload rejected; nginx keeps its running config" PI_KV "reason=%s",
-		       s->view.reload_error);
+		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config",
+		       PI_STR("reason", s->view.reload_error));
 		break;
 	}
 	s->view.reload_ok = 0;
@@ -335,13 +333,11 @@ static void sup_reload_rollback(struct sup *s)
 	if (failed)
 		PI_LOG(PI_ERROR, "cannot restore the previous output files");
 	if (s->reload.why == PI_RELOAD_ABANDONED)
-		PI_LOG(PI_WARN,
-		       "reload abandoned before its config test ended" PI_KV "reason=%s" PI_KV
-		       "files=%s",
-		       s->state == SUP_STOPPING ? "stopping" : "the child exited",
-		       failed	  ? "not restored"
-		       : restored ? "restored"
-				  : "unchanged");
+		PI_LOG(PI_WARN, "reload abandoned before its config test ended",
+		       PI_STR("reason", s->state == SUP_STOPPING ? "stopping" : "the child exited"),
+		       PI_STR("files", failed	  ? "not restored"
+				       : restored ? "restored"
+						  : "unchanged"));
 	else
 		sup_reload_reject(s);
 }

@@ -110,8 +110,8 @@ static void sup_reap(struct sup *s)
 		else if (pid == s->test_pid)
 			sup_reload_test_exited(s, st);
 		else
-			PI_LOG(PI_DEBUG, "reaped an orphan" PI_KV "pid=%d" PI_KV "status=%d",
-			       (int)pid, pi_proc_exit_code(st));
+			PI_LOG(PI_DEBUG, "reaped an orphan", PI_INT("pid", (int)pid),
+			       PI_INT("status", pi_proc_exit_code(st)));
 	}
 	if (s->state == SUP_EXITING && !sup_children_left())
 		sup_finish_exit(s);
@@ -126,13 +126,13 @@ static void sup_stop_requested(struct sup *s, int sig)
 	if (s->state == SUP_EXITING)
 		return;
 	if (s->state < SUP_RUN) {
-		PI_LOG(PI_INFO,
-		       "stop requested before the child started; exiting" PI_KV "signal=%s", name);
+		PI_LOG(PI_INFO, "stop requested before the child started; exiting",
+		       PI_STR("signal", name));
 		sup_begin_exit(s, 0);
 		return;
 	}
 	if (s->state == SUP_RUN) {
-		PI_LOG(PI_INFO, "graceful stop requested" PI_KV "signal=%s", name);
+		PI_LOG(PI_INFO, "graceful stop requested", PI_STR("signal", name));
 		s->state = SUP_STOPPING;
 		sup_reload_close(s);
 	}
@@ -172,7 +172,7 @@ static void on_sup_signal(int sig, void *data)
 		return;
 	default:
 		if (s->state == SUP_EXITING)
-			PI_LOG(PI_DEBUG, "signal dropped: exiting" PI_KV "signal=%d", sig);
+			PI_LOG(PI_DEBUG, "signal dropped: exiting", PI_INT("signal", sig));
 		else
 			sup_child_forward(s, sig);
 		return;
@@ -199,10 +199,9 @@ static void sup_log_unresolved(struct sup *s)
 			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
 						 used ? " " : "", h->var, h->host);
 	}
-	PI_LOG(PI_ERROR,
-	       "upstream hosts did not resolve in time; nothing started" PI_KV "wait_ms=%llu" PI_KV
-	       "unresolved=%s",
-	       (unsigned long long)s->cfg->upstreams_wait_ms, list);
+	PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started",
+	       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms),
+	       PI_STR("unresolved", list));
 }
 
 /* At start nginx's own start-up is the config test (SPEC §1): no separate
@@ -233,15 +232,15 @@ static int sup_render_at_start(struct sup *s)
 
 	if (pi_templates_render(&s->topts, &s->tpl, &terr) < 0 ||
 	    pi_templates_commit(s->tpl, &terr) < 0) {
-		PI_LOG(PI_ERROR, "%s", terr.msg);
+		PI_LOG(PI_ERROR, terr.msg);
 		return -1;
 	}
 	size_t n = pi_templates_count(s->tpl);
 	if (n == 0)
-		PI_LOG(PI_INFO, "no templates to render" PI_KV "dir=%s", s->topts.dir);
+		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", s->topts.dir));
 	for (size_t i = 0; i < n; i++)
-		PI_LOG(PI_INFO, "rendered" PI_KV "template=%s" PI_KV "output=%s",
-		       pi_templates_source(s->tpl, i), pi_templates_output(s->tpl, i));
+		PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(s->tpl, i)),
+		       PI_STR("output", pi_templates_output(s->tpl, i)));
 	return 0;
 }
 
@@ -270,8 +269,8 @@ static int sup_start_health(struct sup *s)
 	if (!*cfg->health_listen)
 		return 0;
 	if (pi_health_server_start(s->loop, &ho, &s->health, why, sizeof(why)) < 0) {
-		PI_LOG(PI_ERROR, "cannot serve health" PI_KV "listen=%s" PI_KV "error=%s",
-		       cfg->health_listen, why);
+		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
+		       PI_STR("error", why));
 		return -1;
 	}
 	return 0;
@@ -291,18 +290,18 @@ static void sup_start(struct sup *s)
 		return;
 	}
 	if ((rc = sup_prepare_hosts(s)) < 0) {
-		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts" PI_KV "error=%s",
-		       strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts",
+		       PI_STR("error", strerror(-rc)));
 		sup_begin_exit(s, 2);
 		return;
 	}
 	s->state = SUP_RESOLVE;
 	if (s->view.n_upstreams > 0)
-		PI_LOG(PI_INFO, "waiting for upstream hosts" PI_KV "hosts=%zu" PI_KV "wait_ms=%llu",
-		       s->view.n_upstreams, (unsigned long long)s->cfg->upstreams_wait_ms);
+		PI_LOG(PI_INFO, "waiting for upstream hosts", PI_UINT("hosts", s->view.n_upstreams),
+		       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms));
 	if ((rc = pi_upstreams_wait(s->ups, s->cfg->upstreams_wait_ms, on_sup_hosts_waited)) < 0) {
-		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts" PI_KV "error=%s",
-		       strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts",
+		       PI_STR("error", strerror(-rc)));
 		sup_begin_exit(s, 2);
 	}
 }
@@ -328,7 +327,7 @@ static int sup_loop_setup(struct sup *s)
 		timers[i]->data = s;
 	}
 	if ((rc = pi_signals_start(s->loop, &s->sigs, on_sup_signal, s)) < 0) {
-		PI_LOG(PI_ERROR, "cannot read signals" PI_KV "error=%s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot read signals", PI_STR("error", strerror(-rc)));
 		return -1;
 	}
 	return 0;
@@ -396,14 +395,15 @@ static int sup_split_commands(struct sup *s, char **cmd, char ***own_cmd)
 	s->cmd_is_nginx = !cmd;
 	if (!cmd) {
 		if ((rc = pi_config_split(cfg->nginx_command, own_cmd)) < 0) {
-			PI_LOG(PI_ERROR, "cannot split nginx.command: %s", strerror(-rc));
+			PI_LOG(PI_ERROR, "cannot split nginx.command",
+			       PI_STR("error", strerror(-rc)));
 			return -1;
 		}
 		cmd = *own_cmd;
 	}
 	s->cmd = cmd;
 	if (*cfg->nginx_test && (rc = pi_config_split(cfg->nginx_test, &s->test_argv)) < 0) {
-		PI_LOG(PI_ERROR, "cannot split nginx.test: %s", strerror(-rc));
+		PI_LOG(PI_ERROR, "cannot split nginx.test", PI_STR("error", strerror(-rc)));
 		return -1;
 	}
 	return 0;
@@ -421,10 +421,8 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 		return 2;
 	}
 	if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		PI_LOG(PI_WARN,
-		       "cannot become a child subreaper; orphans will not be reaped" PI_KV
-		       "error=%s",
-		       strerror(errno));
+		PI_LOG(PI_WARN, "cannot become a child subreaper; orphans will not be reaped",
+		       PI_STR("error", strerror(errno)));
 	s->cfg = cfg;
 	s->envp = envp;
 	s->sigs.fd = -1;
@@ -435,7 +433,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
 	if ((rc = pi_supervise_loop_init(&loop)) < 0) {
-		PI_LOG(PI_ERROR, "cannot start the event loop" PI_KV "error=%s", uv_strerror(rc));
+		PI_LOG(PI_ERROR, "cannot start the event loop", PI_STR("error", uv_strerror(rc)));
 		goto out_free;
 	}
 	s->loop = &loop;

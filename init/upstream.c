@@ -218,23 +218,20 @@ static void ups_failed(struct pi_upstreams *u, struct ups_host *h, const char *w
 	if (!h->ever || u->mode == M_WAIT || u->mode == M_ROUND) {
 		h->reported = 1;
 		if (!was_reported)
-			PI_LOG(PI_WARN,
-			       "upstream host does not resolve" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-			       "error=%s",
-			       h->var, h->value, h->error);
+			PI_LOG(PI_WARN, "upstream host does not resolve", PI_STR("var", h->var),
+			       PI_STR("host", h->value), PI_STR("error", h->error));
 	} else if (h->fails >= PI_UPSTREAMS_FAILS_TO_WARN) {
 		h->reported = 1;
 		if (!was_reported)
 			PI_LOG(PI_WARN,
-			       "upstream host stopped resolving; nginx keeps its last "
-			       "addresses" PI_KV "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV
-			       "error=%s",
-			       h->var, h->value, h->fails, h->error);
+			       "upstream host stopped resolving; nginx keeps its last addresses",
+			       PI_STR("var", h->var), PI_STR("host", h->value),
+			       PI_INT("failures", h->fails), PI_STR("error", h->error));
 	} else {
-		PI_LOG(PI_DEBUG,
-		       "upstream lookup failed; not reported before %d in a row" PI_KV
-		       "var=%s" PI_KV "host=%s" PI_KV "failures=%d" PI_KV "error=%s",
-		       PI_UPSTREAMS_FAILS_TO_WARN, h->var, h->value, h->fails, h->error);
+		PI_LOG(PI_DEBUG, "upstream lookup failed; reported after several in a row",
+		       PI_INT("after", PI_UPSTREAMS_FAILS_TO_WARN), PI_STR("var", h->var),
+		       PI_STR("host", h->value), PI_INT("failures", h->fails),
+		       PI_STR("error", h->error));
 	}
 	if (u->mode == M_WAIT && h->in_round) {
 		h->due = uv_now(u->loop) + h->backoff;
@@ -250,20 +247,17 @@ static void ups_resolved(struct pi_upstreams *u, struct ups_host *h, struct pi_a
 
 	pi_addrset_join(set, LOG_SHOWN, after, sizeof(after));
 	if (h->reported)
-		PI_LOG(PI_INFO,
-		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
-		       h->var, h->value, after);
+		PI_LOG(PI_INFO, "upstream host resolves", PI_STR("var", h->var),
+		       PI_STR("host", h->value), PI_STR("addresses", after));
 	else if (!h->ever)
-		PI_LOG(PI_DEBUG,
-		       "upstream host resolves" PI_KV "var=%s" PI_KV "host=%s" PI_KV "addresses=%s",
-		       h->var, h->value, after);
+		PI_LOG(PI_DEBUG, "upstream host resolves", PI_STR("var", h->var),
+		       PI_STR("host", h->value), PI_STR("addresses", after));
 	if (h->current.n > 0 && !pi_addrset_equal(&h->current, set))
-		PI_LOG(PI_INFO,
-		       "upstream addresses changed" PI_KV "var=%s" PI_KV "host=%s" PI_KV
-		       "old=%s" PI_KV "new=%s" PI_KV "count=%zu",
-		       h->var, h->value,
-		       pi_addrset_join(&h->current, LOG_SHOWN, before, sizeof(before)), after,
-		       set->n);
+		PI_LOG(
+		    PI_INFO, "upstream addresses changed", PI_STR("var", h->var),
+		    PI_STR("host", h->value),
+		    PI_STR("old", pi_addrset_join(&h->current, LOG_SHOWN, before, sizeof(before))),
+		    PI_STR("new", after), PI_UINT("count", set->n));
 	pi_addrset_move(&h->current, set);
 	if (h->adopt && !h->applied_known && pi_addrset_copy(&h->applied, &h->current) == 0)
 		h->applied_known = 1;
@@ -402,8 +396,8 @@ static void ups_drop_untaken(struct pi_upstreams *u, const char *taken, int log)
 		if (taken[j])
 			continue;
 		if (log)
-			PI_LOG(PI_INFO, "upstream host removed" PI_KV "var=%s" PI_KV "host=%s",
-			       h->var, h->value);
+			PI_LOG(PI_INFO, "upstream host removed", PI_STR("var", h->var),
+			       PI_STR("host", h->value));
 		ups_host_free(h);
 	}
 }
@@ -424,8 +418,8 @@ static void ups_install(struct pi_upstreams *u, struct ups_host **hosts, const c
 		if (!isnew[i])
 			continue;
 		if (log)
-			PI_LOG(PI_INFO, "upstream host added" PI_KV "var=%s" PI_KV "host=%s",
-			       hosts[i]->var, hosts[i]->value);
+			PI_LOG(PI_INFO, "upstream host added", PI_STR("var", hosts[i]->var),
+			       PI_STR("host", hosts[i]->value));
 		if (u->started && u->mode != M_WAIT)
 			ups_start_lookup(u, hosts[i]);
 	}

@@ -32,6 +32,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,9 +68,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_STRING_LINES 16
 #define MAX_STRING_LEN	 512
 
-/* T_CMD splits into words, T_TST too or is empty, T_ADR is an IP address
- * and port or empty, T_PTH starts with '/': all four are strings. */
-enum { T_STR, T_DUR, T_SIG, T_LVL, T_FMT, T_CMD, T_TST, T_ADR, T_PTH };
+/* T_CMD splits into words, the first not empty, T_TST too or is empty,
+ * T_ADR is an IP address and port or empty, T_PTH is '/' and URL path
+ * bytes, T_DIR is not empty, T_SFX is not empty and holds no '/', T_PFX
+ * is the start of a variable name: all of these are strings. */
+enum { T_STR, T_DUR, T_SIG, T_LVL, T_FMT, T_CMD, T_TST, T_ADR, T_PTH, T_DIR, T_SFX, T_PFX };
 
 #define F(field) offsetof(struct pi_config, field)
 
@@ -81,14 +84,14 @@ static const struct hkey {
 	size_t off;
 	const char *alias;
 } hkeys[] = {
-    {"templates", "dir", T_STR, F(templates_dir), "NGINX_ENVSUBST_TEMPLATE_DIR"},
-    {"templates", "suffix", T_STR, F(templates_suffix), "NGINX_ENVSUBST_TEMPLATE_SUFFIX"},
-    {"templates", "output_dir", T_STR, F(templates_output_dir), "NGINX_ENVSUBST_OUTPUT_DIR"},
-    {"templates", "stream_suffix", T_STR, F(templates_stream_suffix),
+    {"templates", "dir", T_DIR, F(templates_dir), "NGINX_ENVSUBST_TEMPLATE_DIR"},
+    {"templates", "suffix", T_SFX, F(templates_suffix), "NGINX_ENVSUBST_TEMPLATE_SUFFIX"},
+    {"templates", "output_dir", T_DIR, F(templates_output_dir), "NGINX_ENVSUBST_OUTPUT_DIR"},
+    {"templates", "stream_suffix", T_SFX, F(templates_stream_suffix),
      "NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX"},
-    {"templates", "stream_output_dir", T_STR, F(templates_stream_output_dir),
+    {"templates", "stream_output_dir", T_DIR, F(templates_stream_output_dir),
      "NGINX_ENVSUBST_STREAM_OUTPUT_DIR"},
-    {"templates", "prefix", T_STR, F(templates_prefix), NULL},
+    {"templates", "prefix", T_PFX, F(templates_prefix), NULL},
     {"upstreams", "hosts", T_STR, F(upstreams_hosts), NULL},
     {"upstreams", "wait", T_DUR, F(upstreams_wait_ms), NULL},
     {"upstreams", "recheck", T_DUR, F(upstreams_recheck_ms), NULL},
@@ -106,6 +109,10 @@ static const struct hkey {
 
 #define NKEYS	  (sizeof(hkeys) / sizeof(hkeys[0]))
 #define LEVEL_KEY (NKEYS - 1)
+#define SUFFIX_KEY 1
+#define STREAM_KEY 3
+/* The reason shared by both ways to word a suffix clash. */
+#define CLASH_REASON ": no file could be a stream template"
 
 static char env_names[NKEYS][64]; /* PEERPREP_INIT_<SECTION>_<KEY> */
 static struct pi_config defaults;
@@ -387,17 +394,43 @@ static int value_ok(int type, const char *v)
 	case T_TST: {
 		char **argv = NULL;
 		int rc = pi_config_split(v, &argv);
+		int named = rc == 0 && argv[0][0] != '\0';
 		pi_config_argv_free(argv);
-		return rc == 0 || (rc == -ENOENT && type == T_TST);
+		return named || (rc == -ENOENT && type == T_TST);
 	}
 	case T_ADR: {
 		struct sockaddr_storage ss;
 		return !*v || pi_health_parse_addr(v, &ss) == 0;
 	}
 	case T_PTH:
-		return v[0] == '/';
+		if (v[0] != '/')
+			return 0;
+		for (; *v; v++)
+			if (!((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
+			      (*v >= '0' && *v <= '9') || (*v && strchr("-._~!$&'()*+,;=:@/%", *v))))
+				return 0;
+		return 1;
+	case T_DIR:
+		return *v != '\0';
+	case T_SFX:
+		return *v != '\0' && !strchr(v, '/');
+	case T_PFX:
+		if (!(*v == '_' || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z')))
+			return 0;
+		for (; *v; v++)
+			if (!(*v == '_' || (*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') ||
+			      (*v >= '0' && *v <= '9')))
+				return 0;
+		return 1;
 	}
 	return 1;
+}
+
+/* Whether an error message is the suffix clash, in either wording. */
+static int is_clash(const char *msg)
+{
+	size_t n = strlen(msg), k = strlen(CLASH_REASON);
+	return n > k && strcmp(msg + n - k, CLASH_REASON) == 0;
 }
 
 static int is_string(int type)
@@ -495,6 +528,7 @@ struct model {
 	int kind;		 /* enum file_error */
 	char why[128];		 /* what the reason starts with (E_VALUE: then more) */
 	const char *vals[NKEYS]; /* the last value of each key, into text */
+	int lines[NKEYS];	 /* and its line */
 };
 
 /* Predicts what loading the file does, for text without inline comments
@@ -578,11 +612,77 @@ static void model_file(char *text, size_t len, struct model *m)
 			return;
 		}
 		m->vals[i] = value;
+		m->lines[i] = lineno;
 		m->line = 0;
 	}
 	return;
 unknown:
 	m->line = -1;
+}
+
+static int names_var(const char *msg, const char *name)
+{
+	size_t n = strlen(name);
+	return strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ';
+}
+
+/* The variable a load with this environment must fail on, else NULL: the
+ * nginx image's aliases are applied first, then PEERPREP_INIT_*, each in
+ * table order. */
+static const char *first_bad_variable(char **envp)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		const char *a = hkeys[i].alias, *v = a ? env_get(envp, a) : NULL;
+		if (v && !value_ok(hkeys[i].type, v))
+			return a;
+	}
+	for (size_t i = 0; i < NKEYS; i++) {
+		const char *v = env_get(envp, env_names[i]);
+		if (v && !value_ok(hkeys[i].type, v))
+			return env_names[i];
+	}
+	return NULL;
+}
+
+/* Where key i gets its value, ranked: INT_MAX a variable (named in *var),
+ * else its line in the file (in *line too), 0 the default; the value in *v. */
+static int model_origin(const struct model *m, char **envp, size_t i, const char **v,
+			const char **var, int *line)
+{
+	const char *alias = hkeys[i].alias;
+	*var = env_get(envp, env_names[i]) ? env_names[i]
+	       : alias && env_get(envp, alias) ? alias
+					      : NULL;
+	*line = m->lines[i];
+	if (*var) {
+		*v = env_get(envp, *var);
+		return INT_MAX;
+	}
+	*v = m->vals[i] ? m->vals[i] : *(char *const *)((const char *)&defaults + hkeys[i].off);
+	return m->vals[i] ? m->lines[i] : 0;
+}
+
+/* The error a load must end with when suffix and stream_suffix end up the
+ * same (want[0] == 0 when they do not), blaming the higher-ranked source. */
+static void model_clash(const struct model *m, char **envp, char *want, size_t size)
+{
+	const char *vs, *vt, *var_s, *var_t, *var;
+	int line_s, line_t;
+	int rs = model_origin(m, envp, SUFFIX_KEY, &vs, &var_s, &line_s);
+	int rt = model_origin(m, envp, STREAM_KEY, &vt, &var_t, &line_t);
+
+	want[0] = '\0';
+	if (strcmp(vs, vt) != 0)
+		return;
+	int stream = rt >= rs;
+	const char *why = stream ? "same as templates.suffix" CLASH_REASON
+				 : "same as templates.stream_suffix" CLASH_REASON;
+	var = stream ? var_t : var_s;
+	if (var)
+		snprintf(want, size, "%s: %s", var, why);
+	else
+		snprintf(want, size, "%s:%d: templates.%s: %s", ini_path, stream ? line_t : line_s,
+			 hkeys[stream ? STREAM_KEY : SUFFIX_KEY].name, why);
 }
 
 /* Where line n (from 1) of text starts, and how long it is. */
@@ -697,20 +797,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(alone_rc == rc && strcmp(alone_err.msg, err.msg) == 0);
 		} else {
 			size_t i;
-			for (i = 0; i < NKEYS; i++) {
-				size_t n = strlen(env_names[i]);
-				if (strncmp(err.msg, env_names[i], n) == 0 && err.msg[n] == ':')
-					break;
+			const char *name = NULL;
+			for (i = 0; i < NKEYS && !name; i++) {
+				const char *a = hkeys[i].alias;
+				if (names_var(err.msg, env_names[i]))
+					name = env_names[i];
+				else if (a && names_var(err.msg, a))
+					name = a;
 			}
-			CHECK(i < NKEYS);
-			const char *v = env_get(envp, env_names[i]);
-			CHECK(v && !value_ok(hkeys[i].type, v));
-			CHECK(alone_rc == 0);
+			CHECK(name);
+			i--;
+			const char *v = env_get(envp, name);
+			CHECK(v);
+			CHECK(!value_ok(hkeys[i].type, v) ||
+			      ((i == SUFFIX_KEY || i == STREAM_KEY) && is_clash(err.msg)));
+			CHECK(alone_rc == 0 || is_clash(alone_err.msg));
 		}
 	} else {
 		check_ranges(&cfg);
 		CHECK(cfg.file && strcmp(cfg.file, ini_path) == 0);
-		CHECK(alone_rc == 0);
+		CHECK(strcmp(cfg.templates_suffix, cfg.templates_stream_suffix) != 0);
+		CHECK(alone_rc == 0 || is_clash(alone_err.msg));
 		const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 		for (size_t i = 0; i < NKEYS; i++) {
 			const char *v = env_get(envp, env_names[i]);
@@ -747,17 +854,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* The file loads; the first present PEERPREP_INIT_* variable, in
 		 * table order, that does not parse is the error, else every
 		 * field is predicted. */
-		size_t bad = NKEYS;
-		for (size_t i = 0; i < NKEYS && bad == NKEYS; i++) {
-			const char *v = env_get(envp, env_names[i]);
-			if (v && !value_ok(hkeys[i].type, v))
-				bad = i;
-		}
-		CHECK(alone_rc == 0);
-		if (bad < NKEYS) {
-			size_t n = strlen(env_names[bad]);
-			CHECK(rc < 0 && strncmp(err.msg, env_names[bad], n) == 0);
+		char want[512];
+		const char *bad = first_bad_variable(envp);
+		model_clash(&m, empty_env, want, sizeof(want));
+		if (want[0])
+			CHECK(alone_rc < 0 && strcmp(alone_err.msg, want) == 0);
+		else
+			CHECK(alone_rc == 0);
+		model_clash(&m, envp, want, sizeof(want));
+		if (bad) {
+			size_t n = strlen(bad);
+			CHECK(rc < 0 && strncmp(err.msg, bad, n) == 0);
 			CHECK(err.msg[n] == ':' && err.msg[n + 1] == ' ' && err.msg[n + 2]);
+		} else if (want[0]) {
+			CHECK(rc < 0 && strcmp(err.msg, want) == 0);
 		} else {
 			CHECK(rc == 0);
 			const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");

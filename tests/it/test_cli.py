@@ -1,6 +1,8 @@
 """Command-line forms (SPEC §1): the sub-command may come before or after
 `-c FILE`, and anything else is a usage error (exit 2)."""
 
+import json
+import os
 import subprocess
 
 from pi import BIN, base_env
@@ -41,3 +43,124 @@ def test_bad_command_is_refused_at_load_naming_the_variable(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "PEERPREP_INIT_NGINX_COMMAND: unclosed quote" in p.stderr, p.stderr
     assert "rendered" not in p.stderr and "started" not in p.stderr, p.stderr
+
+
+def load_error(tmp_path, args=(), **env_over):
+    """Runs `render` with a config that must be refused at load; the
+    deadline catches a loader that blocks on a FIFO or a device."""
+    env = base_env(tmp_path, **env_over)
+    return subprocess.run([BIN, "render", *args], env=env, capture_output=True,
+                          text=True, timeout=10)
+
+
+def test_config_file_must_be_a_regular_file(tmp_path):
+    """A folder once loaded as an empty file, an empty -c was ignored, and a
+    FIFO or /dev/zero hung the init before any signal handling: each is now
+    exit 2 naming the path and the reason, as is a read error."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "a.conf.template").write_text("x\n")
+    fifo = tmp_path / "pi.fifo"
+    os.mkfifo(fifo)
+    cases = [
+        (["-c", str(tmp_path)], {}, f"{tmp_path}: cannot read config file: a directory, "
+                                    "not a regular file"),
+        (["-c", ""], {}, "-c: the config file name is empty"),
+        (["-c", str(fifo)], {}, f"{fifo}: cannot read config file: a FIFO, not a regular file"),
+        (["-c", "/dev/zero"], {}, "/dev/zero: cannot read config file: a character device, "
+                                  "not a regular file"),
+        # A regular file whose first read fails (EIO): musl and glibc word it
+        # differently.
+        (["-c", "/proc/self/mem"], {}, "/proc/self/mem: cannot read config file: I"),
+        ([], {"PEERPREP_INIT_CONFIG": str(fifo)},
+         f"{fifo}: cannot read config file: a FIFO, not a regular file"),
+        ([], {"PEERPREP_INIT_CONFIG": str(tmp_path)},
+         f"{tmp_path}: cannot read config file: a directory, not a regular file"),
+    ]
+    for args, env, want in cases:
+        p = load_error(tmp_path, args, **env)
+        assert p.returncode == 2, (args, env, p.stderr)
+        assert want in p.stderr, (args, env, p.stderr)
+        assert "rendered" not in p.stderr, p.stderr
+    assert not (tmp_path / "conf.d").exists()
+
+
+def test_dev_null_is_no_config_file(tmp_path):
+    (tmp_path / "templates").mkdir()
+    p = load_error(tmp_path, ["-c", "/dev/null"])
+    assert p.returncode == 0, p.stderr
+
+
+def test_values_that_can_never_work_are_load_errors(tmp_path):
+    ini = tmp_path / "pi.ini"
+    cases = [
+        ("[health]\npath = /he alth\n", {}, f"{ini}:2: health.path: not a URL path"),
+        ("[health]\npath = /h\x01\n", {}, f"{ini}:2: health.path: not a URL path"),
+        ("[nginx]\n\ncommand = ''\n", {}, f"{ini}:3: nginx.command: empty command"),
+        ("[templates]\nsuffix =\n", {}, f"{ini}:2: templates.suffix: empty suffix"),
+        ("[templates]\nprefix =\n", {}, f"{ini}:2: templates.prefix: not the start of a "
+                                        "variable name"),
+        ("[templates]\nstream_suffix = .template\n", {},
+         f"{ini}:2: templates.stream_suffix: same as templates.suffix"),
+        ("", {"PEERPREP_INIT_TEMPLATES_SUFFIX": ""},
+         "PEERPREP_INIT_TEMPLATES_SUFFIX: empty suffix"),
+        ("", {"NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX": ".template"},
+         "NGINX_ENVSUBST_STREAM_TEMPLATE_SUFFIX: same as templates.suffix"),
+        ("", {"PEERPREP_INIT_HEALTH_PATH": "/health "},
+         "PEERPREP_INIT_HEALTH_PATH: not a URL path"),
+    ]
+    for text, env, want in cases:
+        ini.write_text(text)
+        p = load_error(tmp_path, ["-c", str(ini)], **env)
+        assert p.returncode == 2, (text, env, p.stderr)
+        assert want in p.stderr, (text, env, p.stderr)
+
+
+def json_lines(raw):
+    """Every line of raw standard error as a JSON object; the bytes must be
+    strict UTF-8 and each line one object."""
+    assert raw.endswith(b"\n"), raw[-200:]
+    objs = []
+    for line in raw.split(b"\n")[:-1]:
+        obj = json.loads(line.decode("utf-8"))
+        assert isinstance(obj, dict), line
+        objs.append(obj)
+    return objs
+
+
+def test_log_lines_cannot_be_forged_and_stay_valid_json(tmp_path):
+    """Template names once forged fields and lines through the 0x1F field
+    separator, a line over 4088 bytes lost its newline, a folder named 007
+    logged "dir":007 (not JSON) and raw bytes >= 0x80 made invalid UTF-8."""
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    evil = b"a\x1fmsg=forged\x1f\nts=1 level=error \"},{\"x\xff\".conf.template"
+    with open(os.path.join(bytes(tdir), evil), "wb") as f:
+        f.write(b"x\n")
+    deep = bytes(tdir)
+    for _ in range(18):
+        deep = os.path.join(deep, b"d" * 200)
+    os.makedirs(deep)
+    with open(os.path.join(deep, b"b.conf.template"), "wb") as f:
+        f.write(b"y\n")
+    env = base_env(tmp_path, PEERPREP_INIT_LOG_FORMAT="json")
+    p = subprocess.run([BIN, "render"], env=env, capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    objs = json_lines(p.stderr)
+    rendered = [o for o in objs if o["msg"] == "rendered"]
+    assert len(rendered) == 2 and len(objs) == 2, objs
+    # The byte 0xff that is not UTF-8 comes back as the code point U+00FF.
+    want = (bytes(tdir) + b"/" + evil).decode("latin-1")
+    assert want in [o["template"] for o in rendered], rendered
+    assert all(set(o) <= {"ts", "level", "msg", "template", "output", "truncated"}
+               for o in objs), objs
+    # The deep template's line (two paths of ~3700 bytes) is cut, marked,
+    # and still one line.
+    assert all(len(line) < 4096 for line in p.stderr.split(b"\n")), p.stderr
+    assert [o.get("truncated") for o in rendered].count(True) == 1, rendered
+
+    (tmp_path / "007").mkdir()
+    env = base_env(tmp_path, PEERPREP_INIT_LOG_FORMAT="json", PEERPREP_INIT_TEMPLATES_DIR="007")
+    p = subprocess.run([BIN, "render"], env=env, capture_output=True, timeout=10,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p.stderr)[0]["dir"] == "007", p.stderr

@@ -9,6 +9,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#define URL_PATH_WHY                                                                               \
+	"not a URL path: '/' then letters, digits and -._~!$&'()*+,;=:@/% (no space, control "    \
+	"byte, ? or #)"
+#define PREFIX_WHY "not the start of a variable name ([A-Za-z_][A-Za-z0-9_]*, not empty)"
+#define CLASH      ": no file could be a stream template"
+
 static char path[64];
 
 static const char *ini(const char *text)
@@ -159,8 +165,58 @@ int main(void)
 	expect_error("[health]\nprobe = 127.0.0.1\n",
 		     "2: health.probe: not HOST:PORT or [IPv6]:PORT with an IP address",
 		     "probe without a port");
-	expect_error("[health]\npath = health\n", "2: health.path: must start with /",
+	expect_error("[health]\npath = health\n", "2: health.path: " URL_PATH_WHY,
 		     "path without a slash");
+	expect_error("[health]\npath = /a b\n", "2: health.path: " URL_PATH_WHY,
+		     "path with a space");
+	expect_error("[health]\npath = /a\x01\n", "2: health.path: " URL_PATH_WHY,
+		     "path with a control byte");
+	expect_error("[health]\npath = /health?x=1\n", "2: health.path: " URL_PATH_WHY,
+		     "path with a query");
+	expect_error("[health]\npath = /h\xc3\xa9\n", "2: health.path: " URL_PATH_WHY,
+		     "path with a raw non-ASCII byte");
+	expect_error("[nginx]\ncommand = ''\n", "2: nginx.command: empty command",
+		     "command whose program is an empty word");
+	expect_error("[nginx]\ntest = \"\" -t\n", "2: nginx.test: empty command",
+		     "test whose program is an empty word");
+	expect_error("[templates]\nsuffix =\n",
+		     "2: templates.suffix: empty suffix (it would match no file)", "empty suffix");
+	expect_error("[templates]\nstream_suffix =\n",
+		     "2: templates.stream_suffix: empty suffix (it would match no file)",
+		     "empty stream suffix");
+	expect_error("[templates]\nsuffix = a/b\n",
+		     "2: templates.suffix: a file name suffix cannot hold /", "suffix with a slash");
+	expect_error("[templates]\nprefix =\n", "2: templates.prefix: " PREFIX_WHY, "empty prefix");
+	expect_error("[templates]\nprefix = NGINX-\n", "2: templates.prefix: " PREFIX_WHY,
+		     "prefix no variable name can start with");
+	expect_error("[templates]\noutput_dir =\n", "2: templates.output_dir: empty folder name",
+		     "empty output folder");
+	expect_error("[templates]\n\nstream_suffix = .template\n",
+		     "3: templates.stream_suffix: same as templates.suffix" CLASH,
+		     "stream suffix equal to the default suffix");
+	expect_error("[templates]\nsuffix = .x\nstream_suffix = .y\nsuffix = .y\n",
+		     "4: templates.suffix: same as templates.stream_suffix" CLASH,
+		     "suffix set last in the file is blamed");
+	{
+		char *env[] = {"PEERPREP_INIT_TEMPLATES_SUFFIX=.s", NULL};
+		is_int(load("[templates]\nstream_suffix = .s\n", env, &cfg, &err), -EINVAL,
+		       "suffix clash through the environment");
+		is_str(err.msg, "PEERPREP_INIT_TEMPLATES_SUFFIX: same as templates.stream_suffix" CLASH,
+		       "the environment outranks the file: the variable is named");
+		pi_config_free(&cfg);
+	}
+	{
+		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=", NULL};
+		is_int(load(NULL, env, &cfg, &err), -EINVAL, "empty suffix from the nginx image's name");
+		is_str(err.msg, "NGINX_ENVSUBST_TEMPLATE_SUFFIX: empty suffix (it would match no file)",
+		       "the alias is named");
+		pi_config_free(&cfg);
+	}
+	{
+		char *env[] = {"PEERPREP_INIT_HEALTH_PATH=/ok-._~!$&'()*+,;=:@/%41", NULL};
+		ok(load(NULL, env, &cfg, &err) == 0, "every URL path byte class is accepted");
+		pi_config_free(&cfg);
+	}
 	{
 		/* A comment longer than inih's 4096-byte line, then a bad key. */
 		static char text[6000];
@@ -168,6 +224,49 @@ int main(void)
 		memset(text + n, 'x', 5000);
 		snprintf(text + n + 5000, sizeof(text) - n - 5000, "\nlevel = loud\n");
 		expect_error(text, "2: line too long", "over-long line named");
+	}
+
+	/* Only regular files: a folder once read as empty, /proc/self/mem
+	 * (a regular file whose first read fails with EIO) as an empty file. */
+	is_int(pi_config_load(&cfg, "/tmp", none, &err), -EINVAL, "a folder is refused");
+	is_str(err.msg, "/tmp: cannot read config file: a directory, not a regular file",
+	       "folder named with the reason");
+	pi_config_free(&cfg);
+	is_int(pi_config_load(&cfg, "/dev/zero", none, &err), -EINVAL, "a device is refused");
+	is_str(err.msg, "/dev/zero: cannot read config file: a character device, not a regular file",
+	       "device named with the reason");
+	pi_config_free(&cfg);
+	ok(pi_config_load(&cfg, "/dev/null", none, &err) == 0 && cfg.file &&
+		   !strcmp(cfg.file, "/dev/null"),
+	   "/dev/null is the one device allowed: no file");
+	pi_config_free(&cfg);
+	is_int(pi_config_load(&cfg, "/proc/self/mem", none, &err), -EIO, "a read error is an error");
+	is_str(err.msg, "/proc/self/mem: cannot read config file: Input/output error",
+	       "read error named");
+	pi_config_free(&cfg);
+	is_int(pi_config_load(&cfg, "", none, &err), -EINVAL, "-c '' is refused");
+	is_str(err.msg, "-c: the config file name is empty", "empty name said");
+	pi_config_free(&cfg);
+	{
+		char *env[] = {"PEERPREP_INIT_CONFIG=/tmp", NULL};
+		is_int(pi_config_load(&cfg, NULL, env, &err), -EINVAL,
+		       "$PEERPREP_INIT_CONFIG naming a folder is refused");
+		is_str(err.msg, "/tmp: cannot read config file: a directory, not a regular file",
+		       "folder from the environment named");
+		pi_config_free(&cfg);
+	}
+	{
+		/* Over 1 MiB of comments: a mistake, not a config. */
+		FILE *f = fopen(ini("; big\n"), "a");
+		for (int i = 0; f && i < 20000; i++)
+			fputs("; a comment line that is about sixty bytes long, padding...\n", f);
+		if (f)
+			fclose(f);
+		is_int(pi_config_load(&cfg, path, none, &err), -EFBIG, "a file over 1 MiB is refused");
+		char want[128];
+		snprintf(want, sizeof(want), "%s: cannot read config file: larger than 1 MiB", path);
+		is_str(err.msg, want, "size named");
+		pi_config_free(&cfg);
 	}
 
 	/* A file named explicitly must exist. */
