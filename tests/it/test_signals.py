@@ -111,7 +111,9 @@ def test_signals_to_config_tests_before_exec_are_never_forwarded(tmp_path, sig):
         log = init.text()
         reloads = log.count("msg=reloading")
         print("%s: %d reloads; %s" % (sig, reloads, re.findall(r"sigstorm: .*", log)))
-        assert reloads >= 10, log[-3000:]
+        # A TSTP that lands after exec stops that config test until its
+        # 300 ms deadline, so fewer reloads fit in the storm's 3 s.
+        assert reloads >= (10 if sig == "USR1" else 2), log[-3000:]
         assert log.count("forwarding a signal") == 0, "%d phantoms" % log.count(
             "forwarding a signal")
     finally:
