@@ -61,7 +61,11 @@ def test_pid1_path_has_no_memory_errors_or_leaks(vg_binary, tmp_path):
     templates = tmp_path / "templates"
     templates.mkdir()
     tpl = templates / "site.conf.template"
-    tpl.write_text("# ${NGINX_GREETING}\nresolver ${NGINX_LOCAL_RESOLVERS};\n")
+    # A host name, not an IP literal, and one host known only from a
+    # template's default: the names /health shows after a reload must not
+    # be the freed strings of the render the reload replaced.
+    tpl.write_text("# ${NGINX_GREETING} ${NGINX_LOCAL_HOST} ${NGINX_DEF_HOST:-localhost}\n"
+                   "resolver ${NGINX_LOCAL_RESOLVERS};\n")
     out = tmp_path / "conf.d" / "site.conf"
     rec = tmp_path / "sig"
     vlog = tmp_path / "valgrind.log"
@@ -69,7 +73,7 @@ def test_pid1_path_has_no_memory_errors_or_leaks(vg_binary, tmp_path):
     env = base_env(tmp_path, NGINX_GREETING="one", PEERPREP_INIT_NGINX_TEST="true",
                    PEERPREP_INIT_HEALTH_LISTEN="127.0.0.1:%d" % hport,
                    PEERPREP_INIT_HEALTH_PROBE="", PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST",
-                   NGINX_LOCAL_HOST="127.0.0.1", PEERPREP_INIT_UPSTREAMS_RECHECK="1s")
+                   NGINX_LOCAL_HOST="localhost", PEERPREP_INIT_UPSTREAMS_RECHECK="1s")
     argv = ["unshare", "--pid", "--fork", "--mount-proc",
             "valgrind", "--error-exitcode=99", "--leak-check=full",
             "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
@@ -90,10 +94,15 @@ def test_pid1_path_has_no_memory_errors_or_leaks(vg_binary, tmp_path):
         assert try_get(hport, "/health/live")[0] == 200
         assert try_get(hport, "/nope")[0] == 404
         time.sleep(1.5)  # one upstream recheck
-        tpl.write_text("# ${NGINX_GREETING} two\n")
+        tpl.write_text("# ${NGINX_GREETING} two ${NGINX_LOCAL_HOST} ${NGINX_DEF_HOST:-localhost}\n")
         os.kill(pid, signal.SIGHUP)
         wait_for(lambda: "reloaded nginx" in text(), 15, what="the reload")
         assert "two" in out.read_text()
+        r = try_get(hport, "/health")
+        assert r[0] == 200, r
+        body = r[2].decode()
+        assert '"upstream:NGINX_LOCAL_HOST"' in body and '"componentId":"localhost"' in body, body
+        assert '"upstream:NGINX_DEF_HOST"' in body, body
         assert rec.read_text().split("\n")[1:] == ["SIGHUP", ""]
         os.kill(pid, signal.SIGTERM)
         rc = p.wait(30)
