@@ -45,6 +45,7 @@
 
 #include "init/config.h"
 #include "init/log.h"
+#include "health/addr.h"
 #include "health/server.h"
 #include "check.h"
 
