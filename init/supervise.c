@@ -357,6 +357,10 @@ static int sup_loop_run(struct sup *s)
 	pi_signals_close(&s->sigs);
 	if (!sup_loop_close(s->loop)) {
 		PI_LOG(PI_DEBUG, "exiting with lookups in flight");
+		/* Freeing the sets also drops the hidden links kept for a
+		 * rollback, which would otherwise stay in the output folders. */
+		pi_templates_free(s->tpl);
+		pi_templates_free(s->test_tpl);
 		fflush(stdout);
 		_exit(code);
 	}
