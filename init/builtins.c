@@ -1,5 +1,6 @@
 /* Built-in template variables: see builtins.h. */
 #include "init/builtins.h"
+#include "init/config.h"
 #include "init/log.h"
 
 #include <errno.h>
@@ -363,19 +364,10 @@ static char bi_workers[sizeof(WORKERS_VAR) + 16];
 static char bi_ipv6[sizeof(IPV6_VAR) + 24];
 static int bi_computed;
 
-static const char *bi_env_get(char *const *envp, const char *name)
-{
-	size_t n = strlen(name);
-
-	for (; envp && *envp; envp++)
-		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-			return *envp + n + 1;
-	return NULL;
-}
-
 static void bi_compute(char *const *envp)
 {
-	const char *w = bi_env_get(envp, WORKERS_VAR), *v6 = bi_env_get(envp, IPV6_VAR);
+	const char *w = pi_config_env_get(envp, WORKERS_VAR),
+		   *v6 = pi_config_env_get(envp, IPV6_VAR);
 	struct pi_builtins_cpu cpu = {0};
 	char quota[16] = "none";
 
@@ -417,9 +409,9 @@ char *const *pi_builtins_env(char *const *envp)
 	if (n)
 		memcpy(e->arr, envp, n * sizeof(char *));
 	k = n;
-	if (bi_workers[0] && !bi_env_get(envp, WORKERS_VAR))
+	if (bi_workers[0] && !pi_config_env_get(envp, WORKERS_VAR))
 		e->arr[k++] = bi_workers;
-	if (bi_ipv6[0] && !bi_env_get(envp, IPV6_VAR))
+	if (bi_ipv6[0] && !pi_config_env_get(envp, IPV6_VAR))
 		e->arr[k++] = bi_ipv6;
 	e->src = envp;
 	e->next = bi_envs;

@@ -498,7 +498,7 @@ static int load_file(struct pi_config *cfg, const char *path, struct key_origin 
 	return -EINVAL;
 }
 
-static const char *env_get(char *const *envp, const char *name)
+const char *pi_config_env_get(char *const *envp, const char *name)
 {
 	size_t n = strlen(name);
 	for (; envp && *envp; envp++)
@@ -516,7 +516,7 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 	/* The nginx image's variables rank with ours; ours are applied last
 	 * so that when both are set, the peerprep-init name wins. */
 	for (size_t i = 0; i < NKEYS; i++) {
-		const char *v = keys[i].alias ? env_get(envp, keys[i].alias) : NULL;
+		const char *v = keys[i].alias ? pi_config_env_get(envp, keys[i].alias) : NULL;
 		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
 			return -EINVAL;
@@ -524,7 +524,7 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 		if (v)
 			origins[i].var = keys[i].alias;
 	}
-	const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
+	const char *quiet = pi_config_env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 	if (quiet && *quiet)
 		cfg->log_level = PI_WARN;
 
@@ -533,7 +533,7 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 					    keys[i].section, keys[i].name);
 		for (size_t j = 0; j < n; j++)
 			name[j] = (char)toupper((unsigned char)name[j]);
-		const char *v = env_get(envp, name);
+		const char *v = pi_config_env_get(envp, name);
 		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", name, why);
 			return -EINVAL;
@@ -605,7 +605,7 @@ int pi_config_load(struct pi_config *cfg, const char *explicit_file, char *const
 	/* An empty $PEERPREP_INIT_CONFIG counts as unset, as a shell's
 	 * ${VAR:-default} would take it; an empty -c is a mistake. */
 	if (!path) {
-		path = env_get(envp, "PEERPREP_INIT_CONFIG");
+		path = pi_config_env_get(envp, "PEERPREP_INIT_CONFIG");
 		if (path && !*path)
 			path = NULL;
 	}

@@ -69,4 +69,8 @@ void pi_config_help(FILE *out);
 int pi_config_split(const char *s, char ***argv);
 void pi_config_argv_free(char **argv);
 
+/* The value of name in envp ("NAME=VALUE" entries; the first match wins,
+ * as getenv does), or NULL. Points into envp. */
+const char *pi_config_env_get(char *const *envp, const char *name);
+
 #endif
