@@ -229,11 +229,11 @@ def row_first200():
         return
     init = median(times["init"])
     anchor_ratio("exec->200 ms vs bare", init, median(times["bare nginx"]), " ms",
-                 "nginx", 1.15, rerun)
+                 "nginx", 1.10, rerun)
     anchor_ratio("exec->200 ms vs shell", init, median(times["shell entrypoint"]), " ms",
-                 "sh+envsubst", 0.6, rerun)
+                 "sh+envsubst", 0.75, rerun)
     anchor_ratio("exec->200 ms vs tini+shell", init, median(times["tini + shell"]), " ms",
-                 "tini+sh", 0.6, rerun)
+                 "tini+sh", 0.75, rerun)
     if times["init, no config test"]:
         notest = median(times["init, no config test"])
         add("exec->200, nginx.test=\"\"", "%.1f ms" % notest,
