@@ -114,6 +114,10 @@ RUN rm -f /etc/nginx/conf.d/default.conf \
  && rm -rf /usr/share/nginx/html/*
 COPY --from=builder /src/build/peerprep-init /peerprep-init
 COPY deploy/nginx/default.conf.template /etc/nginx/templates/default.conf.template
+# worker_processes from the container's CPU quota: nginx.conf includes
+# conf.d/main/*.conf, rendered from templates/main/ (see deploy/nginx/nginx.conf).
+COPY deploy/nginx/nginx.conf /etc/nginx/nginx.conf
+COPY deploy/nginx/main/workers.conf.template /etc/nginx/templates/main/workers.conf.template
 COPY deploy/peerprep-init.ini /etc/peerprep-init.ini
 COPY --from=spa /app/dist/ /usr/share/nginx/html/
 EXPOSE 80

@@ -127,6 +127,18 @@ def test_routes_websockets_spa_assets_and_health(images, backends, containers):
     engine.record("stop_idle_seconds", round(took, 2))
 
 
+def test_workers_follow_the_cpu_quota(images, backends, containers):
+    """`--cpus 1` on this 2-CPU machine: the init renders worker_processes 1
+    into conf.d/main/ (the image's nginx.conf includes it), where the stock
+    `worker_processes auto` would start one worker per host CPU."""
+    c = start_frontend(containers, backends, images["production"], "cpus", args=["--cpus", "1"])
+    conf = engine.podman("exec", c.name, "cat", "/etc/nginx/conf.d/main/workers.conf").stdout
+    assert "\nworker_processes 1;\n" in conf, conf
+    ps = engine.podman("top", c.name, "args").stdout
+    assert ps.count("nginx: worker process") == 1, ps
+    assert get(c, "/").status == 200
+
+
 def test_missing_backend_waits_then_exits_4_naming_the_variable(images, backends, containers):
     c = start_frontend(containers, backends, images["production"], "missing", healthy=False,
                        env={"NGINX_CHAT_SERVICE_HOST": "no-such-service",

@@ -288,25 +288,37 @@ def test_deploy_template_serves_on_both_kernels(tmp_path, case):
 
 
 def test_main_nginx_conf_template(tmp_path):
-    """The image's nginx.conf as a template: worker_processes from the
-    built-in, and (paths moved under tmp_path) a config nginx accepts."""
+    """The image's nginx.conf includes conf.d/main/*.conf in the main
+    context, where main/workers.conf.template renders worker_processes from
+    the built-in: nginx accepts the pair (paths moved under tmp_path), and
+    the same nginx.conf without the rendered file (a templates folder
+    mounted without main/) is still valid."""
     tdir = tmp_path / "templates" / "main"
     tdir.mkdir(parents=True)
-    with open(os.path.join(DEPLOY_NGINX, "main", "nginx.conf.template")) as f:
-        text = f.read()
-    (tdir / "nginx.conf.template").write_text(text)
+    with open(os.path.join(DEPLOY_NGINX, "main", "workers.conf.template")) as f:
+        (tdir / "workers.conf.template").write_text(f.read())
     out, err = render_with_fake_cgroups(tmp_path, {V1[0]: "50000\n", V1[1]: "100000\n"},
                                         env=pi.base_env(tmp_path))
-    assert "\nworker_processes  1;\n" in out, out
-    rendered = out.split("\n", 1)[1]
+    assert "\nworker_processes 1;\n" in out, out
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True)
-    (tmp_path / "conf.d").mkdir(exist_ok=True)
-    rendered = (rendered.replace("user  nginx;", "")
-                .replace("/var/log/nginx", str(prefix / "logs"))
-                .replace("/run/nginx.pid", str(prefix / "nginx.pid"))
-                .replace("/etc/nginx/conf.d", str(tmp_path / "conf.d")))
+    main_d = tmp_path / "conf.d" / "main"
+    main_d.mkdir(parents=True)
+    with open(os.path.join(DEPLOY_NGINX, "nginx.conf")) as f:
+        conf_text = f.read()
+    conf_text = (conf_text.replace("user  nginx;", "")
+                 .replace("/var/log/nginx", str(prefix / "logs"))
+                 .replace("/var/run/nginx.pid", str(prefix / "nginx.pid"))
+                 .replace("/var/cache/nginx", str(prefix))
+                 .replace("/etc/nginx/mime.types", "/etc/nginx/mime.types")
+                 .replace("/etc/nginx/conf.d", str(tmp_path / "conf.d")))
     conf = prefix / "nginx.conf"
-    conf.write_text(rendered)
+    conf.write_text(conf_text)
+    code, _, err = run([pi.NGINX, "-p", str(prefix), "-c", str(conf), "-t", "-q"], os.environ)
+    assert code == 0, err  # no workers.conf: nginx's default
+    (main_d / "workers.conf").write_text(out.split("\n", 1)[1])
     code, _, err = run([pi.NGINX, "-p", str(prefix), "-c", str(conf), "-t", "-q"], os.environ)
     assert code == 0, err
+    (main_d / "workers.conf").write_text("worker_processes 1;\nworker_processes 2;\n")
+    code, _, err = run([pi.NGINX, "-p", str(prefix), "-c", str(conf), "-t", "-q"], os.environ)
+    assert code != 0 and "duplicate" in err, err  # the include is really read
