@@ -60,8 +60,10 @@ class InBed:
         self.log.close()
 
 
-@pytest.fixture
-def setup(bed, tmp_path):
+def site_env(tmp_path, **over):
+    """Writes the api template under tmp_path and returns the init's
+    environment for it (nginx on 127.0.0.1:80 proxying to NGINX_API_HOST),
+    with over applied."""
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
     cmd, test = nginx_prefix(tmp_path, 80)
@@ -75,6 +77,13 @@ def setup(bed, tmp_path):
         "PEERPREP_INIT_LOG_LEVEL": "debug",
         "NGINX_API_HOST": "api." + ZONE,
     }
+    env.update(over)
+    return env
+
+
+@pytest.fixture
+def setup(bed, tmp_path):
+    env = site_env(tmp_path)
     started = []
 
     def start(args=(), **over):
@@ -263,12 +272,7 @@ def test_check_template_error_is_3(bed, setup):
 def test_refusing_resolver_is_named(tmp_path):
     # dnsmasq authoritative only for another zone refuses ours.
     with testbed.Bed(local_domains=["elsewhere"]) as b:
-        (tmp_path / "templates").mkdir()
-        (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
-        env = {"PEERPREP_INIT_CONFIG": "", "PEERPREP_INIT_NGINX_TEST": "",
-               "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
-               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
-               "NGINX_API_HOST": "api." + ZONE}
+        env = site_env(tmp_path, PEERPREP_INIT_NGINX_TEST="")
         p = b.run([BIN, "check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = p.communicate(timeout=20)[0].decode()
         assert p.returncode == 4, out
@@ -384,14 +388,7 @@ def test_many_addresses_in_any_order_cause_no_reload(tmp_path):
     name = "api." + ZONE
     ips = ["127.0.1.%d" % i for i in range(1, 51)]
     with testbed.Bed(log_queries=True, extra_hosts={name: ips}) as b:
-        (tmp_path / "templates").mkdir()
-        (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
-        cmd, test = nginx_prefix(tmp_path, 80)
-        env = {"PEERPREP_INIT_CONFIG": "", "PEERPREP_INIT_NGINX_COMMAND": cmd,
-               "PEERPREP_INIT_NGINX_TEST": test, "PEERPREP_INIT_LOG_LEVEL": "debug",
-               "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
-               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
-               "PEERPREP_INIT_UPSTREAMS_RECHECK": "200ms", "NGINX_API_HOST": name}
+        env = site_env(tmp_path, PEERPREP_INIT_UPSTREAMS_RECHECK="200ms", NGINX_API_HOST=name)
         init = InBed(b, tmp_path, (), **env)
         try:
             init.wait_log("msg=started")
@@ -529,14 +526,7 @@ def test_fast_nxdomain_from_a_second_nameserver_is_not_an_outage(tmp_path):
     host never counts as gone and /health stays pass."""
     name = "api." + ZONE
     with testbed.Bed(log_queries=True, nxdomain_dns=True, extra_hosts={name: "127.0.0.11"}) as b:
-        (tmp_path / "templates").mkdir()
-        (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE)
-        cmd, test = nginx_prefix(tmp_path, 80)
-        env = {"PEERPREP_INIT_CONFIG": "", "PEERPREP_INIT_NGINX_COMMAND": cmd,
-               "PEERPREP_INIT_NGINX_TEST": test, "PEERPREP_INIT_LOG_LEVEL": "debug",
-               "PEERPREP_INIT_TEMPLATES_DIR": str(tmp_path / "templates"),
-               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(tmp_path / "conf.d"),
-               "PEERPREP_INIT_UPSTREAMS_RECHECK": "200ms", "NGINX_API_HOST": name}
+        env = site_env(tmp_path, PEERPREP_INIT_UPSTREAMS_RECHECK="200ms", NGINX_API_HOST=name)
         init = InBed(b, tmp_path, (), **env)
         try:
             init.wait_log("msg=started")
