@@ -190,15 +190,8 @@ static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
 static void sup_log_unresolved(struct sup *s)
 {
 	char list[1024];
-	size_t used = 0;
 
-	list[0] = '\0';
-	for (size_t i = 0; i < s->view.n_upstreams && used < sizeof(list); i++) {
-		struct pi_health_upstream *h = &s->view.upstreams[i];
-		if (!h->resolved)
-			used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s=%s",
-						 used ? " " : "", h->var, h->host);
-	}
+	pi_upstreams_unresolved(s->ups, list, sizeof(list));
 	PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started",
 	       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms),
 	       PI_STR("unresolved", list));
