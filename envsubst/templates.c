@@ -162,7 +162,7 @@ int pi_templates_render(const struct pi_templates_opts *o, struct pi_templates *
 	templates_defaults(&opts);
 	t = calloc(1, sizeof(*t));
 	if (!t || !(t->prefix = strdup(opts.prefix)) ||
-	    pi_tpl_env_new(opts.envp, opts.prefix, opts.hosts, opts.resolv_conf, &t->env) < 0) {
+	    pi_tpl_env_new(&opts, &t->env) < 0) {
 		pi_tpl_seterr(err, "out of memory");
 		rc = -ENOMEM;
 		goto out;

@@ -31,7 +31,8 @@
  * templates, not an error.
  *
  * Variables: looked up in envp (the first of duplicates wins, as getenv
- * does). NGINX_LOCAL_RESOLVERS, when not in envp, is the `nameserver`
+ * does), then in the opts' builtin callback. NGINX_LOCAL_RESOLVERS, when
+ * not in envp, is the `nameserver`
  * addresses of resolv_conf, space-separated, IPv6 in brackets with any
  * zone index dropped; unset when the file is missing or lists none.
  * NGINX_ENVSUBST_* and NGINX_ENTRYPOINT_QUIET_LOGS configure the init; a
@@ -71,6 +72,11 @@
 /* The deepest folder walked, templates.dir being level 1. */
 #define PI_TEMPLATES_DEPTH_MAX 32
 
+/* A built-in variable's value (not NUL-terminated: *vlen bytes), or NULL
+ * when name (len bytes) is not one. */
+typedef const char *(*pi_templates_builtin_fn)(void *ctx, const char *name, size_t len,
+					       size_t *vlen);
+
 /* All strings are borrowed for the duration of pi_templates_render only. */
 struct pi_templates_opts {
 	const char *dir;	       /* templates.dir */
@@ -82,6 +88,12 @@ struct pi_templates_opts {
 	const char *hosts;	       /* space-separated fnmatch(3) patterns over variable names */
 	const char *resolv_conf;       /* NULL: "/etc/resolv.conf" */
 	char *const *envp;	       /* the environment to substitute from; NULL: environ */
+	/* Values for the variables envp does not set, asked only when a
+	 * template refers to one (NULL: none). Unlike the rest of the opts,
+	 * builtin and builtin_ctx are kept by the set and must outlive it;
+	 * an answer must stay valid and the same for the life of the set. */
+	pi_templates_builtin_fn builtin;
+	void *builtin_ctx;
 };
 
 struct pi_templates_error {

@@ -30,6 +30,8 @@ struct pi_tpl_env {
 	struct pi_buf resolvers;
 	int have_resolvers;
 	struct pi_templates *t; /* where default hosts go while rendering */
+	pi_templates_builtin_fn builtin;
+	void *builtin_ctx;
 };
 
 static int env_var_cmp(const void *a, const void *b)
@@ -253,17 +255,18 @@ static int env_resolvers(struct pi_tpl_env *e, const char *path)
 	return rc == -ENOMEM ? rc : 0;
 }
 
-int pi_tpl_env_new(char *const *envp, const char *prefix, const char *hosts,
-		   const char *resolv_conf, struct pi_tpl_env **out)
+int pi_tpl_env_new(const struct pi_templates_opts *o, struct pi_tpl_env **out)
 {
 	struct pi_tpl_env *e = calloc(1, sizeof(*e));
 	int rc;
 
 	if (!e)
 		return -ENOMEM;
-	if ((rc = env_patterns(e, hosts)) < 0 || (rc = env_index(e, envp, prefix)) < 0 ||
+	e->builtin = o->builtin;
+	e->builtin_ctx = o->builtin_ctx;
+	if ((rc = env_patterns(e, o->hosts)) < 0 || (rc = env_index(e, o->envp, o->prefix)) < 0 ||
 	    (!env_find(e, RESOLVERS, strlen(RESOLVERS)) &&
-	     (rc = env_resolvers(e, resolv_conf)) < 0)) {
+	     (rc = env_resolvers(e, o->resolv_conf)) < 0)) {
 		pi_tpl_env_free(e);
 		return rc;
 	}
@@ -305,7 +308,7 @@ static const char *env_lookup(void *ctx, const char *name, size_t len, size_t *v
 		*vlen = e->resolvers.len;
 		return e->resolvers.data;
 	}
-	return NULL;
+	return e->builtin ? e->builtin(e->builtin_ctx, name, len, vlen) : NULL;
 }
 
 int pi_tpl_add_host(struct pi_templates *t, const char *var, size_t nlen, const char *value,

@@ -87,11 +87,11 @@ ssize_t pi_tpl_read(int fd, void *p, size_t n);
 int pi_tpl_open_regular(const char *path, size_t max, struct stat *st);
 
 /* ---- tpl_env.c ---- */
-/* Indexes envp (copying the variables that start with prefix), splits the
- * host patterns and, when NGINX_LOCAL_RESOLVERS is not set, reads
- * resolv_conf. Returns 0 or -ENOMEM. */
-int pi_tpl_env_new(char *const *envp, const char *prefix, const char *hosts,
-		   const char *resolv_conf, struct pi_tpl_env **out);
+/* Indexes o->envp (copying the variables that start with o->prefix),
+ * splits the host patterns, keeps the builtin callback and, when
+ * NGINX_LOCAL_RESOLVERS is not set, reads o->resolv_conf. Returns 0 or
+ * -ENOMEM. */
+int pi_tpl_env_new(const struct pi_templates_opts *o, struct pi_tpl_env **out);
 void pi_tpl_env_free(struct pi_tpl_env *e);
 /* Checks every environment variable naming a host and adds it to t. */
 int pi_tpl_env_hosts(struct pi_tpl_env *e, struct pi_templates *t, struct pi_templates_error *err);

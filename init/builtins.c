@@ -353,17 +353,11 @@ int pi_builtins_has_ipv6(void)
 
 /* ---- the renderer's environment ------------------------------------------ */
 
-struct bi_env {
-	char *const *src;
-	char **arr;
-	struct bi_env *next;
-};
-
-static struct bi_env *bi_envs; /* every array handed out, kept until exit */
-static char bi_workers[sizeof(WORKERS_VAR) + 16];
-static char bi_ipv6[sizeof(IPV6_VAR) + 24];
+static char bi_workers[16];
+static char bi_ipv6[24];
 static int bi_computed;
 
+/* Both values at once, so that one log line says what the init decided. */
 static void bi_compute(char *const *envp)
 {
 	const char *w = pi_config_env_get(envp, WORKERS_VAR),
@@ -372,49 +366,39 @@ static void bi_compute(char *const *envp)
 	char quota[16] = "none";
 
 	bi_computed = 1;
-	if (!w) {
+	if (!w) { /* one the environment sets is not computed at all */
 		pi_builtins_cpus(&cpu);
-		snprintf(bi_workers, sizeof(bi_workers), WORKERS_VAR "=%u", cpu.cpus);
+		snprintf(bi_workers, sizeof(bi_workers), "%u", cpu.cpus);
 	}
 	if (!v6)
-		snprintf(bi_ipv6, sizeof(bi_ipv6), IPV6_VAR "=%s",
+		snprintf(bi_ipv6, sizeof(bi_ipv6), "%s",
 			 pi_builtins_has_ipv6() ? "[::]" : IPV6_NONE);
 	if (cpu.quota)
 		snprintf(quota, sizeof(quota), "%u", cpu.quota);
 	PI_LOG(PI_INFO, "built-in template variables",
-	       PI_STR(WORKERS_VAR, w ? "(from the environment)" : bi_workers + sizeof(WORKERS_VAR)),
+	       PI_STR(WORKERS_VAR, w ? "(from the environment)" : bi_workers),
 	       PI_STR("cpu_quota", quota), PI_STR("quota_file", cpu.source),
 	       PI_UINT("affinity_cpus", cpu.affinity),
-	       PI_STR(IPV6_VAR, v6 ? "(from the environment)" : bi_ipv6 + sizeof(IPV6_VAR)));
+	       PI_STR(IPV6_VAR, v6 ? "(from the environment)" : bi_ipv6));
 }
 
-char *const *pi_builtins_env(char *const *envp)
+static int bi_is(const char *name, size_t len, const char *var)
 {
-	struct bi_env *e;
-	size_t n = 0, k;
+	return len == strlen(var) && memcmp(name, var, len) == 0;
+}
 
-	for (e = bi_envs; e; e = e->next)
-		if (e->src == envp)
-			return e->arr;
+const char *pi_builtins_lookup(void *envp, const char *name, size_t len, size_t *vlen)
+{
+	const char *v;
+
+	if (bi_is(name, len, WORKERS_VAR))
+		v = bi_workers;
+	else if (bi_is(name, len, IPV6_VAR))
+		v = bi_ipv6;
+	else
+		return NULL;
 	if (!bi_computed)
 		bi_compute(envp);
-	while (envp && envp[n])
-		n++;
-	e = calloc(1, sizeof(*e));
-	if (!e || !(e->arr = calloc(n + 3, sizeof(char *)))) {
-		free(e);
-		PI_LOG(PI_ERROR, "out of memory: built-in template variables are unset");
-		return envp;
-	}
-	if (n)
-		memcpy(e->arr, envp, n * sizeof(char *));
-	k = n;
-	if (bi_workers[0] && !pi_config_env_get(envp, WORKERS_VAR))
-		e->arr[k++] = bi_workers;
-	if (bi_ipv6[0] && !pi_config_env_get(envp, IPV6_VAR))
-		e->arr[k++] = bi_ipv6;
-	e->src = envp;
-	e->next = bi_envs;
-	bi_envs = e;
-	return e->arr;
+	*vlen = strlen(v);
+	return v;
 }

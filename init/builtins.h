@@ -13,10 +13,8 @@
  *                           beside `listen 80;` is valid and inert there.
  *
  * Both values are single safe nginx words (SPEC §3's value rules hold
- * without exemption). A variable set in the environment wins: it is not
- * computed at all. The renderer sees the environment followed by the
- * built-ins and takes the first of duplicates; the child gets the plain
- * environment. */
+ * without exemption). A variable set in the environment wins: the renderer
+ * looks there first. The child gets the plain environment. */
 #ifndef PI_BUILTINS_H
 #define PI_BUILTINS_H
 
@@ -42,14 +40,13 @@ void pi_builtins_cpus(struct pi_builtins_cpu *out);
 /* 1 when /proc/net/if_inet6 lists at least one address, else 0. */
 int pi_builtins_has_ipv6(void);
 
-/* The environment the renderer should see: every entry of envp, then
- * "NAME=VALUE" for each built-in that envp does not set, then NULL. The
- * first call computes the built-ins (and logs them at info); later calls
- * with the same envp return the same array. The array and the built-in
- * strings belong to this module and live until the process exits; envp's
- * strings are borrowed, so envp must outlive every use of the result.
- * Returns envp itself when out of memory (the built-ins are then unset, and
- * a template that needs one says so). */
-char *const *pi_builtins_env(char *const *envp);
+/* The renderer's builtin callback (struct pi_templates_opts; envp, the
+ * process's environment, as its ctx): the value of NGINX_WORKER_PROCESSES
+ * or NGINX_LISTEN_IPV6, else NULL. The renderer asks only for a variable
+ * the environment does not set and only when a template refers to it, so
+ * a start whose templates use neither reads no cgroup file. The first call
+ * computes both (and logs them at info, saying which ones the environment
+ * sets); the values are static and stay the same until the process exits. */
+const char *pi_builtins_lookup(void *envp, const char *name, size_t len, size_t *vlen);
 
 #endif

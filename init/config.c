@@ -507,6 +507,49 @@ const char *pi_config_env_get(char *const *envp, const char *name)
 	return NULL;
 }
 
+#define ENV_PREFIX "PEERPREP_INIT_"
+
+/* PEERPREP_INIT_<SECTION>_<KEY> of key k, into buf. */
+static void env_name(const struct key *k, char *buf, size_t n)
+{
+	size_t len = (size_t)snprintf(buf, n, ENV_PREFIX "%s_%s", k->section, k->name);
+
+	for (size_t j = 0; j < len && j + 1 < n; j++)
+		buf[j] = (char)toupper((unsigned char)buf[j]);
+}
+
+/* Whether s (up to '=') is SECTION_KEY of k, in capitals. */
+static int env_is_key(const char *s, const struct key *k)
+{
+	const char *parts[2] = {k->section, k->name};
+
+	for (int p = 0; p < 2; p++) {
+		for (const char *c = parts[p]; *c; c++, s++)
+			if (*s != (char)toupper((unsigned char)*c))
+				return 0;
+		if (*s++ != (p == 0 ? '_' : '='))
+			return 0;
+	}
+	return 1;
+}
+
+/* ours[i]: the value of key i's variable, the first of duplicates as
+ * getenv takes it; one pass over the environment. */
+static void env_ours(char *const *envp, const char **ours)
+{
+	const size_t plen = sizeof(ENV_PREFIX) - 1;
+
+	for (; envp && *envp; envp++) {
+		if (strncmp(*envp, ENV_PREFIX, plen) != 0)
+			continue;
+		for (size_t i = 0; i < NKEYS; i++)
+			if (!ours[i] && env_is_key(*envp + plen, &keys[i])) {
+				ours[i] = strchr(*envp, '=') + 1;
+				break;
+			}
+	}
+}
+
 static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin *origins,
 		    struct pi_config_error *err)
 {
@@ -528,20 +571,19 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 	if (quiet && *quiet)
 		cfg->log_level = PI_WARN;
 
+	const char *ours[NKEYS] = {0};
+	env_ours(envp, ours);
 	for (size_t i = 0; i < NKEYS; i++) {
-		size_t n = (size_t)snprintf(name, sizeof(name), "PEERPREP_INIT_%s_%s",
-					    keys[i].section, keys[i].name);
-		for (size_t j = 0; j < n; j++)
-			name[j] = (char)toupper((unsigned char)name[j]);
-		const char *v = pi_config_env_get(envp, name);
-		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
+		const char *v = ours[i];
+		if (!v)
+			continue;
+		env_name(&keys[i], name, sizeof(name));
+		if (set_key(cfg, &keys[i], v, &why) < 0) {
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", name, why);
 			return -EINVAL;
 		}
-		if (v) {
-			snprintf(origins[i].var_buf, sizeof(origins[i].var_buf), "%s", name);
-			origins[i].var = origins[i].var_buf;
-		}
+		snprintf(origins[i].var_buf, sizeof(origins[i].var_buf), "%s", name);
+		origins[i].var = origins[i].var_buf;
 	}
 	return 0;
 }
@@ -623,10 +665,7 @@ void pi_config_help(FILE *out)
 	char env[96];
 
 	for (size_t i = 0; i < NKEYS; i++) {
-		size_t n = (size_t)snprintf(env, sizeof(env), "PEERPREP_INIT_%s_%s",
-					    keys[i].section, keys[i].name);
-		for (size_t j = 0; j < n; j++)
-			env[j] = (char)toupper((unsigned char)env[j]);
+		env_name(&keys[i], env, sizeof(env));
 		fprintf(out, "  %s.%s = %s\n      %s\n      env: %s%s%s\n", keys[i].section,
 			keys[i].name, keys[i].def, keys[i].help, env, keys[i].alias ? ", " : "",
 			keys[i].alias ? keys[i].alias : "");

@@ -35,8 +35,11 @@ void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 	o->prefix = cfg->templates_prefix;
 	o->hosts = cfg->upstreams_hosts;
 	o->resolv_conf = NULL;
-	/* The renderer sees the built-in variables after the environment. */
-	o->envp = pi_builtins_env(envp);
+	/* The renderer asks for a built-in variable when the environment does
+	 * not set it and a template refers to it. */
+	o->envp = envp;
+	o->builtin = pi_builtins_lookup;
+	o->builtin_ctx = (void *)envp;
 }
 
 /* ---- the exit path --------------------------------------------------- */
@@ -219,14 +222,19 @@ static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");
 }
 
+/* Returns 0, or the exit code after logging: 3, or 2 when the process ran
+ * out of file descriptors (a limit, as at the loop's start, not a template
+ * error). */
 static int sup_render_at_start(struct sup *s)
 {
 	struct pi_templates_error terr;
+	int rc = pi_templates_render(&s->topts, &s->tpl, &terr);
 
-	if (pi_templates_render(&s->topts, &s->tpl, &terr) < 0 ||
-	    pi_templates_commit(s->tpl, &terr) < 0) {
+	if (rc == 0)
+		rc = pi_templates_commit(s->tpl, &terr);
+	if (rc < 0) {
 		PI_LOG(PI_ERROR, terr.msg);
-		return -1;
+		return rc == -EMFILE || rc == -ENFILE ? 2 : 3;
 	}
 	size_t n = pi_templates_count(s->tpl);
 	if (n == 0)
@@ -269,17 +277,17 @@ static int sup_start_health(struct sup *s)
 	return 0;
 }
 
-/* The steps before the child; each failure ends in sup_begin_exit. */
+/* The steps before the child; each failure ends in sup_begin_exit. With
+ * hosts to wait for, /health answers during the wait; without, nginx is
+ * started first and /health right after it, so that the listener's set-up
+ * is not on the way to nginx's first answer (it would say "starting" in
+ * between anyway). */
 static void sup_start(struct sup *s)
 {
 	int rc;
 
-	if (sup_start_health(s) < 0) {
-		sup_begin_exit(s, 2);
-		return;
-	}
-	if (sup_render_at_start(s) < 0) {
-		sup_begin_exit(s, 3);
+	if ((rc = sup_render_at_start(s)) != 0) {
+		sup_begin_exit(s, rc);
 		return;
 	}
 	if ((rc = sup_prepare_hosts(s)) < 0) {
@@ -289,14 +297,22 @@ static void sup_start(struct sup *s)
 		return;
 	}
 	s->state = SUP_RESOLVE;
-	if (s->view.n_upstreams > 0)
+	if (s->view.n_upstreams > 0) {
+		if (sup_start_health(s) < 0) {
+			sup_begin_exit(s, 2);
+			return;
+		}
 		PI_LOG(PI_INFO, "waiting for upstream hosts", PI_UINT("hosts", s->view.n_upstreams),
 		       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms));
+	}
 	if ((rc = pi_upstreams_wait(s->ups, s->cfg->upstreams_wait_ms, on_sup_hosts_waited)) < 0) {
 		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts",
 		       PI_STR("error", strerror(-rc)));
 		sup_begin_exit(s, 2);
+		return;
 	}
+	if (s->view.n_upstreams == 0 && s->state == SUP_RUN && sup_start_health(s) < 0)
+		sup_begin_exit(s, 2);
 }
 
 /* ---- the loop -------------------------------------------------------- */

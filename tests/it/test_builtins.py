@@ -322,3 +322,22 @@ def test_main_nginx_conf_template(tmp_path):
     (main_d / "workers.conf").write_text("worker_processes 1;\nworker_processes 2;\n")
     code, _, err = run([pi.NGINX, "-p", str(prefix), "-c", str(conf), "-t", "-q"], os.environ)
     assert code != 0 and "duplicate" in err, err  # the include is really read
+
+
+def test_computed_only_when_a_template_refers_to_one(tmp_path):
+    """A start whose templates use no built-in reads no cgroup or /proc
+    file for them (it is on the way to nginx's first answer): the one log
+    line that says what was computed is absent; a template that refers to
+    one computes both, once, whatever the number of references."""
+    env = setup_templates(tmp_path, "server_name ${NGINX_NAME};\n")
+    env["NGINX_NAME"] = "example.org"
+    code, out, err = run([pi.BIN, "render", "--stdout"], env)
+    assert code == 0, err
+    assert "server_name example.org;" in out, out
+    assert "built-in template variables" not in err, err
+    (tmp_path / "templates" / "b.conf.template").write_text(
+        "listen ${NGINX_LISTEN_IPV6}:80;\n" * 3 + TEMPLATE)
+    code, out, err = run([pi.BIN, "render", "--stdout"], env)
+    assert code == 0, err
+    assert err.count("built-in template variables") == 1, err
+    assert "workers %d;" % workers(out) in out, out
