@@ -29,6 +29,7 @@ struct pi_tpl_env {
 	size_t npats;
 	struct pi_buf resolvers;
 	int have_resolvers;
+	char *resolv_conf; /* read when a template first refers to RESOLVERS */
 	struct pi_templates *t; /* where default hosts go while rendering */
 	pi_templates_builtin_fn builtin;
 	void *builtin_ctx;
@@ -265,8 +266,8 @@ int pi_tpl_env_new(const struct pi_templates_opts *o, struct pi_tpl_env **out)
 	e->builtin = o->builtin;
 	e->builtin_ctx = o->builtin_ctx;
 	if ((rc = env_patterns(e, o->hosts)) < 0 || (rc = env_index(e, o->envp, o->prefix)) < 0 ||
-	    (!env_find(e, RESOLVERS, strlen(RESOLVERS)) &&
-	     (rc = env_resolvers(e, o->resolv_conf)) < 0)) {
+	    !(e->resolv_conf = strdup(o->resolv_conf))) {
+		rc = rc < 0 ? rc : -ENOMEM;
 		pi_tpl_env_free(e);
 		return rc;
 	}
@@ -284,6 +285,7 @@ void pi_tpl_env_free(struct pi_tpl_env *e)
 	free(e->pats);
 	free(e->patbuf);
 	free(e->resolvers.data);
+	free(e->resolv_conf);
 	free(e);
 }
 
@@ -297,12 +299,20 @@ static unsigned env_classify(void *ctx, const char *name, size_t len)
 
 static const char *env_lookup(void *ctx, const char *name, size_t len, size_t *vlen)
 {
-	const struct pi_tpl_env *e = ctx;
+	struct pi_tpl_env *e = ctx;
 	const struct env_var *v = env_find(e, name, len);
 
 	if (v) {
 		*vlen = v->vlen;
 		return v->str + v->nlen + 1;
+	}
+	/* resolv.conf is read once per set, when a template first needs it
+	 * (out of memory, the variable counts as unset). */
+	if (e->resolv_conf && env_span_is(name, len, RESOLVERS)) {
+		if (env_resolvers(e, e->resolv_conf) < 0)
+			e->have_resolvers = 0; /* never half a list */
+		free(e->resolv_conf);
+		e->resolv_conf = NULL;
 	}
 	if (e->have_resolvers && env_span_is(name, len, RESOLVERS)) {
 		*vlen = e->resolvers.len;

@@ -88,9 +88,9 @@ int pi_tpl_open_regular(const char *path, size_t max, struct stat *st);
 
 /* ---- tpl_env.c ---- */
 /* Indexes o->envp (copying the variables that start with o->prefix),
- * splits the host patterns, keeps the builtin callback and, when
- * NGINX_LOCAL_RESOLVERS is not set, reads o->resolv_conf. Returns 0 or
- * -ENOMEM. */
+ * splits the host patterns, keeps the builtin callback and o->resolv_conf's
+ * path (read when a template first refers to NGINX_LOCAL_RESOLVERS and the
+ * environment does not set it). Returns 0 or -ENOMEM. */
 int pi_tpl_env_new(const struct pi_templates_opts *o, struct pi_tpl_env **out);
 void pi_tpl_env_free(struct pi_tpl_env *e);
 /* Checks every environment variable naming a host and adds it to t. */
