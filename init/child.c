@@ -17,7 +17,7 @@
  * served. */
 #define SUP_SERVED_MS 1000
 
-void sup_child_start(struct sup *s)
+int sup_child_spawn(struct sup *s)
 {
 	int exec_errno;
 
@@ -27,8 +27,7 @@ void sup_child_start(struct sup *s)
 		PI_LOG(PI_ERROR, "cannot start the command", PI_STR("command", s->cmd[0]),
 		       PI_STR("error", strerror((int)-pid)));
 		s->tty_fd = -1;
-		sup_begin_exit(s, pid == -EMFILE || pid == -ENFILE ? 2 : 126);
-		return;
+		return pid == -EMFILE || pid == -ENFILE ? 2 : 126;
 	}
 	if (exec_errno) {
 		/* The child exits 127/126 and is reaped like any other. */
@@ -37,12 +36,22 @@ void sup_child_start(struct sup *s)
 	} else {
 		PI_LOG(PI_INFO, "started", PI_STR("command", s->cmd[0]), PI_INT("pid", (int)pid));
 	}
-	uv_update_time(s->loop);
-	s->child_start_ms = uv_now(s->loop);
+	s->child_start_ms = uv_hrtime() / 1000000;
 	s->child_exec_failed = exec_errno != 0;
 	s->child = pid;
 	s->child_pgid = pid;
 	s->view.child_pid = pid;
+	return 0;
+}
+
+void sup_child_start(struct sup *s)
+{
+	int code = sup_child_spawn(s);
+
+	if (code) {
+		sup_begin_exit(s, code);
+		return;
+	}
 	s->state = SUP_RUN;
 }
 
@@ -136,8 +145,7 @@ void sup_child_exited(struct sup *s, int wstatus)
 	int code = pi_proc_exit_code(wstatus);
 	uint64_t ran_ms;
 
-	uv_update_time(s->loop);
-	ran_ms = uv_now(s->loop) - s->child_start_ms;
+	ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
 	s->child = 0;
 	s->view.child_pid = 0;
 	pi_proc_tty_reclaim(s->tty_fd);

@@ -52,7 +52,7 @@ struct sup {
 	pid_t child;	  /* 0 once reaped */
 	pid_t child_pgid; /* stays after the reap, for the leftovers */
 	int tty_fd;	  /* the terminal the child has, or -1 */
-	uint64_t child_start_ms;
+	uint64_t child_start_ms; /* uv_hrtime() in ms */
 	int child_exec_failed; /* exec failed: its 127/126 is no config test */
 	int stop_step;	       /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
 	int killed_left;       /* leftovers got SIGKILL */
@@ -69,6 +69,12 @@ struct sup {
 };
 
 /* child.c */
+/* Forks and execs s->cmd and records the child; uses no loop (the start
+ * calls it before the loop exists when nothing is waited for). Returns 0
+ * (an exec failure included: the child exits 127/126) or, after logging,
+ * the exit code for a fork that failed. */
+int sup_child_spawn(struct sup *s);
+/* sup_child_spawn, then state SUP_RUN, or the exit on failure. */
 void sup_child_start(struct sup *s);
 void sup_child_signal(struct sup *s, int sig);
 void sup_child_forward(struct sup *s, int sig);

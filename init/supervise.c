@@ -22,6 +22,7 @@
 #define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
 #define SUP_CLOSE_ROUNDS      8	   /* loop turns that close callbacks get at exit */
 #define SUP_LOOP_FDS	      4	   /* epoll, io_uring, libuv's signal pipe */
+#define SUP_EARLY_STARTED     -1   /* sup_run_early: the child runs */
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -200,6 +201,21 @@ static void sup_log_unresolved(struct sup *s)
 	       PI_STR("unresolved", list));
 }
 
+static int sup_start_health(struct sup *s);
+
+/* The child runs: the address sets nginx started with, the re-checks, and
+ * /health when it is not up yet. */
+static void sup_after_child_start(struct sup *s)
+{
+	if (s->state != SUP_RUN)
+		return;
+	pi_upstreams_applied(s->ups, 1); /* nginx starts with these sets */
+	if (pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_sup_upstream_change) < 0)
+		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");
+	if (!s->health && sup_start_health(s) < 0)
+		sup_begin_exit(s, 2);
+}
+
 /* At start nginx's own start-up is the config test (SPEC §1): no separate
  * nginx.test here; child.c judges an early exit. */
 static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
@@ -215,11 +231,7 @@ static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 		return;
 	}
 	sup_child_start(s);
-	if (s->ups && s->state == SUP_RUN)
-		pi_upstreams_applied(s->ups, 1); /* nginx starts with these sets */
-	if (s->ups && s->state == SUP_RUN &&
-	    pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_sup_upstream_change) < 0)
-		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");
+	sup_after_child_start(s);
 }
 
 /* Returns 0, or the exit code after logging: 3, or 2 when the process ran
@@ -277,23 +289,27 @@ static int sup_start_health(struct sup *s)
 	return 0;
 }
 
-/* The steps before the child; each failure ends in sup_begin_exit. With
- * hosts to wait for, /health answers during the wait; without, nginx is
- * started first and /health right after it, so that the listener's set-up
- * is not on the way to nginx's first answer (it would say "starting" in
- * between anyway). */
-static void sup_start(struct sup *s)
+/* The steps of the start once the loop runs; each failure ends in
+ * sup_begin_exit. `early` is sup_run_early's answer: the render's exit
+ * code, or the child already started (nothing to wait for), or neither.
+ * With hosts to wait for, /health answers during the wait. */
+static void sup_start(struct sup *s, int early)
 {
 	int rc;
 
-	if ((rc = sup_render_at_start(s)) != 0) {
-		sup_begin_exit(s, rc);
+	if (early != 0 && early != SUP_EARLY_STARTED) {
+		sup_begin_exit(s, early);
 		return;
 	}
 	if ((rc = sup_prepare_hosts(s)) < 0) {
 		PI_LOG(PI_ERROR, "cannot prepare the upstream hosts",
 		       PI_STR("error", strerror(-rc)));
 		sup_begin_exit(s, 2);
+		return;
+	}
+	if (early == SUP_EARLY_STARTED) {
+		s->state = SUP_RUN;
+		sup_after_child_start(s);
 		return;
 	}
 	s->state = SUP_RESOLVE;
@@ -309,10 +325,23 @@ static void sup_start(struct sup *s)
 		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts",
 		       PI_STR("error", strerror(-rc)));
 		sup_begin_exit(s, 2);
-		return;
 	}
-	if (s->view.n_upstreams == 0 && s->state == SUP_RUN && sup_start_health(s) < 0)
-		sup_begin_exit(s, 2);
+}
+
+/* Before the loop exists: the render and, when no template names an
+ * upstream host, the child. nginx then waits for nothing but the render;
+ * the loop, the signal reader and /health are set up while it starts
+ * (signals stay blocked, so none is lost: the signal reader finds what is
+ * pending). Returns the render's exit code, SUP_EARLY_STARTED, 0 (hosts
+ * to wait for) or, after logging, the exit code of a fork that failed. */
+static int sup_run_early(struct sup *s)
+{
+	int code = sup_render_at_start(s);
+
+	if (code != 0 || pi_templates_nhosts(s->tpl) > 0)
+		return code;
+	code = sup_child_spawn(s);
+	return code ? code : SUP_EARLY_STARTED;
 }
 
 /* ---- the loop -------------------------------------------------------- */
@@ -427,7 +456,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	struct sup *s = calloc(1, sizeof(*s));
 	char **own_cmd = NULL;
 	uv_loop_t loop;
-	int rc, code = 2;
+	int rc, early, code = 2;
 
 	if (!s) {
 		PI_LOG(PI_ERROR, "out of memory");
@@ -445,21 +474,35 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	pi_supervise_template_opts(cfg, envp, &s->topts);
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
-	if ((rc = pi_supervise_loop_init(&loop)) < 0) {
+	/* The descriptors the loop needs are asked for before the render
+	 * takes any, so that a low RLIMIT_NOFILE is one clear error. */
+	if ((rc = sup_fds_available(SUP_LOOP_FDS)) < 0) {
 		PI_LOG(PI_ERROR, "cannot start the event loop", PI_STR("error", uv_strerror(rc)));
 		goto out_free;
+	}
+	early = sup_run_early(s);
+	if ((rc = uv_loop_init(&loop)) < 0) {
+		PI_LOG(PI_ERROR, "cannot start the event loop", PI_STR("error", uv_strerror(rc)));
+		goto out_kill;
 	}
 	s->loop = &loop;
 	if (sup_loop_setup(s) < 0) {
 		sup_loop_close(&loop);
-		goto out_free;
+		goto out_kill;
 	}
-	sup_start(s);
+	sup_start(s, early);
 	code = sup_loop_run(s);
 	pi_templates_free(s->tpl);
 	pi_templates_free(s->test_tpl);
 	if (s->ups) /* it frees the view's upstream entries */
 		pi_upstreams_close(s->ups);
+	goto out_free;
+out_kill: /* a child started early has nothing to supervise it */
+	if (s->child > 0) {
+		kill(-s->child_pgid, SIGKILL);
+		waitpid(s->child, NULL, 0);
+	}
+	pi_templates_free(s->tpl);
 out_free:
 	pi_config_argv_free(own_cmd);
 	pi_config_argv_free(s->test_argv);

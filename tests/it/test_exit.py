@@ -4,6 +4,7 @@ delay its exit; resource limits end in a message and exit 2, never a
 crash."""
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -170,3 +171,38 @@ def test_leftovers_in_the_childs_group_are_stopped_at_once(tmp_path):
         assert "processes left" not in init.text()
     finally:
         init.stop()
+
+
+@pytest.mark.parametrize("hosts", [False, True], ids=["started-first", "waiting"])
+def test_health_port_taken_is_exit_2_and_the_child_does_not_outlive_it(tmp_path, hosts):
+    """With no upstream host to wait for, the child starts before /health
+    listens (it is on the way to nginx's first answer): a taken health port
+    then stops that child (exit 2, nothing left behind). With hosts, the
+    listener comes first and the child never starts."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    marker = tmp_path / "child-ran"
+    env = base_env(tmp_path, PEERPREP_INIT_HEALTH_LISTEN="127.0.0.1:%d" % taken.getsockname()[1],
+                   PEERPREP_INIT_HEALTH_PROBE="")
+    if hosts:
+        env.update(PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST", NGINX_X_HOST="127.0.0.1")
+    script = "touch %s; exec sleep 300" % marker
+    init = Init(["--", "sh", "-c", script], env, tmp_path / "init.log", pid1=False)
+    try:
+        assert init.wait(10) == 2, init.text()
+        assert "cannot serve health" in init.text(), init.text()
+        if hosts:
+            assert not marker.exists() and "msg=started" not in init.text(), init.text()
+        # Not PID 1 here: the init itself must have stopped the child.
+        left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True)
+        for pid in left.stdout.split():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    env_of = f.read()
+            except OSError:
+                continue  # gone meanwhile
+            assert str(tmp_path).encode() not in env_of, "child %s outlived the init" % pid
+    finally:
+        init.stop()
+        taken.close()
