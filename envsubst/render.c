@@ -359,6 +359,7 @@ struct render_state {
 	size_t plen;
 	struct render_var var[RENDER_SLOTS];
 	unsigned nvars, next;
+	unsigned hit; /* the slot render_known found last: tried first */
 	/* Defaults sit at a new place for every reference: the last one
 	 * checked and the last host told are compared by content. */
 	const char *dflt, *told_name, *told;
@@ -533,15 +534,17 @@ static int render_ref(struct render_state *st, const char *in, size_t len, size_
 
 /* The slot of the variable whose name starts at q (just after "$" or
  * "${") and ends as the reference's form requires, or NULL. The caller
- * made sure that 17 bytes from q on can be read. */
-static const struct render_var *render_known(const struct render_state *st, const char *q,
+ * made sure that 17 bytes from q on can be read. The slots are tried from
+ * the one found last: a variable often comes twice in a row. */
+static const struct render_var *render_known(struct render_state *st, const char *q,
 					     const char *end, int braced)
 {
 #ifdef __SSE2__
 	const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)q);
 #endif
+	unsigned k = st->hit;
 
-	for (unsigned k = 0; k < st->nvars; k++) {
+	for (unsigned i = 0; i < st->nvars; i++, k = k + 1 < st->nvars ? k + 1 : 0) {
 		const struct render_var *v = &st->var[k];
 		size_t n = v->nlen;
 		unsigned char after;
@@ -571,8 +574,10 @@ static const struct render_var *render_known(const struct render_state *st, cons
 				continue;
 		}
 		after = (unsigned char)q[n];
-		if (braced ? after == '}' : !name_byte[after])
+		if (braced ? after == '}' : !name_byte[after]) {
+			st->hit = k;
 			return v;
+		}
 	}
 	return NULL;
 }

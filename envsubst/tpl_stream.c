@@ -26,7 +26,7 @@
  * still in the CPU's cache from the read. */
 #define STREAM_PIECE (128u << 10)
 /* Rendered output is handed on once it reaches this much. */
-#define STREAM_OUT (128u << 10)
+#define STREAM_OUT (256u << 10)
 /* Templates of this size or more are mapped, this much at a time (the
  * mapped pages count in the process's RSS). */
 #define STREAM_MAP_MIN (1u << 20)
