@@ -550,7 +550,8 @@ static const struct render_var *render_known(struct render_state *st, const char
 		unsigned char after;
 
 #ifdef __SSE2__
-		__m128i c = _mm_cmpeq_epi8(h, _mm_loadu_si128((const __m128i *)(const void *)v->head));
+		__m128i c =
+		    _mm_cmpeq_epi8(h, _mm_loadu_si128((const __m128i *)(const void *)v->head));
 
 		if (((unsigned)_mm_movemask_epi8(c) & v->hmask) != v->hmask)
 			continue;
@@ -647,7 +648,8 @@ int pi_render_piece(const char *in, size_t len, int last, const struct pi_render
 			int braced = s[1] == '{';
 
 			q = s + 1 + braced;
-			if (name_byte[(unsigned char)*q] != 1 || (first && (unsigned char)*q != first)) {
+			if (name_byte[(unsigned char)*q] != 1 ||
+			    (first && (unsigned char)*q != first)) {
 				*w++ = '$';
 				s++;
 				continue;

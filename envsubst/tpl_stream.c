@@ -30,7 +30,7 @@
 /* Templates of this size or more are mapped, this much at a time (the
  * mapped pages count in the process's RSS). */
 #define STREAM_MAP_MIN (1u << 20)
-#define STREAM_WINDOW (1u << 20)
+#define STREAM_WINDOW  (1u << 20)
 /* The limit as the error message spells it. */
 #define STREAM_MAX_TEXT "512 MiB"
 _Static_assert(PI_TEMPLATES_MAX_SIZE == 512u << 20, "STREAM_MAX_TEXT is out of date");
@@ -142,8 +142,7 @@ static void stream_on_bus(int sig, siginfo_t *si, void *uc)
 	const char *a = si->si_addr;
 
 	(void)uc;
-	if (stream_guard.armed && si->si_code > 0 && a >= stream_guard.lo &&
-	    a < stream_guard.hi)
+	if (stream_guard.armed && si->si_code > 0 && a >= stream_guard.lo && a < stream_guard.hi)
 		siglongjmp(stream_guard.jmp, 1);
 	sigaction(SIGBUS, &stream_bus_before, NULL);
 	if (si->si_code <= 0)
@@ -210,23 +209,30 @@ static int stream_mapped(struct pi_templates *t, const struct pi_render_opts *ro
 			 size_t size, pi_tpl_emit_fn emit, void *sink,
 			 struct pi_templates_error *err, const char *source)
 {
-	struct sigaction sa = {.sa_sigaction = stream_on_bus, .sa_flags = SA_SIGINFO};
+	struct sigaction sa = {.sa_sigaction = stream_on_bus, .sa_flags = SA_SIGINFO}, before;
 	int rc;
 
 	if (stream_map(fd, 0, size, STREAM_WINDOW) < 0)
 		return 1;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGBUS, &sa, &stream_bus_before) < 0) {
+	if (sigaction(SIGBUS, &sa, &before) < 0) {
 		stream_unmap();
 		return 1;
 	}
+	/* Our own handler is never remembered as the one before (were two
+	 * streams ever to overlap): put back by stream_on_bus, it would hand
+	 * a fault that is not ours back to itself forever. */
+	if (before.sa_sigaction != stream_on_bus)
+		stream_bus_before = before;
 	if (sigsetjmp(stream_guard.jmp, 1) == 0) {
 		stream_guard.armed = 1;
 		rc = stream_windows(t, ro, fd, size, emit, sink, err, source);
 	} else {
 		rc = -EIO;
-		pi_tpl_seterr(err, "cannot read template %s: it was truncated or could not be read "
-				   "while it was rendered", source);
+		pi_tpl_seterr(err,
+			      "cannot read template %s: it was truncated or could not be read "
+			      "while it was rendered",
+			      source);
 	}
 	stream_guard.armed = 0;
 	stream_unmap();
