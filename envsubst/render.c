@@ -1,7 +1,6 @@
-/* Template rendering: see render.h. One pass: next_dollar finds the next
- * '$', the bytes before it stay where they are until a reference is
- * actually substituted, and then the whole run is copied at once. Line and
- * column are only computed when there is an error to report. */
+/* Template rendering: see render.h. One pass over the template, copying
+ * text while looking for the next '$' (pi_render_piece). Line and column
+ * are only computed when there is an error to report. */
 #include "envsubst/render.h"
 
 #include <errno.h>
@@ -125,6 +124,15 @@ struct render_var {
 	unsigned kind;
 	int checked; /* value passed its check */
 	int told;    /* on_host was told about value */
+	/* The value can replace $NAME or ${NAME} with nothing else to do
+	 * (set, checked, told): the scanner's fast path copies it at once. */
+	int ready;
+	/* The name's first 16 bytes (zero after its end) and a bit for each
+	 * of them: one 16-byte compare tells whether a name may follow. */
+	unsigned char head[16];
+	unsigned hmask;
+	/* A name of 17 to 32 bytes: its last 16 bytes, for a second compare. */
+	unsigned char tail[16];
 };
 
 /* The variables remembered (the most recently filled slots win). */
@@ -218,26 +226,6 @@ static enum parsed parse_ref(const char *in, size_t len, size_t p, int last, con
 	if (!last && i + 1 == len && in[i] == ':')
 		return REF_CUT;
 	return REF_MALFORMED;
-}
-
-/* The first '$' in [s, end), or NULL. This is the inner loop: '$' is
- * common in nginx configs ($host, $uri), a few dozen bytes apart, and at
- * such distances musl's memchr spends its time aligning and finishing
- * byte by byte. SSE2 (every x86-64) compares 16 bytes per step instead. */
-static const char *next_dollar(const char *s, const char *end)
-{
-#ifdef __SSE2__
-	const __m128i dollar = _mm_set1_epi8('$');
-
-	for (; end - s >= 16; s += 16) {
-		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
-		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dollar));
-
-		if (m)
-			return s + __builtin_ctz(m);
-	}
-#endif
-	return memchr(s, '$', (size_t)(end - s));
 }
 
 size_t pi_render_estimate(size_t len)
@@ -371,6 +359,7 @@ struct render_state {
 	size_t plen;
 	struct render_var var[RENDER_SLOTS];
 	unsigned nvars, next;
+	unsigned hit; /* the slot render_known found last: tried first */
 	/* Defaults sit at a new place for every reference: the last one
 	 * checked and the last host told are compared by content. */
 	const char *dflt, *told_name, *told;
@@ -398,6 +387,10 @@ static struct render_var *render_var_of(struct render_state *st, const struct re
 	if (st->nvars < RENDER_SLOTS)
 		st->nvars++;
 	*v = (struct render_var){.name = r->name, .nlen = r->nlen};
+	memcpy(v->head, r->name, r->nlen < 16 ? r->nlen : 16);
+	v->hmask = r->nlen < 16 ? (1u << r->nlen) - 1 : 0xffffu;
+	if (r->nlen > 16)
+		memcpy(v->tail, r->name + r->nlen - 16, 16);
 	v->kind = o->classify ? o->classify(o->ctx, r->name, r->nlen) : 0;
 	v->value = o->lookup(o->ctx, r->name, r->nlen, &v->vlen);
 	if (!v->value)
@@ -486,74 +479,223 @@ static int render_value(struct render_state *st, const char *in, size_t p, const
 			return rc;
 		var->told = 1;
 	}
+	var->ready = 1;
 	return 0;
 }
 
-/* Appends text[0..n) and then v[0..vlen) to out. */
-static int render_append2(struct pi_buf *out, const char *text, size_t n, const char *v,
-			  size_t vlen, struct pi_render_error *err)
+/* Makes room after out->len for `more` bytes and then `rest`, what is
+ * left of the piece: the scanner copies text without looking at the room
+ * left, so there is always room for the rest of the piece as it is. */
+static int render_room(struct pi_buf *out, size_t rest, size_t more, struct pi_render_error *err)
 {
 	int rc;
 
-	if (n > SIZE_MAX - vlen)
+	if (rest > SIZE_MAX - more)
 		return fail_oom(-EOVERFLOW, err);
-	if (n + vlen > out->cap - out->len && (rc = pi_buf_reserve(out, n + vlen)) < 0)
+	if (rest + more > out->cap - out->len && (rc = pi_buf_reserve(out, rest + more)) < 0)
 		return fail_oom(rc, err);
-	pi_wide_copy(out->data + out->len, text, n);
-	pi_wide_copy(out->data + out->len + n, v, vlen);
-	out->len += n + vlen;
 	return 0;
 }
 
+/* What render_ref made of a '$'. */
+enum step { STEP_TEXT, STEP_SUBST, STEP_CUT };
+
+/* The '$' at in[p] the long way, every form and every error: out holds
+ * everything before it. Returns a step with *next where the scan goes on,
+ * or a negative errno with *err filled. */
+static int render_ref(struct render_state *st, const char *in, size_t len, size_t p, int last,
+		      struct pi_buf *out, size_t *next, struct pi_render_error *err)
+{
+	struct ref r;
+	const char *v = NULL;
+	size_t vlen = 0;
+	int rc;
+
+	switch (parse_ref(in, len, p, last, st->prefix, st->plen, st->var, st->nvars, &r)) {
+	case REF_TEXT:
+		out->data[out->len++] = '$'; /* the room for the rest holds it */
+		*next = p + 1;
+		return STEP_TEXT;
+	case REF_CUT:
+		return STEP_CUT;
+	case REF_MALFORMED:
+		return report(err, in, p, &r, R_MALFORMED, 0, 0);
+	case REF_SUBST:
+		break;
+	}
+	if ((rc = render_value(st, in, p, &r, &v, &vlen, err)) < 0 ||
+	    (rc = render_room(out, len - r.end, vlen, err)) < 0)
+		return rc;
+	pi_wide_copy(out->data + out->len, v, vlen);
+	out->len += vlen;
+	*next = r.end;
+	return STEP_SUBST;
+}
+
+/* The slot of the variable whose name starts at q (just after "$" or
+ * "${") and ends as the reference's form requires, or NULL. The caller
+ * made sure that 17 bytes from q on can be read. The slots are tried from
+ * the one found last: a variable often comes twice in a row. */
+static const struct render_var *render_known(struct render_state *st, const char *q,
+					     const char *end, int braced)
+{
+#ifdef __SSE2__
+	const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)q);
+#endif
+	unsigned k = st->hit;
+
+	for (unsigned i = 0; i < st->nvars; i++, k = k + 1 < st->nvars ? k + 1 : 0) {
+		const struct render_var *v = &st->var[k];
+		size_t n = v->nlen;
+		unsigned char after;
+
+#ifdef __SSE2__
+		__m128i c =
+		    _mm_cmpeq_epi8(h, _mm_loadu_si128((const __m128i *)(const void *)v->head));
+
+		if (((unsigned)_mm_movemask_epi8(c) & v->hmask) != v->hmask)
+			continue;
+#else
+		if (!pi_wide_equal(q, v->head, n < 16 ? n : 16))
+			continue;
+#endif
+		if (n > 16) {
+			if ((size_t)(end - q) <= n)
+				continue;
+#ifdef __SSE2__
+			if (n <= 32) {
+				c = _mm_cmpeq_epi8(
+				    _mm_loadu_si128((const __m128i *)(const void *)(q + n - 16)),
+				    _mm_loadu_si128((const __m128i *)(const void *)v->tail));
+				if (_mm_movemask_epi8(c) != 0xffff)
+					continue;
+			} else
+#endif
+			    if (!pi_wide_equal(q + 16, v->name + 16, n - 16))
+				continue;
+		}
+		after = (unsigned char)q[n];
+		if (braced ? after == '}' : !name_byte[after]) {
+			st->hit = k;
+			return v;
+		}
+	}
+	return NULL;
+}
+
+/* The scan: text is copied 16 bytes at a time while looking for '$' (the
+ * copy goes on past the '$' into room that is there anyway, and is
+ * overwritten); a '$' that names a variable already met and ready goes
+ * through a fast path, everything else through render_ref. The write
+ * position and the buffer's bounds live in locals while scanning: stores
+ * through a char pointer would otherwise make the compiler reload *out
+ * after each one. */
 int pi_render_piece(const char *in, size_t len, int last, const struct pi_render_opts *o,
 		    struct pi_buf *out, size_t *used, struct pi_render_error *err)
 {
 	struct render_state st = {.o = o, .prefix = o->prefix ? o->prefix : ""};
-	size_t start_len = out->len;
-	size_t run = 0;	   /* first byte not copied yet */
-	size_t p = 0;	   /* where the search for the next '$' starts */
-	size_t stop = len; /* where the rendering of this piece ends */
-	const char *d;
+	const char *s = in, *end = in + len;
+	size_t start_len = out->len, stop = len, next = 0, limit;
+	unsigned char first;
+	char *base, *w, *wend;
 	int rc;
+#ifdef __SSE2__
+	const __m128i dollar = _mm_set1_epi8('$');
+#endif
 
 	st.plen = strlen(st.prefix);
+	first = (unsigned char)st.prefix[0];
+	/* Where out_limit stops the piece, as an offset in out. */
+	limit = o->out_limit && o->out_limit <= SIZE_MAX - start_len ? start_len + o->out_limit
+								     : SIZE_MAX;
 	rc = pi_buf_reserve(
 	    out, pi_render_estimate(o->out_limit && o->out_limit < len ? o->out_limit : len));
 	if (rc < 0)
 		return fail_oom(rc, err);
-	while (p < len && (d = next_dollar(in + p, in + len)) != NULL) {
-		struct ref r;
-		const char *v = NULL;
-		size_t vlen = 0;
-		enum parsed what;
+	if ((rc = render_room(out, len, 0, err)) < 0)
+		return rc;
+	base = out->data;
+	w = base + out->len;
+	wend = base + out->cap;
+	for (;;) {
+		const struct render_var *v;
+		const char *q;
 
-		p = (size_t)(d - in);
-		what = parse_ref(in, len, p, last, st.prefix, st.plen, st.var, st.nvars, &r);
-		if (what == REF_TEXT) {
-			p++;
-			continue;
+#ifdef __SSE2__
+		for (; end - s >= 16; s += 16, w += 16) {
+			__m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+			unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, dollar));
+
+			_mm_storeu_si128((__m128i *)(void *)w, x);
+			if (m) {
+				s += __builtin_ctz(m);
+				w += __builtin_ctz(m);
+				goto dollar;
+			}
 		}
-		if (what == REF_CUT) {
-			stop = p;
+#endif
+		q = memchr(s, '$', (size_t)(end - s));
+		pi_wide_copy(w, s, (size_t)((q ? q : end) - s));
+		w += (q ? q : end) - s;
+		if (!q)
 			break;
+		s = q;
+#ifdef __SSE2__
+	dollar:
+#endif
+		/* The fast path: "$NAME" or "${NAME}" of a variable met. */
+		if (end - s >= 19) {
+			int braced = s[1] == '{';
+
+			q = s + 1 + braced;
+			if (name_byte[(unsigned char)*q] != 1 ||
+			    (first && (unsigned char)*q != first)) {
+				*w++ = '$';
+				s++;
+				continue;
+			}
+			v = render_known(&st, q, end, braced);
+			if (v && v->ready) {
+				const char *after = q + v->nlen + braced;
+
+				/* The room for the rest of the piece is there; the
+				 * value needs its own. */
+				if ((size_t)(wend - w) - (size_t)(end - after) < v->vlen) {
+					out->len = (size_t)(w - base);
+					if ((rc = render_room(out, (size_t)(end - after), v->vlen,
+							      err)) < 0)
+						goto fail;
+					base = out->data;
+					w = base + out->len;
+					wend = base + out->cap;
+				}
+				pi_wide_copy(w, v->value, v->vlen);
+				w += v->vlen;
+				s = after;
+				goto substituted;
+			}
 		}
-		if (what == REF_MALFORMED)
-			rc = report(err, in, p, &r, R_MALFORMED, 0, 0);
-		else if ((rc = render_value(&st, in, p, &r, &v, &vlen, err)) == 0)
-			rc = render_append2(out, in + run, p - run, v, vlen, err);
+		out->len = (size_t)(w - base);
+		rc = render_ref(&st, in, len, (size_t)(s - in), last, out, &next, err);
 		if (rc < 0)
 			goto fail;
-		run = p = r.end;
-		if (o->out_limit && out->len - start_len >= o->out_limit) {
-			stop = p;
+		if (rc == STEP_CUT) {
+			stop = (size_t)(s - in);
+			break;
+		}
+		base = out->data;
+		w = base + out->len;
+		wend = base + out->cap;
+		s = in + next;
+		if (rc == STEP_TEXT)
+			continue;
+	substituted:
+		if ((size_t)(w - base) >= limit) {
+			stop = (size_t)(s - in);
 			break;
 		}
 	}
-	rc = pi_buf_append(out, in + run, stop - run);
-	if (rc < 0) {
-		fail_oom(rc, err);
-		goto fail;
-	}
+	out->len = (size_t)(w - base);
 	*used = stop;
 	return 0;
 fail:

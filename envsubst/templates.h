@@ -12,9 +12,12 @@
  *   pi_templates_free      release (never touches an output)
  *
  * Memory: templates are rendered piece by piece (a block of the template
- * in, a bounded chunk of output out), so a render needs the same few
- * hundred KiB whatever the template's size, and a committed set keeps only
- * file names and the host list.
+ * in, a bounded chunk of output out), so a render needs the same one or
+ * two MiB whatever the template's size, and a committed set keeps only
+ * file names and the host list. A template of 1 MiB or more is mapped a
+ * window at a time rather than read; one truncated while it is rendered
+ * is an error of the render (a SIGBUS handler is installed for the length
+ * of each such template: one thread at a time renders).
  *
  * Walk: templates.dir is read recursively, entries of each folder in
  * strcmp(3) order, depth first, symbolic links followed. A folder is
@@ -46,6 +49,7 @@
  *   NAME is empty but names an upstream host
  *   cannot read templates folder DIR: STRERROR
  *   cannot read template PATH: STRERROR
+ *   cannot read template PATH: it was truncated or could not be read while it was rendered
  *   template PATH is larger than 512 MiB
  *   folder DIR is inside itself (symbolic link loop)
  *   folder DIR is too deep: level N, the limit is 32

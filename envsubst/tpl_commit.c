@@ -39,7 +39,14 @@ struct commit_sink {
 	int same;  /* everything rendered so far equals the previous output */
 	int fd;	   /* the temp file, -1 until needed */
 	mode_t mode;
+	off_t expect; /* the output's likely size, when worth allocating up front */
 };
+
+/* Templates of this size or more get their output's blocks allocated when
+ * the temp file is made: the file system then has no space to reserve a
+ * block at a time while the output is written, which is a good part of
+ * what writing a large output costs. */
+#define COMMIT_PREALLOC_MIN (1 << 20)
 
 static struct pi_tpl_id commit_id(const struct stat *st)
 {
@@ -223,6 +230,11 @@ static int commit_open_temp(struct commit_sink *s)
 		it->temp = NULL;
 		return rc;
 	}
+	/* Only an estimate: a failure (no room for all of it, a file system
+	 * without fallocate) leaves the rest to be allocated as written, and
+	 * commit_finish cuts the file to what was written. */
+	if (s->expect)
+		fallocate(s->fd, 0, 0, s->expect);
 	return s->pos ? commit_copy_prefix(s, s->pos) : 0;
 }
 
@@ -315,6 +327,8 @@ static int commit_finish(struct commit_sink *s, struct pi_templates_error *err)
 	}
 	if (s->fd < 0)
 		rc = commit_open_temp(s);
+	if (rc == 0 && s->expect && ftruncate(s->fd, s->pos) < 0)
+		rc = -errno;
 	if (rc == 0 && (fchmod(s->fd, s->mode) < 0 || fstat(s->fd, &st) < 0))
 		rc = -errno;
 	if (s->fd >= 0 && close(s->fd) < 0 && rc == 0 && errno != EINTR)
@@ -336,9 +350,14 @@ static int commit_finish(struct commit_sink *s, struct pi_templates_error *err)
 static int commit_stage(struct pi_templates *t, struct pi_tpl_item *it,
 			struct pi_templates_error *err)
 {
-	struct commit_sink s = {t, it, NULL, -1, 0, 0, 0, -1, 0644};
+	struct commit_sink s = {t, it, NULL, -1, 0, 0, 0, -1, 0644, 0};
 	char *dir = commit_dir_of(it->output);
+	struct stat tst;
 	int rc;
+
+	if (stat(it->source, &tst) == 0 && S_ISREG(tst.st_mode) &&
+	    tst.st_size >= COMMIT_PREALLOC_MIN && tst.st_size <= PI_TEMPLATES_MAX_SIZE)
+		s.expect = (off_t)pi_render_estimate((size_t)tst.st_size);
 
 	if (!dir) {
 		pi_tpl_seterr(err, "out of memory");

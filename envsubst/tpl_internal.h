@@ -111,7 +111,9 @@ int pi_tpl_walk(const struct pi_templates_opts *o, const char *dir, struct pi_te
 /* Receives rendered bytes; returns 0 or a negative errno (err filled). */
 typedef int (*pi_tpl_emit_fn)(void *sink, const char *p, size_t n, struct pi_templates_error *err);
 /* Renders the template at source piece by piece, handing the output to
- * emit in chunks of a bounded size. Returns 0 or a negative errno. */
+ * emit in chunks of a bounded size. Returns 0 or a negative errno. A large
+ * template is mapped, with a SIGBUS handler installed for the length of
+ * the call (tpl_stream.c): one thread at a time. */
 int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emit, void *sink,
 		  struct pi_templates_error *err);
 /* Frees the piece buffers. */

@@ -2,12 +2,22 @@
  * output on, keep the reference cut at the block's end for the next
  * round. Neither the template nor its output is ever in memory whole; the
  * three buffers (input, output, the sink's compare buffer) live in the set
- * and serve every template of a render. */
+ * and serve every template of a render.
+ *
+ * A large template is mapped a window at a time instead of read: read(2)
+ * would copy every byte once more, which is a good part of the time a
+ * large render takes. A mapped file that shrinks under us (truncated
+ * while rendered) or cannot be read raises SIGBUS on the next access to
+ * the lost pages; a handler installed for the length of the stream turns
+ * that into an error of this template, so the init never dies of it. */
 #include <errno.h>
 #include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "envsubst/tpl_internal.h"
@@ -16,7 +26,11 @@
  * still in the CPU's cache from the read. */
 #define STREAM_PIECE (128u << 10)
 /* Rendered output is handed on once it reaches this much. */
-#define STREAM_OUT (128u << 10)
+#define STREAM_OUT (256u << 10)
+/* Templates of this size or more are mapped, this much at a time (the
+ * mapped pages count in the process's RSS). */
+#define STREAM_MAP_MIN (1u << 20)
+#define STREAM_WINDOW  (1u << 20)
 /* The limit as the error message spells it. */
 #define STREAM_MAX_TEXT "512 MiB"
 _Static_assert(PI_TEMPLATES_MAX_SIZE == 512u << 20, "STREAM_MAX_TEXT is out of date");
@@ -73,23 +87,25 @@ static ssize_t stream_fill(struct pi_templates *t, int fd)
 	return pi_tpl_read(fd, in->data + in->len, in->cap - in->len);
 }
 
-/* Renders what t->in holds and hands it on, until the input is used up
- * (last) or only a cut reference is left. */
-static int stream_render(struct pi_templates *t, const struct pi_render_opts *ro, int fd,
-			 size_t *off, int last, pi_tpl_emit_fn emit, void *sink,
-			 struct pi_templates_error *err, const char *source)
+/* Renders in[0..len) (what is left at *off in the file) and hands the
+ * output on, until it is used up (last) or only a cut reference is left;
+ * *done is how much of it was rendered. */
+static int stream_render(struct pi_templates *t, const char *in, size_t len,
+			 const struct pi_render_opts *ro, int fd, size_t off, int last,
+			 pi_tpl_emit_fn emit, void *sink, struct pi_templates_error *err,
+			 const char *source, size_t *done)
 {
 	struct pi_render_error rerr;
-	size_t done = 0, used;
+	size_t used;
 	int rc;
 
+	*done = 0;
 	for (;;) {
 		t->out.len = 0;
-		rc = pi_render_piece(t->in.data + done, t->in.len - done, last, ro, &t->out, &used,
-				     &rerr);
+		rc = pi_render_piece(in + *done, len - *done, last, ro, &t->out, &used, &rerr);
 		if (rc < 0) {
 			if (rerr.line) {
-				stream_place(fd, *off + done, &rerr);
+				stream_place(fd, off + *done, &rerr);
 				pi_tpl_seterr(err, "%s:%u:%u: %s", source, rerr.line, rerr.col,
 					      rerr.msg);
 			} else {
@@ -99,15 +115,129 @@ static int stream_render(struct pi_templates *t, const struct pi_render_opts *ro
 		}
 		if (t->out.len && (rc = emit(sink, t->out.data, t->out.len, err)) < 0)
 			return rc;
-		done += used;
+		*done += used;
 		/* Stopped by the output limit: go on with the same input. */
-		if (used == 0 || done == t->in.len || t->out.len < ro->out_limit)
-			break;
+		if (used == 0 || *done == len || t->out.len < ro->out_limit)
+			return 0;
 	}
-	memmove(t->in.data, t->in.data + done, t->in.len - done);
-	t->in.len -= done;
-	*off += done;
+}
+
+/* The window being rendered in this thread, for stream_on_bus. Static
+ * rather than on the stack: what siglongjmp returns to must not read
+ * automatic variables changed since sigsetjmp. */
+static _Thread_local struct stream_guard {
+	const char *lo, *hi; /* the pages mapped; NULL when none */
+	size_t len;	     /* the length of the mapping at lo */
+	sigjmp_buf jmp;
+	int armed;
+} stream_guard;
+static struct sigaction stream_bus_before;
+
+/* SIGBUS: a fault inside the window this thread renders goes back to
+ * stream_mapped as an error. Anything else is none of ours: the handler
+ * that was there before is put back, so a fault comes back at once to it
+ * and a signal sent with kill(2) is raised again for it. */
+static void stream_on_bus(int sig, siginfo_t *si, void *uc)
+{
+	const char *a = si->si_addr;
+
+	(void)uc;
+	if (stream_guard.armed && si->si_code > 0 && a >= stream_guard.lo && a < stream_guard.hi)
+		siglongjmp(stream_guard.jmp, 1);
+	sigaction(SIGBUS, &stream_bus_before, NULL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+/* Maps size - at bytes of the file at at, at most win; 0 or -errno. */
+static int stream_map(int fd, size_t at, size_t size, size_t win)
+{
+	size_t n = size - at < win ? size - at : win;
+	void *p = mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)at);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	stream_guard.len = n;
+	stream_guard.lo = p;
+	stream_guard.hi = stream_guard.lo + n;
 	return 0;
+}
+
+static void stream_unmap(void)
+{
+	if (stream_guard.lo)
+		munmap((void *)stream_guard.lo, stream_guard.len);
+	stream_guard.lo = stream_guard.hi = NULL;
+}
+
+/* Renders the size bytes of fd a window at a time; the first window is
+ * mapped already. A reference cut at a window's end starts the next one;
+ * one longer than a whole window doubles the window. */
+static int stream_windows(struct pi_templates *t, const struct pi_render_opts *ro, int fd,
+			  size_t size, pi_tpl_emit_fn emit, void *sink,
+			  struct pi_templates_error *err, const char *source)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), off = 0, win = STREAM_WINDOW;
+
+	for (;;) {
+		size_t at = off - off % page, done;
+		int last = at + stream_guard.len == size, rc;
+
+		rc = stream_render(t, stream_guard.lo + (off - at), stream_guard.len - (off - at),
+				   ro, fd, off, last, emit, sink, err, source, &done);
+		stream_unmap();
+		if (rc < 0)
+			return rc;
+		off += done;
+		if (last)
+			return 0;
+		if (done == 0 && win <= size / 2)
+			win *= 2;
+		else if (done == 0)
+			win = size;
+		at = off - off % page;
+		if ((rc = stream_map(fd, at, size, win)) < 0) {
+			pi_tpl_seterr(err, "cannot read template %s: %s", source, strerror(-rc));
+			return rc;
+		}
+	}
+}
+
+/* A large template, mapped (see the top of this file). Returns 1 when it
+ * cannot be mapped (the caller reads it instead), else 0 or -errno. */
+static int stream_mapped(struct pi_templates *t, const struct pi_render_opts *ro, int fd,
+			 size_t size, pi_tpl_emit_fn emit, void *sink,
+			 struct pi_templates_error *err, const char *source)
+{
+	struct sigaction sa = {.sa_sigaction = stream_on_bus, .sa_flags = SA_SIGINFO}, before;
+	int rc;
+
+	if (stream_map(fd, 0, size, STREAM_WINDOW) < 0)
+		return 1;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &before) < 0) {
+		stream_unmap();
+		return 1;
+	}
+	/* Our own handler is never remembered as the one before (were two
+	 * streams ever to overlap): put back by stream_on_bus, it would hand
+	 * a fault that is not ours back to itself forever. */
+	if (before.sa_sigaction != stream_on_bus)
+		stream_bus_before = before;
+	if (sigsetjmp(stream_guard.jmp, 1) == 0) {
+		stream_guard.armed = 1;
+		rc = stream_windows(t, ro, fd, size, emit, sink, err, source);
+	} else {
+		rc = -EIO;
+		pi_tpl_seterr(err,
+			      "cannot read template %s: it was truncated or could not be read "
+			      "while it was rendered",
+			      source);
+	}
+	stream_guard.armed = 0;
+	stream_unmap();
+	sigaction(SIGBUS, &stream_bus_before, NULL);
+	return rc;
 }
 
 int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emit, void *sink,
@@ -126,8 +256,13 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 		rc = fd;
 		goto read_failed;
 	}
+	if (st.st_size >= STREAM_MAP_MIN &&
+	    (rc = stream_mapped(t, &ro, fd, (size_t)st.st_size, emit, sink, err, source)) <= 0)
+		goto out;
+	rc = 0;
 	while (!last) {
 		ssize_t r = stream_fill(t, fd);
+		size_t done;
 
 		if (r < 0) {
 			rc = (int)r;
@@ -139,9 +274,13 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 			rc = -EFBIG;
 			goto read_failed;
 		}
-		rc = stream_render(t, &ro, fd, &off, last, emit, sink, err, source);
+		rc = stream_render(t, t->in.data, t->in.len, &ro, fd, off, last, emit, sink, err,
+				   source, &done);
 		if (rc < 0)
 			goto out;
+		memmove(t->in.data, t->in.data + done, t->in.len - done);
+		t->in.len -= done;
+		off += done;
 	}
 	goto out;
 read_failed:

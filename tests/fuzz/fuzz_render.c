@@ -18,8 +18,9 @@
  *     most once per reference;
  *   - pi_value_check_host accepts nothing pi_value_check_word refuses, and
  *     both report a position inside the value;
- *   - pi_render_piece fed the template a few bytes at a time, as
- *     templates.c feeds it from read(2), with or without an output limit
+ *   - pi_render_piece fed the template a few bytes at a time (up to 8,
+ *     then up to 96), as templates.c feeds it from read(2), with or
+ *     without an output limit
  *     (out_limit, which may stop even the last piece early), gives the
  *     same output, host pairs and error (line and column included) as one
  *     pi_render. */
@@ -251,12 +252,15 @@ static void line_col(const uint8_t *t, size_t at, unsigned *line, unsigned *col)
 	}
 }
 
-/* Renders tpl in pieces of 0-8 new bytes (sizes from a generator seeded by
- * the input), carrying the unused tail over as templates.c does, with an
- * output limit of 0 (none) to 63 bytes, and checks the result against the
- * whole render's. */
+/* Renders tpl in pieces of 0 to most - 1 new bytes (sizes from a
+ * generator seeded by the input), carrying the unused tail over as
+ * templates.c does, with an output limit of 0 (none) to 63 bytes, and
+ * checks the result against the whole render's. Small pieces cut nearly
+ * every reference; larger ones let the scanner's fast path (a variable
+ * met before in the same piece) see references near a piece's end. */
 static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, int rc1,
-			 const struct pi_buf *whole, const struct pi_render_error *err1)
+			 const struct pi_buf *whole, const struct pi_render_error *err1,
+			 unsigned most)
 {
 	struct env e = {e0->data, e0->len, 0, {0}};
 	unsigned seed = (unsigned)tlen * 2654435761u + (tlen ? tpl[0] : 0);
@@ -275,7 +279,7 @@ static void check_pieces(const uint8_t *tpl, size_t tlen, const struct env *e0, 
 
 		if (!last) {
 			seed = seed * 1103515245u + 12345u;
-			n = (seed >> 16) % 9;
+			n = (seed >> 16) % most;
 			if (n > tlen - fed)
 				n = tlen - fed;
 			if (n == 0 && fed < tlen)
@@ -369,7 +373,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if ((unsigned char)*m < 0x20)
 				abort();
 	}
-	check_pieces(tpl, tlen, &e, rc, &out, &err);
+	check_pieces(tpl, tlen, &e, rc, &out, &err, 9);
+	check_pieces(tpl, tlen, &e, rc, &out, &err, 97);
 	free(out.data);
 	free(want.data);
 	free(want_pairs.data);

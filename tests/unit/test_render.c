@@ -445,8 +445,114 @@ static void test_out_limit(void)
 	free(all.data);
 }
 
+/* Random templates made of tokens whose output is known, rendered whole
+ * and in random pieces with a random output limit: the scanner's fast path
+ * meets references cut at a piece's end, a '$' as a piece's last byte,
+ * names of 16, 17, 32 and 40 bytes, names that begin another name or
+ * differ from another only in their last byte, and
+ * values with bytes >= 0x80; each output must be the tokens' outputs. */
+static const char *tok[][2] = {
+    {" a", " a"},
+    {"/x;", "/x;"},
+    {"\x80\xfe", "\x80\xfe"},
+    {"\n", "\n"},
+    {"$host", "$host"},
+    {"${uri}", "${uri}"},
+    {"$ ", "$ "},
+    {"$1", "$1"},
+    {"$$", "$$"},
+    {"${", "${"},
+    {"$NGINX_X", "x1"},
+    {"${NGINX_X}", "x1"},
+    {"$NGINX_XY", "xy"},
+    {"${NGINX_XY}", "xy"},
+    {"$NGINX_A_HOST", "a.internal"},
+    {"${NGINX_A_HOST}", "a.internal"},
+    {"$NGINX_SIXTEEN_CH", "16"},
+    {"${NGINX_SEVENTEEN_C}", "17"},
+    {"$NGINX_SEVENTEEN_D", "17d"},
+    {"$NGINX_A_FORTY_BYTES_LONG_VARIABLE_NAME_Y", "40y"},
+    {"$NGINX_THIRTY_TWO_BYTES_NAME_XXXX", "32"},
+    {"${NGINX_A_FORTY_BYTES_LONG_VARIABLE_NAME_X}", "40"},
+    {"$NGINX_HI", "h\xc3\xa9\xff-long-value-of-more-than-16-bytes"},
+    {"${NGINX_UNSET:-dflt}", "dflt"},
+    {"${NGINX_X:-dflt}", "x1"},
+    {"${NGINX_B_HOST:-b.internal}", "b.internal"},
+};
+static char *env_tok[] = {"NGINX_X=x1",
+			  "NGINX_XY=xy",
+			  "NGINX_A_HOST=a.internal",
+			  "NGINX_SIXTEEN_CH=16",
+			  "NGINX_SEVENTEEN_C=17",
+			  "NGINX_SEVENTEEN_D=17d",
+			  "NGINX_A_FORTY_BYTES_LONG_VARIABLE_NAME_Y=40y",
+			  "NGINX_THIRTY_TWO_BYTES_NAME_XXXX=32",
+			  "NGINX_A_FORTY_BYTES_LONG_VARIABLE_NAME_X=40",
+			  "NGINX_HI=h\xc3\xa9\xff-long-value-of-more-than-16-bytes",
+			  NULL};
+
+static void test_random_tokens(void)
+{
+	struct pi_render_opts o = {"NGINX_", lookup, classify, count_host, env_tok, 0};
+	unsigned seed = 12345, bad_whole = 0, bad_pieces = 0;
+	struct pi_buf tpl = {0}, want = {0}, out = {0}, buf = {0};
+	struct pi_render_error err;
+
+	ok(strlen("NGINX_SIXTEEN_CH") == 16 && strlen("NGINX_SEVENTEEN_C") == 17 &&
+	       strlen("NGINX_THIRTY_TWO_BYTES_NAME_XXXX") == 32 &&
+	       strlen("NGINX_A_FORTY_BYTES_LONG_VARIABLE_NAME_X") == 40,
+	   "the long names have the lengths meant");
+	for (int round = 0; round < 400; round++) {
+		size_t done = 0, have = 0;
+		int rc = 0, last = 0;
+
+		tpl.len = want.len = out.len = 0;
+		seed = seed * 1103515245u + 12345u;
+		for (unsigned n = (seed >> 16) % 300; n > 0; n--) {
+			seed = seed * 1103515245u + 12345u;
+			const char **t = tok[(seed >> 16) % (sizeof(tok) / sizeof(tok[0]))];
+
+			pi_buf_append(&tpl, t[0], strlen(t[0]));
+			pi_buf_append(&want, t[1], strlen(t[1]));
+		}
+		o.out_limit = 0;
+		if (pi_render(tpl.data, tpl.len, &o, &out, &err) != 0 || out.len != want.len ||
+		    (want.len && memcmp(out.data, want.data, want.len) != 0))
+			bad_whole++;
+		/* In pieces of 1 to 64 new bytes, with an output limit of 0 to 99. */
+		out.len = buf.len = 0;
+		o.out_limit = (seed >> 8) % 100;
+		while (rc == 0 && !(last && have == 0)) {
+			size_t n, used = 0;
+
+			seed = seed * 1103515245u + 12345u;
+			n = 1 + (seed >> 16) % 64;
+			if (n > tpl.len - done)
+				n = tpl.len - done;
+			pi_buf_append(&buf, tpl.data + done, n);
+			done += n;
+			have += n;
+			last = done == tpl.len;
+			rc = pi_render_piece(buf.data, have, last, &o, &out, &used, &err);
+			memmove(buf.data, buf.data + used, have - used);
+			have -= used;
+			buf.len = have;
+		}
+		if (rc != 0 || out.len != want.len ||
+		    (want.len && memcmp(out.data, want.data, want.len) != 0))
+			bad_pieces++;
+	}
+	is_int(bad_whole, 0, "400 random templates render whole as expected");
+	is_int(bad_pieces, 0, "... and in random pieces with an output limit");
+	free(tpl.data);
+	free(want.data);
+	free(out.data);
+	free(buf.data);
+}
+
 int main(void)
 {
+	test_random_tokens();
 	test_host_calls();
 	test_out_limit();
 	test_forms();
