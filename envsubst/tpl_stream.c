@@ -69,9 +69,9 @@ static void stream_place(int fd, size_t off, struct pi_render_error *e)
 	e->col = col > UINT_MAX ? UINT_MAX : (unsigned)col;
 }
 
-/* Reads the next block after what is left in t->in. Returns the byte
- * count (0 at the end) or a negative errno. */
-static ssize_t stream_fill(struct pi_templates *t, int fd)
+/* Reads the next block (piece bytes, or more) after what is left in
+ * t->in. Returns the byte count (0 at the end) or a negative errno. */
+static ssize_t stream_fill(struct pi_templates *t, int fd, size_t piece)
 {
 	struct pi_buf *in = &t->in;
 	int rc;
@@ -79,8 +79,8 @@ static ssize_t stream_fill(struct pi_templates *t, int fd)
 	/* What is left over is a reference cut by the end of the piece; when
 	 * it fills half the buffer, double it, so a long unclosed
 	 * "${NAME:-" is not scanned again for every block. */
-	if (in->cap < STREAM_PIECE || in->len > in->cap / 2) {
-		rc = pi_buf_reserve(in, in->cap < STREAM_PIECE ? STREAM_PIECE : in->cap);
+	if (in->cap < piece || in->len > in->cap / 2) {
+		rc = pi_buf_reserve(in, in->cap < piece ? piece : in->cap);
 		if (rc < 0)
 			return rc;
 	}
@@ -260,8 +260,13 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 	    (rc = stream_mapped(t, &ro, fd, (size_t)st.st_size, emit, sink, err, source)) <= 0)
 		goto out;
 	rc = 0;
+	/* A small template is read in one piece of its own size (plus the
+	 * byte that finds its end; one that grows meanwhile doubles the
+	 * buffer): the heap serves that without mapping and unmapping a whole
+	 * STREAM_PIECE on the way to nginx's start. */
+	size_t piece = (size_t)st.st_size < STREAM_PIECE ? (size_t)st.st_size + 1 : STREAM_PIECE;
 	while (!last) {
-		ssize_t r = stream_fill(t, fd);
+		ssize_t r = stream_fill(t, fd, piece);
 		size_t done;
 
 		if (r < 0) {
