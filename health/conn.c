@@ -236,13 +236,11 @@ static int conn_health_answer(struct pi_health_conn *c, struct pi_health_answer 
 {
 	struct pi_health_server *s = c->srv;
 
+	pi_health_probe_refresh(s);
 	if (pi_health_probe_stale(s)) {
-		pi_health_probe_start(s);
-		if (pi_health_probe_stale(s)) {
-			c->scanned = 0; /* so the head is found again on wake-up */
-			pi_health_ring_push(&s->waiters, &c->wait);
-			return 0;
-		}
+		c->scanned = 0; /* so the head is found again on wake-up */
+		pi_health_ring_push(&s->waiters, &c->wait);
+		return 0;
 	}
 	if (!pi_health_report_fresh(&s->report, s->probe_result)) {
 		if (s->n_batch) {
