@@ -67,6 +67,8 @@ struct pi_health_answer {
 	size_t head_len;
 	const char *body;
 	size_t body_len;
+	const char *keep_alive; /* NULL, or the whole answer with "keep-alive" in one piece */
+	size_t keep_alive_len;
 };
 
 struct pi_health_server {

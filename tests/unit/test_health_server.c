@@ -314,6 +314,28 @@ static void test_report(int port)
 
 static struct resp ask(int fd, const char *req);
 
+/* A keep-alive /health answer is written in one piece: it must hold the
+ * same head and body as the answer that closes, but for "Connection". */
+static void same_as_close(int port, const char *what)
+{
+	static struct resp k, c;
+	int fd = connect_to(port);
+	char *conn, name[64];
+
+	k = ask(fd, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+	close(fd);
+	c = get(port, "/health");
+	ok(k.size > 0 && has(k.head, "\r\nConnection: keep-alive\r\n\r\n") &&
+	       has(c.head, "\r\nConnection: close\r\n\r\n"),
+	   "%s: keep-alive and close answers", what);
+	if ((conn = strstr(k.head, "Connection: ")))
+		strcpy(conn, "Connection: close\r\n\r\n");
+	snprintf(name, sizeof(name), "%s: one head but for Connection", what);
+	is_str(k.head, c.head, name);
+	ok(k.content_length == c.content_length && strcmp(k.body, c.body) == 0,
+	   "%s: one body (%ld bytes)", what, k.content_length);
+}
+
 /* Every valid state fits: 24 hosts with the longest names, each with 16
  * of the longest IPv6 addresses, all resolved, and a rejected reload whose
  * reason fills its field without a NUL. */
@@ -351,6 +373,7 @@ static void test_large_report(int port)
 	ok(x.content_length > 16384 && has(x.body, "\"config:reload\":[{\"status\":\"pass\"") &&
 	       strcmp(x.body + strlen(x.body) - 3, "}}\n") == 0,
 	   "a complete document, larger than the old 15.5 KiB limit");
+	same_as_close(port, "large report");
 
 	view.reload_ok = 0;
 	memset(view.reload_error, 'r', sizeof(view.reload_error));
@@ -451,6 +474,7 @@ static void test_cached_report(int port)
 	x = ask(fd, get_req);
 	ok(x.status == 200 && has(x.body, "\"status\":\"pass\""), "cache: pass again");
 	ok(has(x.head, "Connection: keep-alive\r\n"), "cache: keep-alive answered as such");
+	same_as_close(port, "pass report");
 
 	view.stopping = 1;
 	x = ask(fd, get_req);
