@@ -408,17 +408,17 @@ int pi_health_report_render(struct pi_health_report *r, int probe_result)
 	int status;
 	char *whole;
 
-	if (rpt_grow(&b, RPT_FRONT) < 0)
+	if (b.cap < RPT_FRONT && rpt_grow(&b, RPT_FRONT) < 0)
 		b.failed = 1;
 	b.len = RPT_FRONT;
 	status = rpt_body(r, probe, &b);
 	r->valid = 0;
 	r->body_buf = b.p;
 	r->body_cap = b.cap;
+	r->keep_alive = NULL;
 	if (b.failed) {
 		r->body = oom;
 		r->body_len = sizeof(oom) - 1;
-		r->keep_alive = NULL;
 		r->head_len = (size_t)pi_health_format_head(
 		    r->head, sizeof(r->head), 500, "application/health+json", "", r->body_len);
 		return -ENOMEM;
@@ -428,11 +428,13 @@ int pi_health_report_render(struct pi_health_report *r, int probe_result)
 	/* No status and length make a head over PI_HEALTH_REPORT_HEAD_MAX. */
 	r->head_len = (size_t)pi_health_format_head(r->head, sizeof(r->head), status,
 						    "application/health+json", "", r->body_len);
-	whole = b.p + RPT_FRONT - ka - r->head_len;
-	memcpy(whole, r->head, r->head_len);
-	memcpy(whole + r->head_len, PI_HEALTH_KEEP_ALIVE, ka);
-	r->keep_alive = whole;
-	r->keep_alive_len = r->head_len + ka + r->body_len;
+	if (r->head_len < sizeof(r->head)) { /* always, as said; else three pieces */
+		whole = b.p + RPT_FRONT - ka - r->head_len;
+		memcpy(whole, r->head, r->head_len);
+		memcpy(whole + r->head_len, PI_HEALTH_KEEP_ALIVE, ka);
+		r->keep_alive = whole;
+		r->keep_alive_len = r->head_len + ka + r->body_len;
+	}
 	rpt_remember(r, probe_result);
 	return 0;
 }
