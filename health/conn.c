@@ -202,9 +202,13 @@ static void conn_batch(struct pi_health_server *s, const char *p, size_t n)
 static void conn_add_answer(struct pi_health_conn *c, const struct pi_health_answer *a,
 			    int head_only, int keep_alive)
 {
-	static const char ka[] = "keep-alive\r\n\r\n", cl[] = "close\r\n\r\n";
+	static const char ka[] = PI_HEALTH_KEEP_ALIVE, cl[] = "close\r\n\r\n";
 	struct pi_health_server *s = c->srv;
 
+	if (keep_alive && !head_only && a->keep_alive) {
+		conn_batch(s, a->keep_alive, a->keep_alive_len);
+		return;
+	}
 	conn_batch(s, a->head, a->head_len);
 	conn_batch(s, keep_alive ? ka : cl, keep_alive ? sizeof(ka) - 1 : sizeof(cl) - 1);
 	if (!head_only && a->body_len)
@@ -236,13 +240,11 @@ static int conn_health_answer(struct pi_health_conn *c, struct pi_health_answer 
 {
 	struct pi_health_server *s = c->srv;
 
+	pi_health_probe_refresh(s);
 	if (pi_health_probe_stale(s)) {
-		pi_health_probe_start(s);
-		if (pi_health_probe_stale(s)) {
-			c->scanned = 0; /* so the head is found again on wake-up */
-			pi_health_ring_push(&s->waiters, &c->wait);
-			return 0;
-		}
+		c->scanned = 0; /* so the head is found again on wake-up */
+		pi_health_ring_push(&s->waiters, &c->wait);
+		return 0;
 	}
 	if (!pi_health_report_fresh(&s->report, s->probe_result)) {
 		if (s->n_batch) {
@@ -259,6 +261,8 @@ static int conn_health_answer(struct pi_health_conn *c, struct pi_health_answer 
 	a->head_len = s->report.head_len;
 	a->body = s->report.body;
 	a->body_len = s->report.body_len;
+	a->keep_alive = s->report.keep_alive;
+	a->keep_alive_len = s->report.keep_alive_len;
 	return 1;
 }
 

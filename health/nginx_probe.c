@@ -1,16 +1,34 @@
 /* The nginx probe: when the server has one, a /health request needs a TCP
- * connect to nginx no older than NP_MAX_AGE_MS. With an older result the
- * request waits for a fresh connect (timeout NP_TIMEOUT_MS); at most one
- * connect is in flight, and every request waiting for it is answered when
- * it ends, so a flood of requests makes at most one connect per second. */
+ * connect to nginx no older than NP_MAX_AGE_MS. A request that finds the
+ * result older than NP_REFRESH_MS starts a new connect and is answered from
+ * the result it has, as long as that is within NP_MAX_AGE_MS: under a steady
+ * stream of requests the result is renewed before it expires, and no request
+ * waits for it. Only with no result, or one older than NP_MAX_AGE_MS, does
+ * a request wait for a connect (timeout NP_TIMEOUT_MS). At most one connect
+ * is in flight, and every request waiting for it is answered when it ends,
+ * so a flood of requests makes at most one connect per NP_REFRESH_MS. */
 #include "health/server_impl.h"
 
 #define NP_TIMEOUT_MS 1000 /* nginx must accept a connect within this */
-#define NP_MAX_AGE_MS 1000 /* a result older than this is refreshed */
+#define NP_MAX_AGE_MS 1000 /* a result older than this is never used */
+#define NP_REFRESH_MS 500  /* a result older than this is renewed ahead of need */
+
+static void np_start(struct pi_health_server *s);
+
+static uint64_t np_age(const struct pi_health_server *s)
+{
+	return uv_now(s->loop) - s->probe_at;
+}
 
 int pi_health_probe_stale(const struct pi_health_server *s)
 {
-	return s->has_probe && (!s->probe_have || uv_now(s->loop) - s->probe_at >= NP_MAX_AGE_MS);
+	return s->has_probe && (!s->probe_have || np_age(s) >= NP_MAX_AGE_MS);
+}
+
+void pi_health_probe_refresh(struct pi_health_server *s)
+{
+	if (s->has_probe && (!s->probe_have || np_age(s) >= NP_REFRESH_MS))
+		np_start(s);
 }
 
 /* Answers every request waiting for the probe. A request processed here
@@ -44,7 +62,7 @@ static void np_on_closed(uv_handle_t *h)
 	 * stale (the loop was busy for over a second) need a new probe. */
 	if (!s->stopped && !pi_health_ring_empty(&s->waiters)) {
 		if (pi_health_probe_stale(s))
-			pi_health_probe_start(s);
+			np_start(s);
 		if (!pi_health_probe_stale(s))
 			np_wake_waiters(s);
 	}
@@ -81,8 +99,9 @@ static void np_on_timeout(uv_timer_t *t)
 	np_wake_waiters(s);
 }
 
-/* When the connect cannot even start, the result is known at once. */
-void pi_health_probe_start(struct pi_health_server *s)
+/* Starts a connect unless one is in flight. When it cannot even start,
+ * the result is known at once. */
+static void np_start(struct pi_health_server *s)
 {
 	int r;
 

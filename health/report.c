@@ -395,17 +395,27 @@ static void rpt_remember(struct pi_health_report *r, int probe_result)
 	r->valid = 1;
 }
 
+/* Room in front of the body for the head and PI_HEALTH_KEEP_ALIVE. */
+#define RPT_FRONT (PI_HEALTH_REPORT_HEAD_MAX + sizeof(PI_HEALTH_KEEP_ALIVE) - 1)
+
 int pi_health_report_render(struct pi_health_report *r, int probe_result)
 {
 	static const char oom[] =
 	    "{\"status\":\"fail\",\"output\":\"health report: out of memory\"}\n";
 	struct rpt_buf b = {r->body_buf, r->body_cap, 0, 0};
 	int probe = r->probe_name[0] ? probe_result : 0;
-	int status = rpt_body(r, probe, &b);
+	size_t ka = sizeof(PI_HEALTH_KEEP_ALIVE) - 1;
+	int status;
+	char *whole;
 
+	if (b.cap < RPT_FRONT && rpt_grow(&b, RPT_FRONT) < 0)
+		b.failed = 1;
+	b.len = RPT_FRONT;
+	status = rpt_body(r, probe, &b);
 	r->valid = 0;
 	r->body_buf = b.p;
 	r->body_cap = b.cap;
+	r->keep_alive = NULL;
 	if (b.failed) {
 		r->body = oom;
 		r->body_len = sizeof(oom) - 1;
@@ -413,11 +423,18 @@ int pi_health_report_render(struct pi_health_report *r, int probe_result)
 		    r->head, sizeof(r->head), 500, "application/health+json", "", r->body_len);
 		return -ENOMEM;
 	}
-	r->body = b.p;
-	r->body_len = b.len;
+	r->body = b.p + RPT_FRONT;
+	r->body_len = b.len - RPT_FRONT;
 	/* No status and length make a head over PI_HEALTH_REPORT_HEAD_MAX. */
 	r->head_len = (size_t)pi_health_format_head(r->head, sizeof(r->head), status,
-						    "application/health+json", "", b.len);
+						    "application/health+json", "", r->body_len);
+	if (r->head_len < sizeof(r->head)) { /* always, as said; else three pieces */
+		whole = b.p + RPT_FRONT - ka - r->head_len;
+		memcpy(whole, r->head, r->head_len);
+		memcpy(whole + r->head_len, PI_HEALTH_KEEP_ALIVE, ka);
+		r->keep_alive = whole;
+		r->keep_alive_len = r->head_len + ka + r->body_len;
+	}
 	rpt_remember(r, probe_result);
 	return 0;
 }

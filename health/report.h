@@ -16,6 +16,8 @@
 #include "health/status.h"
 
 #define PI_HEALTH_REPORT_HEAD_MAX 256
+/* The end of a head whose connection stays open. */
+#define PI_HEALTH_KEEP_ALIVE "keep-alive\r\n\r\n"
 
 struct pi_health_report {
 	const struct pi_health_view *view; /* borrowed; outlives the report */
@@ -24,9 +26,13 @@ struct pi_health_report {
 	/* The answer: its head up to "Connection: ", and its body. */
 	char head[PI_HEALTH_REPORT_HEAD_MAX];
 	size_t head_len;
-	const char *body; /* body_buf, or a static text after running out of memory */
+	const char *body; /* in body_buf, or a static text after running out of memory */
 	size_t body_len;
-	char *body_buf; /* owned; grows, never shrinks */
+	/* The whole answer on a connection that stays open (head, "keep-alive",
+	 * body) in one piece, for one write; NULL after running out of memory. */
+	const char *keep_alive;
+	size_t keep_alive_len;
+	char *body_buf; /* owned; grows, never shrinks; keep_alive, then body */
 	size_t body_cap;
 	/* What the answer was rendered from. */
 	int valid, seen_probe;

@@ -42,6 +42,7 @@ static void route_fixed(const struct pi_health_server *s, int i, struct pi_healt
 	a->head_len = s->fixed[i].head_len;
 	a->body = s->fixed[i].body;
 	a->body_len = strlen(a->body);
+	a->keep_alive = NULL;
 }
 
 static int route_span_is(struct pi_http_span sp, const char *s)

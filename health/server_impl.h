@@ -4,7 +4,7 @@
  *                  the one timer that cuts idle and lingering connections
  *   conn.c         one connection: read, parse, answer, write, close
  *   route.c        which answer a request gets, and the fixed answers
- *   nginx_probe.c  the TCP connect to nginx that /health waits for
+ *   nginx_probe.c  the TCP connect to nginx behind /health's nginx:listen
  *   report.c       the /health document and its cache (report.h)
  *
  * Everything runs on one libuv loop: no locking anywhere. */
@@ -67,6 +67,8 @@ struct pi_health_answer {
 	size_t head_len;
 	const char *body;
 	size_t body_len;
+	const char *keep_alive; /* NULL, or the whole answer with "keep-alive" in one piece */
+	size_t keep_alive_len;
 };
 
 struct pi_health_server {
@@ -137,8 +139,9 @@ void pi_health_error_answer(const struct pi_health_server *s, int status,
 /* nginx_probe.c */
 /* 1 when /health must wait for a fresh connect to nginx. */
 int pi_health_probe_stale(const struct pi_health_server *s);
-/* Starts a connect unless one is in flight. */
-void pi_health_probe_start(struct pi_health_server *s);
+/* Starts a connect when the result is due for renewal (or absent) and none
+ * is in flight; the result in hand may still be fresh enough to answer. */
+void pi_health_probe_refresh(struct pi_health_server *s);
 /* Closes the probe's handle if a connect is in flight (at stop). */
 void pi_health_probe_stop(struct pi_health_server *s);
 

@@ -314,6 +314,28 @@ static void test_report(int port)
 
 static struct resp ask(int fd, const char *req);
 
+/* A keep-alive /health answer is written in one piece: it must hold the
+ * same head and body as the answer that closes, but for "Connection". */
+static void same_as_close(int port, const char *what)
+{
+	static struct resp k, c;
+	int fd = connect_to(port);
+	char *conn, name[64];
+
+	k = ask(fd, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+	close(fd);
+	c = get(port, "/health");
+	ok(k.size > 0 && has(k.head, "\r\nConnection: keep-alive\r\n\r\n") &&
+	       has(c.head, "\r\nConnection: close\r\n\r\n"),
+	   "%s: keep-alive and close answers", what);
+	if ((conn = strstr(k.head, "Connection: ")))
+		strcpy(conn, "Connection: close\r\n\r\n");
+	snprintf(name, sizeof(name), "%s: one head but for Connection", what);
+	is_str(k.head, c.head, name);
+	ok(k.content_length == c.content_length && strcmp(k.body, c.body) == 0,
+	   "%s: one body (%ld bytes)", what, k.content_length);
+}
+
 /* Every valid state fits: 24 hosts with the longest names, each with 16
  * of the longest IPv6 addresses, all resolved, and a rejected reload whose
  * reason fills its field without a NUL. */
@@ -351,6 +373,7 @@ static void test_large_report(int port)
 	ok(x.content_length > 16384 && has(x.body, "\"config:reload\":[{\"status\":\"pass\"") &&
 	       strcmp(x.body + strlen(x.body) - 3, "}}\n") == 0,
 	   "a complete document, larger than the old 15.5 KiB limit");
+	same_as_close(port, "large report");
 
 	view.reload_ok = 0;
 	memset(view.reload_error, 'r', sizeof(view.reload_error));
@@ -451,6 +474,7 @@ static void test_cached_report(int port)
 	x = ask(fd, get_req);
 	ok(x.status == 200 && has(x.body, "\"status\":\"pass\""), "cache: pass again");
 	ok(has(x.head, "Connection: keep-alive\r\n"), "cache: keep-alive answered as such");
+	same_as_close(port, "pass report");
 
 	view.stopping = 1;
 	x = ask(fd, get_req);
@@ -754,6 +778,80 @@ static void test_probe(void)
 	x = get(port, "/health/live");
 	is_int(x.status, 200, "live does not depend on the probe");
 	stop(s);
+}
+
+/* Pumps the loop until the server's clock reaches `at` (its uv_now). */
+static void pump_until_loop_time(uint64_t at)
+{
+	while (uv_now(&loop) < at)
+		pump(5);
+}
+
+/* Pumps the loop until no probe connect is in flight, for at most 3 s. */
+static void pump_probe_idle(const struct pi_health_server *s)
+{
+	long end = now_ms() + 3000;
+
+	while (s->probe_state != PI_PROBE_IDLE && now_ms() < end)
+		pump(5);
+}
+
+/* A result over 0.5 s old is renewed by a connect the request does not wait
+ * for, so requests keep being answered at once past the first result's 1 s;
+ * a result over 1 s old is never used. nginx is a listener with a backlog of
+ * one: once that one connection sits unaccepted, connects hang. */
+static void test_probe_refresh(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int nginx_port, port, filler;
+	struct pi_health_server *s;
+	char probe[64];
+	struct resp x;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bind(lfd, (struct sockaddr *)&a, sizeof(a));
+	listen(lfd, 0);
+	getsockname(lfd, (struct sockaddr *)&a, &len);
+	nginx_port = ntohs(a.sin_port);
+	reset_view();
+	snprintf(probe, sizeof(probe), "127.0.0.1:%d", nginx_port);
+	s = start(probe, &port);
+	x = get(port, "/health");
+	is_int(x.status, 200, "refresh: the first request gets a result");
+	pump_probe_idle(s);
+	is_int(drain_accepts(lfd), 1, "refresh: from one connect");
+	uint64_t first = s->probe_at;
+
+	/* Past 0.5 s: answered from the result, and a connect renews it. */
+	pump_until_loop_time(first + 600);
+	x = get(port, "/health");
+	is_int(x.status, 200, "a request at 0.6 s is answered");
+	pump_probe_idle(s);
+	is_int(drain_accepts(lfd), 1, "and renews the result with a connect of its own");
+	ok(s->probe_at > first, "the result is newer than the first");
+
+	/* nginx now hangs. Past the first result's 1 s the renewed one answers,
+	 * without waiting for a connect. */
+	filler = connect_to(nginx_port);
+	pump_until_loop_time(first + 1000);
+	long t0 = now_ms();
+	x = get(port, "/health");
+	long took = now_ms() - t0;
+	is_int(x.status, 200, "a request at 1 s is answered from the renewed result");
+	ok(took < 500, "at once (%ld ms), without waiting for a connect", took);
+
+	/* The renewed result turns 1 s old with nginx still hanging: the next
+	 * request waits for the connect, which times out. */
+	pump_until_loop_time(s->probe_at + 1000);
+	x = get(port, "/health");
+	is_int(x.status, 503, "a result over 1 s old is not used: 503");
+	ok(has(x.body, "\"nginx:listen\":[{\"status\":\"fail\""),
+	   "nginx:listen fails once the connect times out");
+	stop(s);
+	close(filler);
+	close(lfd);
 }
 
 static void test_limits(int port)
@@ -1081,6 +1179,7 @@ int main(void)
 		close(b);
 	}
 	test_probe();
+	test_probe_refresh();
 	is_int(uv_loop_close(&loop), 0, "no handle left on the loop");
 	return done_testing();
 }
