@@ -340,8 +340,7 @@ static int sup_run_early(struct sup *s)
 
 	if (code != 0 || pi_templates_nhosts(s->tpl) > 0)
 		return code;
-	/* No thread and no loop exist yet: vfork is safe (proc.h). */
-	code = sup_child_spawn(s, PI_SPAWN_VFORK);
+	code = sup_child_spawn(s);
 	return code ? code : SUP_EARLY_STARTED;
 }
 
