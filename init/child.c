@@ -17,12 +17,12 @@
  * served. */
 #define SUP_SERVED_MS 1000
 
-int sup_child_spawn(struct sup *s)
+int sup_child_spawn(struct sup *s, int flags)
 {
 	int exec_errno;
 
 	s->tty_fd = pi_proc_tty();
-	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, s->tty_fd, &exec_errno);
+	pid_t pid = pi_proc_spawn(s->cmd, s->envp, -1, s->tty_fd, &exec_errno, flags);
 	if (pid < 0) {
 		PI_LOG(PI_ERROR, "cannot start the command", PI_STR("command", s->cmd[0]),
 		       PI_STR("error", strerror((int)-pid)));
@@ -46,7 +46,7 @@ int sup_child_spawn(struct sup *s)
 
 void sup_child_start(struct sup *s)
 {
-	int code = sup_child_spawn(s);
+	int code = sup_child_spawn(s, 0);
 
 	if (code) {
 		sup_begin_exit(s, code);

@@ -35,9 +35,10 @@ static void default_disposition(int s)
 }
 
 /* Only async-signal-safe calls from here to exec: libuv's resolver threads
- * may hold allocator locks at the moment of fork. */
+ * may hold allocator locks at the moment of fork. After vfork (shared):
+ * the same, and nothing written but this function's own locals. */
 static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
-		       int report_fd)
+		       int report_fd, int shared)
 {
 	sigset_t none;
 
@@ -51,6 +52,20 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	/* From the background this raises SIGTTOU, which is blocked here. */
 	if (tty_fd >= 0)
 		tcsetpgrp(tty_fd, getpid());
+	/* A vforked parent cannot continue a child stopped before exec:
+	 * job-control stops that reached it while it was still in the init's
+	 * group are dropped (ignoring a pending signal discards it). */
+	if (shared) {
+		static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
+		struct sigaction ign;
+
+		memset(&ign, 0, sizeof(ign));
+		ign.sa_handler = SIG_IGN;
+		for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+			sigaction(stops[i], &ign, NULL);
+			default_disposition(stops[i]);
+		}
+	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (stderr_fd >= 0 && stderr_fd != STDERR_FILENO)
@@ -104,8 +119,9 @@ static ssize_t spawn_report(pid_t pid, int fd, int *e)
 }
 
 pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
-		    int *exec_errno)
+		    int *exec_errno, int flags)
 {
+	int shared = (flags & PI_SPAWN_VFORK) && tty_fd < 0;
 	int p[2];
 	int e = 0;
 
@@ -113,7 +129,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	/* The report pipe must stay clear of 0-2 and of stderr_fd's slot. */
-	pid_t pid = fork();
+	pid_t pid = shared ? vfork() : fork();
 	if (pid < 0) {
 		e = errno;
 		close(p[0]);
@@ -121,7 +137,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 		return -e;
 	}
 	if (pid == 0)
-		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
+		child_exec(argv, envp, stderr_fd, tty_fd, p[1], shared);
 	close(p[1]);
 	ssize_t n = spawn_report(pid, p[0], &e);
 	close(p[0]);

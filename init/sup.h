@@ -70,10 +70,11 @@ struct sup {
 
 /* child.c */
 /* Forks and execs s->cmd and records the child; uses no loop (the start
- * calls it before the loop exists when nothing is waited for). Returns 0
+ * calls it before the loop exists when nothing is waited for, with
+ * PI_SPAWN_VFORK: see pi_proc_spawn). Returns 0
  * (an exec failure included: the child exits 127/126) or, after logging,
  * the exit code for a fork that failed. */
-int sup_child_spawn(struct sup *s);
+int sup_child_spawn(struct sup *s, int flags);
 /* sup_child_spawn, then state SUP_RUN, or the exit on failure. */
 void sup_child_start(struct sup *s);
 void sup_child_signal(struct sup *s, int sig);

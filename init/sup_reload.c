@@ -164,7 +164,7 @@ static int sup_test_spawn(struct sup *s)
 		return rc;
 	}
 	tp->pipe.data = tp;
-	pid_t pid = pi_proc_spawn(s->test_argv, s->envp, p[1], -1, &exec_errno);
+	pid_t pid = pi_proc_spawn(s->test_argv, s->envp, p[1], -1, &exec_errno, 0);
 	close(p[1]);
 	if (pid < 0) {
 		close(p[0]);

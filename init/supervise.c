@@ -340,7 +340,8 @@ static int sup_run_early(struct sup *s)
 
 	if (code != 0 || pi_templates_nhosts(s->tpl) > 0)
 		return code;
-	code = sup_child_spawn(s);
+	/* No thread and no loop exist yet: vfork is safe (proc.h). */
+	code = sup_child_spawn(s, PI_SPAWN_VFORK);
 	return code ? code : SUP_EARLY_STARTED;
 }
 
