@@ -475,14 +475,11 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	pi_supervise_template_opts(cfg, envp, &s->topts);
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
-	/* The descriptors the loop needs are asked for before the render
-	 * takes any, so that a low RLIMIT_NOFILE is one clear error. */
-	if ((rc = sup_fds_available(SUP_LOOP_FDS)) < 0) {
-		PI_LOG(PI_ERROR, "cannot start the event loop", PI_STR("error", uv_strerror(rc)));
-		goto out_free;
-	}
 	early = sup_run_early(s);
-	if ((rc = uv_loop_init(&loop)) < 0) {
+	/* The render has closed what it opened: what is free now is what the
+	 * loop gets (a low RLIMIT_NOFILE is one clear error, not libuv's
+	 * abort), asked after the early fork, off nginx's way. */
+	if ((rc = pi_supervise_loop_init(&loop)) < 0) {
 		PI_LOG(PI_ERROR, "cannot start the event loop", PI_STR("error", uv_strerror(rc)));
 		goto out_kill;
 	}
