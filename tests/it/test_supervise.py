@@ -230,6 +230,24 @@ def test_child_gets_the_inits_environment_unchanged(tmp_path):
     assert "UV_THREADPOOL_SIZE" not in got
 
 
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+
+
+def assert_default_signals(pid):
+    """Nothing ignored, nothing blocked: what exec leaves of a reset."""
+    status = proc_status(pid)
+    assert int(status["SigIgn"], 16) == 0, status["SigIgn"]
+    assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
+
+
+def kill_tree(proc):
+    for pid in [proc.pid] + descendants(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(5)
+
+
 def test_child_inherits_only_stdio_and_no_ignored_signals(tmp_path):
     """Descriptors the init was given by its own parent (a low one and
     one above 1024) and those it holds itself (epoll, io_uring, pipes, the
@@ -251,14 +269,9 @@ def test_child_inherits_only_stdio_and_no_ignored_signals(tmp_path):
         wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("sleep"), what="exec")
         assert {low, high} <= {int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd")}
         assert sorted(int(fd) for fd in os.listdir(f"/proc/{child}/fd")) == [0, 1, 2]
-        with open(f"/proc/{child}/status") as f:
-            status = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
-        assert int(status["SigIgn"], 16) == 0, status["SigIgn"]
-        assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
+        assert_default_signals(child)
     finally:
-        for pid in [proc.pid] + descendants(proc.pid):
-            os.kill(pid, signal.SIGKILL)
-        proc.wait(5)
+        kill_tree(proc)
 
 
 def test_early_nonzero_exit_of_nginx_command_is_a_failed_config_test(tmp_path):
@@ -275,3 +288,34 @@ def test_early_nonzero_exit_of_nginx_command_is_a_failed_config_test(tmp_path):
     rc, log = run(tmp_path, [], PEERPREP_INIT_NGINX_COMMAND="sh -c 'kill -9 $$'",
                   PEERPREP_INIT_NGINX_TEST="true")
     assert rc == 128 + signal.SIGKILL, log
+
+
+@pytest.mark.parametrize("hosts", [False, True], ids=["first-start-vfork", "after-the-wait"])
+def test_signals_the_inits_parent_ignored_are_default_in_the_child(tmp_path, hosts):
+    """The first child is vforked when no host is waited for, forked after
+    the wait otherwise: either way whatever the init's own parent left
+    ignored (nohup's HUP, a shell's INT and QUIT, GNU make's 32/33-style
+    real-time ones) is at its default action in the child, and nothing is
+    blocked."""
+    env = base_env(tmp_path, PEERPREP_INIT_HEALTH_PROBE="")
+    if hosts:
+        env.update(PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST", NGINX_X_HOST="127.0.0.1")
+    ignored = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTOU,
+               signal.SIGUSR1, signal.SIGRTMIN + 2, signal.SIGRTMAX]
+
+    def ignore():
+        for s in ignored:
+            signal.signal(s, signal.SIG_IGN)
+
+    proc = subprocess.Popen([BIN, "--", "sleep", "100"], env=env, preexec_fn=ignore,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        own = proc_status(proc.pid)
+        # The test's premise: the init itself was started with them ignored.
+        assert int(own["SigIgn"], 16) & (1 << (signal.SIGHUP - 1)), own["SigIgn"]
+        child = wait_for(lambda: (children_of(proc.pid) or [None])[0], what="the child")
+        wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("sleep"), what="exec")
+        assert_default_signals(child)
+    finally:
+        kill_tree(proc)
