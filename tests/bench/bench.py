@@ -36,7 +36,8 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS / "it"))
 sys.path.insert(0, str(TESTS))
 
-from pi import base_env, children_of, descendants, free_port, nginx_prefix  # noqa: E402
+from pi import (base_env, children_of, descendants, free_port, nginx_prefix,  # noqa: E402
+                vm_rss_kib)
 
 NGINX = "/usr/sbin/nginx"
 TINI = "/usr/bin/tini-static"
@@ -143,14 +144,6 @@ def cpu_ticks(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-
-
-def vm_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
 
 
 class Site:

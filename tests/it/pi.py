@@ -70,6 +70,19 @@ def proc_state(pid):
         return None
 
 
+def proc_status(pid):
+    """/proc/PID/status as a dict of its fields (values as the kernel
+    writes them, e.g. "1234 kB", hex masks)."""
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, v in (l.split(":", 1) for l in f if ":" in l)}
+
+
+def vm_rss_kib(pid):
+    """VmRSS of pid in KiB, or None (a kernel thread, a zombie)."""
+    rss = proc_status(pid).get("VmRSS")
+    return int(rss.split()[0]) if rss else None
+
+
 def descendants(pid):
     out, todo = [], [pid]
     while todo:

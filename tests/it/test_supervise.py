@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pi import BIN, Init, base_env, wait_for, descendants, proc_state, children_of, free_port
+from pi import (BIN, Init, base_env, wait_for, descendants, proc_state, proc_status,
+                children_of, free_port)
 
 PY = "/usr/bin/python3"
 SIGCHILD = os.path.join(os.path.dirname(__file__), "sigchild.py")
@@ -56,8 +57,7 @@ def test_is_pid1_and_child_has_clean_state(tmp_path):
         wait_for(lambda: out.exists() and "ready" in out.read_text(), what="child ready")
         # own process group, no blocked signals
         assert "ready pgid=True mask=0" in out.read_text()
-        with open(f"/proc/{init.pid}/status") as f:
-            nspid = [l for l in f if l.startswith("NSpid:")][0].split()
+        nspid = proc_status(init.pid)["NSpid"].split()
         assert nspid[-1] == "1", nspid
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0
@@ -228,11 +228,6 @@ def test_child_gets_the_inits_environment_unchanged(tmp_path):
     assert got["SOME_SETTING"] == "x y"
     assert got["NGINX_A_HOST"] == "127.0.0.1"
     assert "UV_THREADPOOL_SIZE" not in got
-
-
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
 
 
 def assert_default_signals(pid):

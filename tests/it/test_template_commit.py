@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pi import BIN, Init, base_env, free_port, try_get, wait_for
+from pi import BIN, Init, base_env, free_port, try_get, vm_rss_kib, wait_for
 from test_faults import SITE, Site, body, count, health, stop
 
 @pytest.fixture
@@ -146,14 +146,6 @@ def test_render_memory_does_not_grow_with_the_template(tmp_path):
     stdout = peak_kib([BIN, "render", "--stdout"], env)
     assert max(fresh, same, changed, stdout) <= 4096, (fresh, same, changed, stdout)
     assert b"#" not in out.read_bytes()[2**20 - 1:2**20 + 1]
-
-
-def vm_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
 
 
 @release_only
