@@ -119,11 +119,13 @@ int pi_supervise_check(const struct pi_config *cfg, char **envp)
 	int first = 0, rc;
 
 	pi_supervise_template_opts(cfg, envp, &o);
-	if (pi_templates_render(&o, &t, &err) < 0 || pi_templates_commit(t, &err) < 0) {
+	if ((rc = pi_templates_render(&o, &t, &err)) == 0)
+		rc = pi_templates_commit(t, &err);
+	if (rc < 0) {
 		printf("template FAIL %s\n", err.msg);
 		printf("config test: skipped (templates failed)\n");
 		pi_templates_free(t);
-		return 3;
+		return pi_supervise_template_code(rc);
 	}
 	if (pi_templates_count(t) == 0)
 		printf("template: none in %s\n", o.dir);

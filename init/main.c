@@ -49,30 +49,19 @@ static int render(const struct pi_config *cfg, char **envp, int to_stdout)
 	struct pi_templates_opts o;
 	struct pi_templates_error err;
 	struct pi_templates *t = NULL;
-	int code = 0;
+	int rc;
 
 	pi_supervise_template_opts(cfg, envp, &o);
-	if (pi_templates_render(&o, &t, &err) < 0) {
+	if ((rc = pi_templates_render(&o, &t, &err)) == 0)
+		rc = to_stdout ? pi_templates_print(t, stdout, &err) : pi_templates_commit(t, &err);
+	if (rc < 0)
 		PI_LOG(PI_ERROR, err.msg);
-		return 3;
-	}
-	if (pi_templates_count(t) == 0)
+	else if (!to_stdout)
+		pi_supervise_log_rendered(t, o.dir);
+	else if (pi_templates_count(t) == 0)
 		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", o.dir));
-	if (to_stdout) {
-		if (pi_templates_print(t, stdout, &err) < 0) {
-			PI_LOG(PI_ERROR, err.msg);
-			code = 3;
-		}
-	} else if (pi_templates_commit(t, &err) < 0) {
-		PI_LOG(PI_ERROR, err.msg);
-		code = 3;
-	} else {
-		for (size_t i = 0; i < pi_templates_count(t); i++)
-			PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(t, i)),
-			       PI_STR("output", pi_templates_output(t, i)));
-	}
 	pi_templates_free(t);
-	return code;
+	return rc < 0 ? pi_supervise_template_code(rc) : 0;
 }
 
 /* A closed 0, 1 or 2 would be taken by the next descriptor opened (the

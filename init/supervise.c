@@ -43,6 +43,22 @@ void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 	o->builtin_ctx = (void *)envp;
 }
 
+void pi_supervise_log_rendered(const struct pi_templates *t, const char *dir)
+{
+	size_t n = pi_templates_count(t);
+
+	if (n == 0)
+		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", dir));
+	for (size_t i = 0; i < n; i++)
+		PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(t, i)),
+		       PI_STR("output", pi_templates_output(t, i)));
+}
+
+int pi_supervise_template_code(int rc)
+{
+	return rc == -EMFILE || rc == -ENFILE ? 2 : 3;
+}
+
 /* ---- the exit path --------------------------------------------------- */
 
 static int sup_children_left(void)
@@ -234,9 +250,7 @@ static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 	sup_after_child_start(s);
 }
 
-/* Returns 0, or the exit code after logging: 3, or 2 when the process ran
- * out of file descriptors (a limit, as at the loop's start, not a template
- * error). */
+/* Returns 0, or the exit code after logging (pi_supervise_template_code). */
 static int sup_render_at_start(struct sup *s)
 {
 	struct pi_templates_error terr;
@@ -246,14 +260,9 @@ static int sup_render_at_start(struct sup *s)
 		rc = pi_templates_commit(s->tpl, &terr);
 	if (rc < 0) {
 		PI_LOG(PI_ERROR, terr.msg);
-		return rc == -EMFILE || rc == -ENFILE ? 2 : 3;
+		return pi_supervise_template_code(rc);
 	}
-	size_t n = pi_templates_count(s->tpl);
-	if (n == 0)
-		PI_LOG(PI_INFO, "no templates to render", PI_STR("dir", s->topts.dir));
-	for (size_t i = 0; i < n; i++)
-		PI_LOG(PI_INFO, "rendered", PI_STR("template", pi_templates_source(s->tpl, i)),
-		       PI_STR("output", pi_templates_output(s->tpl, i)));
+	pi_supervise_log_rendered(s->tpl, s->topts.dir);
 	return 0;
 }
 

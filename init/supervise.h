@@ -13,6 +13,14 @@
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o);
 
+/* Logs (info) each output a committed set wrote, or that dir had none. */
+void pi_supervise_log_rendered(const struct pi_templates *t, const char *dir);
+
+/* The exit code for a failed render or commit (rc, a negative errno): 3,
+ * or 2 when the process ran out of file descriptors (a limit, like
+ * RLIMIT_NOFILE at the loop's start, not a template error). */
+int pi_supervise_template_code(int rc);
+
 /* uv_loop_init, except that too few free descriptors is UV_EMFILE instead
  * of libuv's abort (it cannot make its process-wide signal pipe). Returns
  * 0 or a negative libuv error. */

@@ -124,12 +124,16 @@ def test_child_exit_with_a_recheck_in_flight_exits_at_once(silent, tmp_path):
         p.kill()
 
 
-@pytest.mark.parametrize("args", [["--", "true"], ["check"]], ids=["run", "check"])
+@pytest.mark.parametrize("args", [["--", "true"], ["check"], ["render"]],
+                         ids=["run", "check", "render"])
 @pytest.mark.parametrize("nofile", range(4, 13))  # 3: the ASan build cannot load
 def test_few_descriptors_is_a_message_and_exit_2_never_a_crash(tmp_path, nofile, args):
     env = base_env(tmp_path, PEERPREP_INIT_HEALTH_LISTEN="127.0.0.1:%d" % free_port(),
                    PEERPREP_INIT_HEALTH_PROBE="")
     (tmp_path / "templates").mkdir()
+    # A template, so that the render itself needs descriptors (the folder,
+    # the template, the temp file): running out there is exit 2 as well.
+    (tmp_path / "templates" / "a.conf.template").write_text("x\n")
     p = subprocess.run(["prlimit", "--nofile=%d:%d" % (nofile, nofile), BIN] + args,
                        env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
     err = (p.stdout + p.stderr).decode(errors="replace")
