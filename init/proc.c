@@ -38,7 +38,7 @@ static void default_disposition(int s)
  * may hold allocator locks at the moment of fork. After vfork (shared):
  * the same, and nothing written but this function's own locals. */
 static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
-		       int report_fd, int shared)
+		       int report_fd)
 {
 	sigset_t none;
 
@@ -52,19 +52,17 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	/* From the background this raises SIGTTOU, which is blocked here. */
 	if (tty_fd >= 0)
 		tcsetpgrp(tty_fd, getpid());
-	/* A vforked parent cannot continue a child stopped before exec:
-	 * job-control stops that reached it while it was still in the init's
-	 * group are dropped (ignoring a pending signal discards it). */
-	if (shared) {
-		static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
-		struct sigaction ign;
+	/* Job-control stops that reached the child while it was still in the
+	 * init's group are dropped (ignoring a pending signal discards it): a
+	 * vforked parent could not continue a child they stopped before exec. */
+	static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
+	struct sigaction ign;
 
-		memset(&ign, 0, sizeof(ign));
-		ign.sa_handler = SIG_IGN;
-		for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
-			sigaction(stops[i], &ign, NULL);
-			default_disposition(stops[i]);
-		}
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+		sigaction(stops[i], &ign, NULL);
+		default_disposition(stops[i]);
 	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -137,7 +135,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 		return -e;
 	}
 	if (pid == 0)
-		child_exec(argv, envp, stderr_fd, tty_fd, p[1], shared);
+		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
 	close(p[1]);
 	ssize_t n = spawn_report(pid, p[0], &e);
 	close(p[0]);

@@ -27,8 +27,9 @@
  * sleeps until the exec, which saves about a tenth of a millisecond on the
  * way to nginx. A stop signal sent to the child's own pid in the
  * microseconds between its unblocking and its exec would keep the init
- * asleep (nothing else in the namespace knows that pid yet); job-control
- * stops aimed at the init's group before the child left it are dropped. */
+ * asleep (nothing else in the namespace knows that pid yet). On both
+ * paths, job-control stops aimed at the init's group before the child
+ * left it are dropped. */
 #define PI_SPAWN_VFORK 1
 pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
 		    int *exec_errno, int flags);

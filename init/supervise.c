@@ -22,7 +22,6 @@
 #define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
 #define SUP_CLOSE_ROUNDS      8	   /* loop turns that close callbacks get at exit */
 #define SUP_LOOP_FDS	      4	   /* epoll, io_uring, libuv's signal pipe */
-#define SUP_EARLY_STARTED     -1   /* sup_run_early: the child runs */
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -299,14 +298,14 @@ static int sup_start_health(struct sup *s)
 }
 
 /* The steps of the start once the loop runs; each failure ends in
- * sup_begin_exit. `early` is sup_run_early's answer: the render's exit
- * code, or the child already started (nothing to wait for), or neither.
- * With hosts to wait for, /health answers during the wait. */
+ * sup_begin_exit. `early` is sup_run_early's exit code (0: went well);
+ * the child may already run then (no host to wait for). Otherwise /health
+ * answers during the wait for the hosts. */
 static void sup_start(struct sup *s, int early)
 {
 	int rc;
 
-	if (early != 0 && early != SUP_EARLY_STARTED) {
+	if (early != 0) {
 		sup_begin_exit(s, early);
 		return;
 	}
@@ -316,20 +315,18 @@ static void sup_start(struct sup *s, int early)
 		sup_begin_exit(s, 2);
 		return;
 	}
-	if (early == SUP_EARLY_STARTED) {
+	if (s->child > 0) {
 		s->state = SUP_RUN;
 		sup_after_child_start(s);
 		return;
 	}
 	s->state = SUP_RESOLVE;
-	if (s->view.n_upstreams > 0) {
-		if (sup_start_health(s) < 0) {
-			sup_begin_exit(s, 2);
-			return;
-		}
-		PI_LOG(PI_INFO, "waiting for upstream hosts", PI_UINT("hosts", s->view.n_upstreams),
-		       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms));
+	if (sup_start_health(s) < 0) {
+		sup_begin_exit(s, 2);
+		return;
 	}
+	PI_LOG(PI_INFO, "waiting for upstream hosts", PI_UINT("hosts", s->view.n_upstreams),
+	       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms));
 	if ((rc = pi_upstreams_wait(s->ups, s->cfg->upstreams_wait_ms, on_sup_hosts_waited)) < 0) {
 		PI_LOG(PI_ERROR, "cannot resolve the upstream hosts",
 		       PI_STR("error", strerror(-rc)));
@@ -341,8 +338,8 @@ static void sup_start(struct sup *s, int early)
  * upstream host, the child. nginx then waits for nothing but the render;
  * the loop, the signal reader and /health are set up while it starts
  * (signals stay blocked, so none is lost: the signal reader finds what is
- * pending). Returns the render's exit code, SUP_EARLY_STARTED, 0 (hosts
- * to wait for) or, after logging, the exit code of a fork that failed. */
+ * pending). Returns 0 or, after logging, the exit code of the render or
+ * of a fork that failed. */
 static int sup_run_early(struct sup *s)
 {
 	int code = sup_render_at_start(s);
@@ -350,8 +347,7 @@ static int sup_run_early(struct sup *s)
 	if (code != 0 || pi_templates_nhosts(s->tpl) > 0)
 		return code;
 	/* No thread and no loop exist yet: vfork is safe (proc.h). */
-	code = sup_child_spawn(s, PI_SPAWN_VFORK);
-	return code ? code : SUP_EARLY_STARTED;
+	return sup_child_spawn(s, PI_SPAWN_VFORK);
 }
 
 /* ---- the loop -------------------------------------------------------- */
