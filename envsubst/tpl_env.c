@@ -306,19 +306,18 @@ static const char *env_lookup(void *ctx, const char *name, size_t len, size_t *v
 		*vlen = v->vlen;
 		return v->str + v->nlen + 1;
 	}
+	if (!env_span_is(name, len, RESOLVERS))
+		return e->builtin ? e->builtin(e->builtin_ctx, name, len, vlen) : NULL;
 	/* resolv.conf is read once per set, when a template first needs it
 	 * (out of memory, the variable counts as unset). */
-	if (e->resolv_conf && env_span_is(name, len, RESOLVERS)) {
+	if (e->resolv_conf) {
 		if (env_resolvers(e, e->resolv_conf) < 0)
 			e->have_resolvers = 0; /* never half a list */
 		free(e->resolv_conf);
 		e->resolv_conf = NULL;
 	}
-	if (e->have_resolvers && env_span_is(name, len, RESOLVERS)) {
-		*vlen = e->resolvers.len;
-		return e->resolvers.data;
-	}
-	return e->builtin ? e->builtin(e->builtin_ctx, name, len, vlen) : NULL;
+	*vlen = e->resolvers.len;
+	return e->have_resolvers ? e->resolvers.data : NULL;
 }
 
 int pi_tpl_add_host(struct pi_templates *t, const char *var, size_t nlen, const char *value,

@@ -216,7 +216,28 @@ static void sup_log_unresolved(struct sup *s)
 	       PI_STR("unresolved", list));
 }
 
-static int sup_start_health(struct sup *s);
+static int sup_start_health(struct sup *s)
+{
+	const struct pi_config *cfg = s->cfg;
+	struct pi_health_server_opts ho = {
+	    .listen = cfg->health_listen,
+	    .path = cfg->health_path,
+	    .probe = cfg->health_probe,
+	    .version = PI_VERSION,
+	    .view = &s->view,
+	    .log = pi_init_health_log,
+	};
+	char why[256];
+
+	if (!*cfg->health_listen)
+		return 0;
+	if (pi_health_server_start(s->loop, &ho, &s->health, why, sizeof(why)) < 0) {
+		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
+		       PI_STR("error", why));
+		return -1;
+	}
+	return 0;
+}
 
 /* The child runs: the address sets nginx started with, the re-checks, and
  * /health when it is not up yet. */
@@ -272,29 +293,6 @@ static int sup_prepare_hosts(struct sup *s)
 	int rc = pi_upstreams_new(s->loop, &s->view, s, &s->ups);
 
 	return rc < 0 ? rc : pi_upstreams_sync(s->ups, s->tpl, 0);
-}
-
-static int sup_start_health(struct sup *s)
-{
-	const struct pi_config *cfg = s->cfg;
-	struct pi_health_server_opts ho = {
-	    .listen = cfg->health_listen,
-	    .path = cfg->health_path,
-	    .probe = cfg->health_probe,
-	    .version = PI_VERSION,
-	    .view = &s->view,
-	    .log = pi_init_health_log,
-	};
-	char why[256];
-
-	if (!*cfg->health_listen)
-		return 0;
-	if (pi_health_server_start(s->loop, &ho, &s->health, why, sizeof(why)) < 0) {
-		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
-		       PI_STR("error", why));
-		return -1;
-	}
-	return 0;
 }
 
 /* The steps of the start once the loop runs; each failure ends in
