@@ -29,7 +29,7 @@ struct pi_tpl_env {
 	size_t npats;
 	struct pi_buf resolvers;
 	int have_resolvers;
-	char *resolv_conf; /* read when a template first refers to RESOLVERS */
+	char *resolv_conf;	/* read when a template first refers to RESOLVERS */
 	struct pi_templates *t; /* where default hosts go while rendering */
 	pi_templates_builtin_fn builtin;
 	void *builtin_ctx;

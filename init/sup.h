@@ -49,13 +49,13 @@ struct sup {
 	uv_timer_t test_timer;
 
 	enum sup_state state;
-	pid_t child;	  /* 0 once reaped */
-	pid_t child_pgid; /* stays after the reap, for the leftovers */
-	int tty_fd;	  /* the terminal the child has, or -1 */
+	pid_t child;		 /* 0 once reaped */
+	pid_t child_pgid;	 /* stays after the reap, for the leftovers */
+	int tty_fd;		 /* the terminal the child has, or -1 */
 	uint64_t child_start_ms; /* uv_hrtime() in ms */
-	int child_exec_failed; /* exec failed: its 127/126 is no config test */
-	int stop_step;	       /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
-	int killed_left;       /* leftovers got SIGKILL */
+	int child_exec_failed;	 /* exec failed: its 127/126 is no config test */
+	int stop_step;		 /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
+	int killed_left;	 /* leftovers got SIGKILL */
 	int exit_code;
 
 	/* The reload transaction and its config test. */
