@@ -122,10 +122,13 @@ static int stream_render(struct pi_templates *t, const char *in, size_t len,
 	}
 }
 
-/* The window being rendered in this thread, for stream_on_bus. Static
- * rather than on the stack: what siglongjmp returns to must not read
- * automatic variables changed since sigsetjmp. */
-static _Thread_local struct stream_guard {
+/* The window being rendered, for stream_on_bus. Static rather than on
+ * the stack: what siglongjmp returns to must not read automatic variables
+ * changed since sigsetjmp. One per process, not per thread: one thread at
+ * a time renders (templates.h), and only that thread reads the window, so
+ * only it can fault inside [lo, hi). (A thread-local would also make every
+ * start map a TLS block before main.) */
+static struct stream_guard {
 	const char *lo, *hi; /* the pages mapped; NULL when none */
 	size_t len;	     /* the length of the mapping at lo */
 	sigjmp_buf jmp;
@@ -133,7 +136,7 @@ static _Thread_local struct stream_guard {
 } stream_guard;
 static struct sigaction stream_bus_before;
 
-/* SIGBUS: a fault inside the window this thread renders goes back to
+/* SIGBUS: a fault inside the window being rendered goes back to
  * stream_mapped as an error. Anything else is none of ours: the handler
  * that was there before is put back, so a fault comes back at once to it
  * and a signal sent with kill(2) is raised again for it. */

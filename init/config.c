@@ -302,8 +302,8 @@ void pi_config_free(struct pi_config *cfg)
 /* Where each key got its value, for errors that involve two keys. */
 struct key_origin {
 	int line;	 /* of the INI file, 0 when not from it */
-	const char *var; /* the environment variable, or NULL */
-	char var_buf[96];
+	const char *var; /* the environment variable's name, or NULL */
+	int var_len;	 /* its length: var may go on with =VALUE */
 };
 
 /* A config file is read whole before anything else starts; a bigger one is
@@ -533,8 +533,8 @@ static int env_is_key(const char *s, const struct key *k)
 	return 1;
 }
 
-/* ours[i]: the value of key i's variable, the first of duplicates as
- * getenv takes it; one pass over the environment. */
+/* ours[i]: key i's NAME=VALUE entry, the first of duplicates as getenv
+ * takes it; one pass over the environment. */
 static void env_ours(char *const *envp, const char **ours)
 {
 	const size_t plen = sizeof(ENV_PREFIX) - 1;
@@ -544,7 +544,7 @@ static void env_ours(char *const *envp, const char **ours)
 			continue;
 		for (size_t i = 0; i < NKEYS; i++)
 			if (!ours[i] && env_is_key(*envp + plen, &keys[i])) {
-				ours[i] = strchr(*envp, '=') + 1;
+				ours[i] = *envp;
 				break;
 			}
 	}
@@ -553,7 +553,6 @@ static void env_ours(char *const *envp, const char **ours)
 static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin *origins,
 		    struct pi_config_error *err)
 {
-	char name[96];
 	const char *why;
 
 	/* The nginx image's variables rank with ours; ours are applied last
@@ -564,8 +563,10 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
 			return -EINVAL;
 		}
-		if (v)
+		if (v) {
 			origins[i].var = keys[i].alias;
+			origins[i].var_len = (int)strlen(keys[i].alias);
+		}
 	}
 	const char *quiet = pi_config_env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 	if (quiet && *quiet)
@@ -574,16 +575,17 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 	const char *ours[NKEYS] = {0};
 	env_ours(envp, ours);
 	for (size_t i = 0; i < NKEYS; i++) {
-		const char *v = ours[i];
-		if (!v)
+		const char *entry = ours[i];
+		if (!entry)
 			continue;
-		env_name(&keys[i], name, sizeof(name));
+		const char *v = strchr(entry, '=') + 1;
+		int len = (int)(v - 1 - entry);
 		if (set_key(cfg, &keys[i], v, &why) < 0) {
-			snprintf(err->msg, sizeof(err->msg), "%s: %s", name, why);
+			snprintf(err->msg, sizeof(err->msg), "%.*s: %s", len, entry, why);
 			return -EINVAL;
 		}
-		snprintf(origins[i].var_buf, sizeof(origins[i].var_buf), "%s", name);
-		origins[i].var = origins[i].var_buf;
+		origins[i].var = entry;
+		origins[i].var_len = len;
 	}
 	return 0;
 }
@@ -621,7 +623,8 @@ static int check_keys(const struct pi_config *cfg, const struct key_origin *orig
 			      : "same as templates.stream_suffix: no file could be a "
 				"stream template";
 	if (origins[k].var)
-		snprintf(err->msg, sizeof(err->msg), "%s: %s", origins[k].var, why);
+		snprintf(err->msg, sizeof(err->msg), "%.*s: %s", origins[k].var_len, origins[k].var,
+			 why);
 	else if (origins[k].line && cfg->file)
 		snprintf(err->msg, sizeof(err->msg), "%.300s:%d: templates.%s: %s", cfg->file,
 			 origins[k].line, keys[k].name, why);
@@ -672,79 +675,65 @@ void pi_config_help(FILE *out)
 	}
 }
 
+/* One allocation: the array, then the words. A word of source length L
+ * takes at most L + 1 bytes and words are at least one blank apart, so
+ * len + 1 bytes hold them all; there are at most len / 2 + 1 words. */
 int pi_config_split(const char *s, char ***argv_out)
 {
-	size_t cap = 8, argc = 0, len = strlen(s);
-	char **argv = calloc(cap, sizeof(*argv));
-	char *word = malloc(len + 1);
-	int rc = -ENOMEM;
+	size_t len = strlen(s), max_words = len / 2 + 1, argc = 0;
+	char **argv = malloc((max_words + 1) * sizeof(*argv) + len + 1);
+	char *word;
 
-	if (!argv || !word)
-		goto fail;
+	if (!argv)
+		return -ENOMEM;
+	word = (char *)(argv + max_words + 1);
 	const char *p = s;
 	for (;;) {
 		while (*p == ' ' || *p == '\t' || *p == '\n')
 			p++;
 		if (!*p)
 			break;
-		size_t w = 0;
+		argv[argc++] = word;
 		while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
 			if (*p == '\'') {
 				const char *q = strchr(p + 1, '\'');
-				if (!q) {
-					rc = -EINVAL;
-					goto fail;
-				}
-				memcpy(word + w, p + 1, (size_t)(q - p - 1));
-				w += (size_t)(q - p - 1);
+				if (!q)
+					goto unclosed;
+				memcpy(word, p + 1, (size_t)(q - p - 1));
+				word += q - p - 1;
 				p = q + 1;
 			} else if (*p == '"') {
 				p++;
 				while (*p && *p != '"') {
 					if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
 						p++;
-					word[w++] = *p++;
+					*word++ = *p++;
 				}
-				if (*p != '"') {
-					rc = -EINVAL;
-					goto fail;
-				}
+				if (*p != '"')
+					goto unclosed;
 				p++;
 			} else if (*p == '\\' && p[1]) {
-				word[w++] = p[1];
+				*word++ = p[1];
 				p += 2;
 			} else {
-				word[w++] = *p++;
+				*word++ = *p++;
 			}
 		}
-		if (argc + 2 > cap) {
-			char **grown = realloc(argv, cap * 2 * sizeof(*argv));
-			if (!grown)
-				goto fail;
-			argv = grown;
-			cap *= 2;
-		}
-		argv[argc] = strndup(word, w);
-		if (!argv[argc])
-			goto fail;
-		argv[++argc] = NULL;
+		*word++ = '\0';
 	}
-	free(word);
+	argv[argc] = NULL;
 	if (argc == 0) {
 		free(argv);
 		return -ENOENT;
 	}
 	*argv_out = argv;
 	return 0;
-fail:
-	free(word);
-	pi_config_argv_free(argv);
-	return rc;
+unclosed:
+	free(argv);
+	return -EINVAL;
 }
 
 void pi_config_argv_free(char **argv)
 {
-	for (size_t i = 0; argv && argv[i]; i++)
-		free(argv[i]);
 	free(argv);
 }

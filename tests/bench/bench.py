@@ -201,9 +201,14 @@ def row_first200():
     }
     times = {k: [] for k in variants}
     failures = {k: 0 for k in variants}
-    # Starts are short and noisy: twice the usual runs (at least 15).
-    for i in range(max(2 * RUNS, 15) + 1):  # the first round warms the page cache; dropped
-        for name, argv_of in variants.items():
+    # Starts are short and noisy (one start moves by +-1 ms around 6 ms):
+    # four times the usual runs (at least 30), the variants taking turns in
+    # an order that rotates each round, so that none always follows the
+    # same one (whose folder removal may still occupy the file system).
+    names = list(variants)
+    for i in range(max(4 * RUNS, 30) + 1):  # the first round warms the page cache; dropped
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            argv_of = variants[name]
             site = Site()
             try:
                 argv = argv_of(site)

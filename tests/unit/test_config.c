@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #define URL_PATH_WHY                                                                               \
-	"not a URL path: '/' then letters, digits and -._~!$&'()*+,;=:@/% (no space, control "    \
+	"not a URL path: '/' then letters, digits and -._~!$&'()*+,;=:@/% (no space, control "     \
 	"byte, ? or #)"
 #define PREFIX_WHY "not the start of a variable name ([A-Za-z_][A-Za-z0-9_]*, not empty)"
-#define CLASH      ": no file could be a stream template"
+#define CLASH	   ": no file could be a stream template"
 
 static char path[64];
 
@@ -109,12 +109,36 @@ int main(void)
 	}
 	pi_config_argv_free(argv);
 	is_int(pi_config_split("a 'b", &argv), -EINVAL, "unterminated quote");
+	/* One block holds the array and the words: the densest inputs fill it
+	 * to the last byte (ASan would see one more). */
+	ok(pi_config_split("a b c", &argv) == 0 && argv[2] && !argv[3], "one-letter words");
+	if (argv)
+		is_str(argv[2], "c", "last one-letter word");
+	pi_config_argv_free(argv);
+	ok(pi_config_split("'' '' ''", &argv) == 0 && argv[2] && !argv[3], "empty quoted words");
+	if (argv)
+		is_str(argv[1], "", "an empty word");
+	pi_config_argv_free(argv);
+	ok(pi_config_split("x\\", &argv) == 0 && argv[0] && !argv[1], "trailing backslash");
+	if (argv)
+		is_str(argv[0], "x\\", "a backslash at the end stays");
+	pi_config_argv_free(argv);
+	char many[401];
+	for (int i = 0; i < 200; i++) {
+		many[2 * i] = (char)('a' + i % 26);
+		many[2 * i + 1] = ' ';
+	}
+	many[399] = '\0';
+	ok(pi_config_split(many, &argv) == 0 && argv[199] && !argv[200], "200 words");
+	if (argv)
+		is_str(argv[199], "r", "the 200th word");
+	pi_config_argv_free(argv);
 	is_int(pi_config_split("   ", &argv), -ENOENT, "empty command");
 
 	/* The file, then the environment. */
 	char *env1[] = {"PEERPREP_INIT_HEALTH_LISTEN=0.0.0.0:9000", NULL};
-	ok(load("[health]\nlisten = 127.0.0.1:7000\npath=/hc\n[upstreams]\nwait = 2s\n", env1,
-		&cfg, &err) == 0,
+	ok(load("[health]\nlisten = 127.0.0.1:7000\npath=/hc\n[upstreams]\nwait = 2s\n", env1, &cfg,
+		&err) == 0,
 	   "valid file loads");
 	is_str(cfg.health_listen, "0.0.0.0:9000", "environment beats the file");
 	is_str(cfg.health_path, "/hc", "file beats the default");
@@ -133,9 +157,10 @@ int main(void)
 
 	char *env3[] = {"PEERPREP_INIT_UPSTREAMS_WAIT=soon", NULL};
 	is_int(load(NULL, env3, &cfg, &err), -EINVAL, "bad env value refused");
-	is_str(err.msg,
-	       "PEERPREP_INIT_UPSTREAMS_WAIT: not a duration (seconds, or a number with ms, s or m)",
-	       "env error names the variable");
+	is_str(
+	    err.msg,
+	    "PEERPREP_INIT_UPSTREAMS_WAIT: not a duration (seconds, or a number with ms, s or m)",
+	    "env error names the variable");
 	pi_config_free(&cfg);
 
 	/* Every file error names file, line and key. */
@@ -151,11 +176,13 @@ int main(void)
 		     "bad level");
 	expect_error("[log]\nformat = xml\n", "2: log.format: not one of text, json", "bad format");
 	expect_error("listen = 1\n", "1: key listen is outside any section", "key before section");
-	expect_error("[health]\nthis line has no equals\n", "2: not a [section] header or a key = value line", "syntax error");
-	expect_error("[health\n", "1: not a [section] header or a key = value line", "unclosed section");
+	expect_error("[health]\nthis line has no equals\n",
+		     "2: not a [section] header or a key = value line", "syntax error");
+	expect_error("[health\n", "1: not a [section] header or a key = value line",
+		     "unclosed section");
 	expect_error("[]\nlisten = 1\n", "1: empty section name []", "empty section name");
-	expect_error("[nginx]\ncommand = nginx -g 'daemon off;\n", "2: nginx.command: unclosed quote",
-		     "command with an unclosed quote");
+	expect_error("[nginx]\ncommand = nginx -g 'daemon off;\n",
+		     "2: nginx.command: unclosed quote", "command with an unclosed quote");
 	expect_error("[nginx]\ncommand =\n", "2: nginx.command: empty command", "empty command");
 	expect_error("[nginx]\ntest = \"nginx -t\n", "2: nginx.test: unclosed quote",
 		     "test with an unclosed quote");
@@ -185,7 +212,8 @@ int main(void)
 		     "2: templates.stream_suffix: empty suffix (it would match no file)",
 		     "empty stream suffix");
 	expect_error("[templates]\nsuffix = a/b\n",
-		     "2: templates.suffix: a file name suffix cannot hold /", "suffix with a slash");
+		     "2: templates.suffix: a file name suffix cannot hold /",
+		     "suffix with a slash");
 	expect_error("[templates]\nprefix =\n", "2: templates.prefix: " PREFIX_WHY, "empty prefix");
 	expect_error("[templates]\nprefix = NGINX-\n", "2: templates.prefix: " PREFIX_WHY,
 		     "prefix no variable name can start with");
@@ -201,14 +229,17 @@ int main(void)
 		char *env[] = {"PEERPREP_INIT_TEMPLATES_SUFFIX=.s", NULL};
 		is_int(load("[templates]\nstream_suffix = .s\n", env, &cfg, &err), -EINVAL,
 		       "suffix clash through the environment");
-		is_str(err.msg, "PEERPREP_INIT_TEMPLATES_SUFFIX: same as templates.stream_suffix" CLASH,
+		is_str(err.msg,
+		       "PEERPREP_INIT_TEMPLATES_SUFFIX: same as templates.stream_suffix" CLASH,
 		       "the environment outranks the file: the variable is named");
 		pi_config_free(&cfg);
 	}
 	{
 		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=", NULL};
-		is_int(load(NULL, env, &cfg, &err), -EINVAL, "empty suffix from the nginx image's name");
-		is_str(err.msg, "NGINX_ENVSUBST_TEMPLATE_SUFFIX: empty suffix (it would match no file)",
+		is_int(load(NULL, env, &cfg, &err), -EINVAL,
+		       "empty suffix from the nginx image's name");
+		is_str(err.msg,
+		       "NGINX_ENVSUBST_TEMPLATE_SUFFIX: empty suffix (it would match no file)",
 		       "the alias is named");
 		pi_config_free(&cfg);
 	}
@@ -233,14 +264,16 @@ int main(void)
 	       "folder named with the reason");
 	pi_config_free(&cfg);
 	is_int(pi_config_load(&cfg, "/dev/zero", none, &err), -EINVAL, "a device is refused");
-	is_str(err.msg, "/dev/zero: cannot read config file: a character device, not a regular file",
+	is_str(err.msg,
+	       "/dev/zero: cannot read config file: a character device, not a regular file",
 	       "device named with the reason");
 	pi_config_free(&cfg);
 	ok(pi_config_load(&cfg, "/dev/null", none, &err) == 0 && cfg.file &&
-		   !strcmp(cfg.file, "/dev/null"),
+	       !strcmp(cfg.file, "/dev/null"),
 	   "/dev/null is the one device allowed: no file");
 	pi_config_free(&cfg);
-	is_int(pi_config_load(&cfg, "/proc/self/mem", none, &err), -EIO, "a read error is an error");
+	is_int(pi_config_load(&cfg, "/proc/self/mem", none, &err), -EIO,
+	       "a read error is an error");
 	is_str(err.msg, "/proc/self/mem: cannot read config file: Input/output error",
 	       "read error named");
 	pi_config_free(&cfg);
@@ -262,9 +295,11 @@ int main(void)
 			fputs("; a comment line that is about sixty bytes long, padding...\n", f);
 		if (f)
 			fclose(f);
-		is_int(pi_config_load(&cfg, path, none, &err), -EFBIG, "a file over 1 MiB is refused");
+		is_int(pi_config_load(&cfg, path, none, &err), -EFBIG,
+		       "a file over 1 MiB is refused");
 		char want[128];
-		snprintf(want, sizeof(want), "%s: cannot read config file: larger than 1 MiB", path);
+		snprintf(want, sizeof(want), "%s: cannot read config file: larger than 1 MiB",
+			 path);
 		is_str(err.msg, want, "size named");
 		pi_config_free(&cfg);
 	}
