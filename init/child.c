@@ -27,7 +27,9 @@ int sup_child_spawn(struct sup *s, int flags)
 		PI_LOG(PI_ERROR, "cannot start the command", PI_STR("command", s->cmd[0]),
 		       PI_STR("error", strerror((int)-pid)));
 		s->tty_fd = -1;
-		return pid == -EMFILE || pid == -ENFILE ? 2 : 126;
+		/* No process, descriptor or memory for it: a limit (2), not a
+		 * command that could not be executed (126/127). */
+		return 2;
 	}
 	if (exec_errno) {
 		/* The child exits 127/126 and is reaped like any other. */

@@ -147,8 +147,9 @@ static int set_string(char *base, const char *value, const char **why)
 }
 
 /* A command must split (quotes closed) into at least one word, the first
- * not empty (`''` names no program); a test may also be empty, which turns
- * it off. */
+ * not empty (`''` names no program); a test may also be empty or blanks,
+ * which turns it off. Returns 0 for a command, 1 for none where that is
+ * allowed, or a negative errno with *why. */
 static int check_command(const char *value, int may_be_empty, const char **why)
 {
 	char **argv = NULL;
@@ -157,10 +158,10 @@ static int check_command(const char *value, int may_be_empty, const char **why)
 	if (rc == 0 && argv[0][0] == '\0')
 		rc = -ENOENT;
 	else if (rc == -ENOENT && may_be_empty)
-		rc = 0;
+		rc = 1;
 	pi_config_argv_free(argv);
 	*why = rc == -ENOENT ? "empty command" : rc == -ENOMEM ? "out of memory" : "unclosed quote";
-	return rc == -ENOMEM ? rc : rc < 0 ? -EINVAL : 0;
+	return rc == -ENOMEM ? rc : rc < 0 ? -EINVAL : rc;
 }
 
 /* The bytes a URL path may hold as they arrive in a request (RFC 3986
@@ -224,7 +225,8 @@ static int set_key(struct pi_config *cfg, const struct key *k, const char *value
 	case T_TEST:
 		if ((n = check_command(value, k->type == T_TEST, why)) < 0)
 			return n;
-		return set_string(base, value, why);
+		/* A test of blanks only is no test: "" is what the rest checks. */
+		return set_string(base, n == 1 ? "" : value, why);
 	case T_ADDR: {
 		struct sockaddr_storage ss;
 		*why = "not HOST:PORT or [IPv6]:PORT with an IP address";

@@ -1,10 +1,10 @@
 #include "init/resolver.h"
 #include "init/nameserver.h"
+#include "init/signals.h"
 
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,23 +171,23 @@ int pi_resolver_new(uv_loop_t *loop, pi_resolver_cb cb, void *data, struct pi_re
 	return 0;
 }
 
-/* The thread starts with every signal blocked, so that no signal meant
- * for the init is ever delivered to a lookup thread. */
+/* The thread starts with every signal but the faults blocked, so that no
+ * signal meant for the init is ever delivered to a lookup thread. */
 static int resolver_spawn(struct resolver_job *j)
 {
 	pthread_attr_t attr;
 	pthread_t t;
-	sigset_t all, old;
+	uint64_t old;
 	int rc;
 
 	if ((rc = pthread_attr_init(&attr)) != 0)
 		return -rc;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, RESOLVER_STACK);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&t, &attr, resolver_thread, j);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if ((rc = -pi_signals_thread_block(&old)) == 0) {
+		rc = pthread_create(&t, &attr, resolver_thread, j);
+		pi_signals_thread_restore(old);
+	}
 	pthread_attr_destroy(&attr);
 	return -rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The kernel's signal set on x86-64 and arm64: 64 signals, one bit each.
@@ -25,16 +26,43 @@ static kernel_sigset sig_before;
 
 int pi_signals_block_all(void)
 {
+	return pi_signals_thread_block(&sig_before);
+}
+
+int pi_signals_thread_block(uint64_t *old)
+{
 	kernel_sigset all = ~sig_faults;
 
-	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &sig_before, sizeof(all)) < 0)
+	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, old, sizeof(all)) < 0)
 		return -errno;
 	return 0;
 }
 
+void pi_signals_thread_restore(uint64_t old)
+{
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof(old));
+}
+
+int pi_signals_pending(int sig)
+{
+	sigset_t set;
+
+	return sigpending(&set) == 0 && sigismember(&set, sig) == 1;
+}
+
+int pi_signals_take(int sig)
+{
+	struct timespec now = {0, 0};
+	sigset_t one;
+
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	return sigtimedwait(&one, NULL, &now) == sig;
+}
+
 void pi_signals_restore(void)
 {
-	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &sig_before, NULL, sizeof(sig_before));
+	pi_signals_thread_restore(sig_before);
 }
 
 static void on_signals_close(uv_handle_t *h)

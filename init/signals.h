@@ -8,6 +8,7 @@
 #define PI_SIGNALS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* Blocks every signal but the faults a bug raises (SEGV, BUS, FPE, ILL,
@@ -21,6 +22,20 @@ int pi_signals_block_all(void);
  * commands that are not PID 1 (render, check, health), which Ctrl-C
  * should end as it ends any tool. */
 void pi_signals_restore(void);
+
+/* Whether sig (a standard signal, blocked as all are) is pending; and
+ * pi_signals_take, which takes it when it is: 1 when it was pending. */
+int pi_signals_pending(int sig);
+int pi_signals_take(int sig);
+
+/* The same block for the calling thread alone, around a pthread_create:
+ * *old gets the mask it had, as the kernel's 64-bit set, and
+ * pi_signals_thread_restore puts it back. (pthread_sigmask would not do:
+ * musl leaves 32-34 out of the mask it saves, so its restore would unblock
+ * them for good, and the kernel drops a signal PID 1 has not blocked and
+ * has no handler for instead of queueing it for the signal reader.) */
+int pi_signals_thread_block(uint64_t *old);
+void pi_signals_thread_restore(uint64_t old);
 
 /* Called once per signal read, in the order the kernel hands them over. */
 typedef void (*pi_signals_cb)(int sig, void *data);

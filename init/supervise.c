@@ -180,9 +180,14 @@ static void on_sup_signal(int sig, void *data)
 		return;
 	case SIGTERM:
 	case SIGINT:
+		/* The reader hands signals over by number, SIGCHLD (17) after
+		 * these: a child that already ended is accounted for first
+		 * (an nginx that failed at start is exit 5, not a stop). */
+		sup_reap(s);
 		sup_stop_requested(s, sig);
 		return;
 	case SIGHUP:
+		sup_reap(s);
 		sup_hangup(s);
 		return;
 	case SIGUSR2:
@@ -199,6 +204,20 @@ static void on_sup_signal(int sig, void *data)
 }
 
 /* ---- start ----------------------------------------------------------- */
+
+/* The signals that decide whether the child starts at all: a stop before
+ * it is an exit 0, a hang-up before it is ignored (README, Signals). */
+static const int sup_before_child[] = {SIGTERM, SIGINT, SIGHUP};
+
+/* Whether one of them came before the loop could read it: the early start
+ * then leaves the child to on_sup_hosts_waited, which takes them first. */
+static int sup_signal_waiting(void)
+{
+	for (size_t i = 0; i < sizeof(sup_before_child) / sizeof(sup_before_child[0]); i++)
+		if (pi_signals_pending(sup_before_child[i]))
+			return 1;
+	return 0;
+}
 
 static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
 {
@@ -266,6 +285,14 @@ static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 		sup_begin_exit(s, 4);
 		return;
 	}
+	/* The wait can end inside sup_start, before any loop turn read the
+	 * signals: those that decide the start are taken now, before the
+	 * child exists, as the loop would have taken them. */
+	for (size_t i = 0; i < sizeof(sup_before_child) / sizeof(sup_before_child[0]); i++)
+		if (pi_signals_take(sup_before_child[i]))
+			on_sup_signal(sup_before_child[i], s);
+	if (s->state != SUP_RESOLVE)
+		return;
 	sup_child_start(s);
 	sup_after_child_start(s);
 }
@@ -342,7 +369,7 @@ static int sup_run_early(struct sup *s)
 {
 	int code = sup_render_at_start(s);
 
-	if (code != 0 || pi_templates_nhosts(s->tpl) > 0)
+	if (code != 0 || pi_templates_nhosts(s->tpl) > 0 || sup_signal_waiting())
 		return code;
 	/* No thread and no loop exist yet: vfork is safe (proc.h). */
 	return sup_child_spawn(s, PI_SPAWN_VFORK);
@@ -460,7 +487,7 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	struct sup *s = calloc(1, sizeof(*s));
 	char **own_cmd = NULL;
 	uv_loop_t loop;
-	int rc, early, code = 2;
+	int rc, early = 0, code = 2;
 
 	if (!s) {
 		PI_LOG(PI_ERROR, "out of memory");
@@ -498,7 +525,9 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	if (s->ups) /* it frees the view's upstream entries */
 		pi_upstreams_close(s->ups);
 	goto out_free;
-out_kill: /* a child started early has nothing to supervise it */
+out_kill:		/* a child started early has nothing to supervise it */
+	if (early != 0) /* the render's or the fork's failure came first */
+		code = early;
 	if (s->child > 0) {
 		kill(-s->child_pgid, SIGKILL);
 		waitpid(s->child, NULL, 0);

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -210,3 +211,40 @@ def test_health_port_taken_is_exit_2_and_the_child_does_not_outlive_it(tmp_path,
     finally:
         init.stop()
         taken.close()
+
+
+PIDS = "/sys/fs/cgroup/pids"
+
+
+@pytest.mark.skipif(not os.path.isdir(PIDS), reason="no cgroup-v1 pids controller")
+def test_a_fork_refused_by_a_process_limit_is_exit_2_not_126(tmp_path):
+    # pids.max 1: the init is the group's one process, so the kernel
+    # refuses its fork (EAGAIN). That is a limit (2), not a command that
+    # cannot be executed (126).
+    cg = tempfile.mkdtemp(prefix="pi-test-", dir=PIDS)
+    try:
+        with open(os.path.join(cg, "pids.max"), "w") as f:
+            f.write("1")
+        marker = tmp_path / "ran"
+        p = subprocess.run(["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$@"' % cg, "sh",
+                            BIN, "--", "touch", str(marker)],
+                           env=base_env(tmp_path), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=20)
+        err = p.stderr.decode(errors="replace")
+        assert p.returncode == 2, (p.returncode, err)
+        assert "cannot start the command" in err and "temporarily unavailable" in err, err
+        assert not marker.exists()
+    finally:
+        os.rmdir(cg)
+
+
+@pytest.mark.parametrize("blank", [" ", " \t\n"], ids=["space", "blanks"])
+def test_a_config_test_of_blanks_only_is_no_test(tmp_path, blank):
+    # The config takes it as "skip the test"; run and check then agree.
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_TEST=blank)
+    run = subprocess.run([BIN, "--", "true"], env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=20)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    check = subprocess.run([BIN, "check"], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=20)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode(errors="replace")

@@ -36,10 +36,31 @@ def start_recorder(tmp_path, pid1=True, **env):
     return init, out
 
 
+# A host name (not an IP literal) is looked up on a thread of its own; the
+# thread's creation must leave the init's mask as it was (32-34 included).
+LOOKUP = dict(PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST", NGINX_X_HOST="localhost")
+
+
+def sig_blocked(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk for %d" % pid)
+
+
+@pytest.mark.parametrize("lookup", [False, True], ids=["no-lookup", "after-a-lookup"])
 @pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "not-pid1"])
-def test_every_unhandled_signal_is_forwarded_and_the_init_survives(tmp_path, pid1):
-    init, out = start_recorder(tmp_path, pid1)
+def test_every_unhandled_signal_is_forwarded_and_the_init_survives(tmp_path, pid1, lookup):
+    init, out = start_recorder(tmp_path, pid1, **(LOOKUP if lookup else {}))
     try:
+        if lookup:
+            assert "resolved" in init.text() or "upstream" in init.text(), init.text()
+        # Every signal but the faults stays blocked in PID 1's main thread.
+        faults = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP}
+        want_blocked = sum(1 << (n - 1) for n in range(1, 65)
+                           if n not in faults and n not in (signal.SIGKILL, signal.SIGSTOP))
+        assert sig_blocked(init.pid) == want_blocked, hex(sig_blocked(init.pid))
         want = []
         for sig in FORWARDED:
             init.signal(sig)
@@ -148,5 +169,82 @@ def test_hup_while_stopping_says_stopping(tmp_path):
         assert "nginx is not running" not in init.text()
         assert 'msg="graceful stop requested" signal=TERM' in init.text()
         assert init.wait(10) == 0
+    finally:
+        init.stop()
+
+
+def pending_at_exec(*sigs):
+    """A launcher that blocks sigs and sends them to itself: the init's
+    exec keeps them pending, as a stop sent a moment before the init began."""
+    def pre():
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        for sig in sigs:
+            os.kill(os.getpid(), sig)
+    return pre
+
+
+@pytest.mark.parametrize("hosts", [{}, {"PEERPREP_INIT_UPSTREAMS_HOSTS": "NGINX_*_HOST",
+                                        "NGINX_X_HOST": "127.0.0.1"}],
+                         ids=["no-hosts", "ip-literal-host"])
+def test_term_pending_before_the_start_exits_0_without_starting(tmp_path, hosts):
+    # With no host to wait for (nginx is started before the loop runs) or
+    # an IP literal (the wait ends at once): the stop still comes first.
+    marker = tmp_path / "started"
+    env = base_env(tmp_path, **hosts)
+    p = subprocess.run([BIN, "--", "sh", "-c", "touch %s; exec sleep 60" % marker], env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+                       preexec_fn=pending_at_exec(signal.SIGTERM))
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, err
+    assert not marker.exists(), "the command was started"
+    assert "stop requested before the child started" in err, err
+
+
+def test_hup_pending_before_the_start_is_ignored_not_a_reload(tmp_path):
+    rec = tmp_path / "sig"
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
+    log = open(tmp_path / "init.log", "wb")
+    p = subprocess.Popen([BIN, "--", PY, RECORD, str(rec)], env=env, stdout=log, stderr=log,
+                         stdin=subprocess.DEVNULL, preexec_fn=pending_at_exec(signal.SIGHUP))
+    read = lambda: (tmp_path / "init.log").read_text(errors="replace")
+    try:
+        wait_for(lambda: rec.exists() and "ready" in rec.read_text(), what="child ready")
+        assert "SIGHUP ignored: nginx is not running" in read(), read()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0, read()
+        assert "reload" not in read(), read()
+        assert received(rec) == [signal.SIGTERM]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def proc_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_failed_start_and_a_term_read_together_is_still_exit_5(tmp_path):
+    """The signal reader hands signals over by number: SIGTERM (15) before
+    SIGCHLD (17). An nginx that failed at start is reaped before the stop is
+    decided: exit 5 (config test failed), not a graceful stop's status."""
+    go = tmp_path / "go"
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_TEST="true",
+                   PEERPREP_INIT_NGINX_COMMAND="sh -c 'while [ ! -e %s ]; do sleep 0.005; done;"
+                   " exit 1'" % go)
+    init = Init([], env, tmp_path / "init.log", pid1=False)
+    try:
+        init.wait_log("msg=started")
+        child = init.child_pids()[0]
+        init.signal(signal.SIGSTOP)  # both signals now wait for one read
+        wait_for(lambda: proc_state(init.pid) == "T", 5, what="the init stopped")
+        go.touch()
+        wait_for(lambda: proc_state(child) == "Z", 5, what="the child ended")
+        init.signal(signal.SIGTERM)
+        init.signal(signal.SIGCONT)
+        assert init.wait(10) == 5, init.text()
+        assert "config test failed" in init.text(), init.text()
     finally:
         init.stop()

@@ -163,6 +163,15 @@ int main(void)
 	    "env error names the variable");
 	pi_config_free(&cfg);
 
+	char *env4[] = {"PEERPREP_INIT_NGINX_TEST= \t\n", NULL};
+	is_int(load(NULL, env4, &cfg, &err), 0, "a config test of blanks only loads");
+	is_str(cfg.nginx_test, "", "and is no test (stored empty)");
+	pi_config_free(&cfg);
+	char *env5[] = {"PEERPREP_INIT_NGINX_COMMAND= \t", NULL};
+	is_int(load(NULL, env5, &cfg, &err), -EINVAL, "a command of blanks only is refused");
+	is_str(err.msg, "PEERPREP_INIT_NGINX_COMMAND: empty command", "and named");
+	pi_config_free(&cfg);
+
 	/* Every file error names file, line and key. */
 	expect_error("[health]\nlisten = 127.0.0.1:1\nbogus = 1\n", "3: unknown key health.bogus",
 		     "unknown key");
