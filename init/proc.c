@@ -126,7 +126,8 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 	*exec_errno = 0;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
-	/* The report pipe must stay clear of 0-2 and of stderr_fd's slot. */
+	/* main keeps 0-2 open and stderr_fd is open: the report pipe is
+	 * none of them, so the child's dup2 cannot close it. */
 	pid_t pid = shared ? vfork() : fork();
 	if (pid < 0) {
 		e = errno;

@@ -510,8 +510,8 @@ int pi_upstreams_wait(struct pi_upstreams *u, uint64_t wait_ms, pi_upstreams_don
 	if (u->mode != M_IDLE)
 		return -EBUSY;
 	u->done_cb = cb;
-	/* The loop's clock was read before the render: the deadline counts
-	 * from now. */
+	/* The loop's clock is as old as its last turn (or its start): the
+	 * deadline counts from now. */
 	uv_update_time(u->loop);
 	uv_timer_start(&u->deadline, ups_on_deadline, wait_ms, 0);
 	ups_start_round(u, M_WAIT);
