@@ -88,7 +88,7 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		return 2;
 	}
 	fflush(stdout);
-	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno, 0);
+	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno, PI_SPAWN_NO_STOPS);
 	int err = pid < 0 ? (int)-pid : 0;
 	rc = -1;
 	if (pid > 0)

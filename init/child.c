@@ -157,6 +157,9 @@ void sup_child_exited(struct sup *s, int wstatus)
 	} else if (sup_child_failed_start(s, wstatus, ran_ms)) {
 		PI_LOG(PI_ERROR, "config test failed: nginx exited before it served",
 		       PI_INT("status", code), PI_UINT("ran_ms", (unsigned long long)ran_ms));
+		/* Undone in reverse: a reload committed on top of the start's
+		 * files first (its kept files are the start's), then the start. */
+		sup_reload_close(s);
 		if (s->tpl && pi_templates_rollback(s->tpl) < 0)
 			PI_LOG(PI_ERROR, "cannot restore the previous output files");
 		code = 5;

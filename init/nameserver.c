@@ -337,6 +337,8 @@ int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_
 		if (got != 0) {
 			if (got > 0)
 				pi_addrset_finish(out);
+			else /* out of memory: nothing half-made for the caller */
+				pi_addrset_free(out);
 			return got;
 		}
 		if (!diag[0])

@@ -38,7 +38,7 @@ static void default_disposition(int s)
  * may hold allocator locks at the moment of fork. After vfork (shared):
  * the same, and nothing written but this function's own locals. */
 static void child_exec(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
-		       int report_fd)
+		       int report_fd, int flags)
 {
 	sigset_t none;
 
@@ -54,7 +54,8 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 		tcsetpgrp(tty_fd, getpid());
 	/* Job-control stops that reached the child while it was still in the
 	 * init's group are dropped (ignoring a pending signal discards it): a
-	 * vforked parent could not continue a child they stopped before exec. */
+	 * vforked parent could not continue a child they stopped before exec.
+	 * A config test keeps them ignored (PI_SPAWN_NO_STOPS). */
 	static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
 	struct sigaction ign;
 
@@ -62,7 +63,8 @@ static void child_exec(char *const argv[], char *const envp[], int stderr_fd, in
 	ign.sa_handler = SIG_IGN;
 	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
 		sigaction(stops[i], &ign, NULL);
-		default_disposition(stops[i]);
+		if (!(flags & PI_SPAWN_NO_STOPS))
+			default_disposition(stops[i]);
 	}
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -136,7 +138,7 @@ pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int t
 		return -e;
 	}
 	if (pid == 0)
-		child_exec(argv, envp, stderr_fd, tty_fd, p[1]);
+		child_exec(argv, envp, stderr_fd, tty_fd, p[1], flags);
 	close(p[1]);
 	ssize_t n = spawn_report(pid, p[0], &e);
 	close(p[0]);

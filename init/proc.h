@@ -29,8 +29,15 @@
  * microseconds between its unblocking and its exec would keep the init
  * asleep (nothing else in the namespace knows that pid yet). On both
  * paths, job-control stops aimed at the init's group before the child
- * left it are dropped. */
+ * left it are dropped.
+ *
+ * PI_SPAWN_NO_STOPS: the job-control stops (TSTP, TTIN, TTOU) stay
+ * ignored across the exec, for config tests: a short check in a process
+ * group of its own, which no terminal ever stops. Without it a stream of
+ * such stops aimed at the new pid could stop the child again and again
+ * before its exec, and the init, which waits for the exec, with it. */
 #define PI_SPAWN_VFORK 1
+#define PI_SPAWN_NO_STOPS 2
 pid_t pi_proc_spawn(char *const argv[], char *const envp[], int stderr_fd, int tty_fd,
 		    int *exec_errno, int flags);
 

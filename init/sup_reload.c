@@ -164,7 +164,8 @@ static int sup_test_spawn(struct sup *s)
 		return rc;
 	}
 	tp->pipe.data = tp;
-	pid_t pid = pi_proc_spawn(s->test_argv, s->envp, p[1], -1, &exec_errno, 0);
+	pid_t pid = pi_proc_spawn(s->test_argv, s->envp, p[1], -1, &exec_errno,
+				  PI_SPAWN_NO_STOPS);
 	close(p[1]);
 	if (pid < 0) {
 		close(p[0]);
@@ -224,9 +225,11 @@ static int sup_reload_render(struct sup *s)
 		sup_reload_prepare_failed(s, terr.msg);
 		return -1;
 	}
-	if (pi_templates_missing(t)) {
-		/* At start a missing folder renders nothing (SPEC §3); at a
-		 * reload it is an operator's mistake: keep what runs. */
+	if (pi_templates_missing(t) && !pi_templates_missing(s->tpl)) {
+		/* At start a missing folder renders nothing (SPEC §3); one that
+		 * has vanished since is an operator's mistake: keep what runs.
+		 * One that was never there still renders nothing, and the
+		 * reload goes on (nginx is reloaded all the same). */
 		snprintf(why, sizeof(why),
 			 "templates folder %.150s is gone; the rendered files stay", s->topts.dir);
 		pi_templates_free(t);

@@ -413,10 +413,10 @@ static int sup_loop_close(uv_loop_t *loop)
 	return uv_loop_close(loop) == 0;
 }
 
-/* Runs the loop to the end and returns the exit code. When work is still in
- * the threadpool it exits the process here: returning would leave the
- * threads a loop on a dead stack, and exit() would join them (libuv's
- * destructor) for as long as the resolver takes. */
+/* Runs the loop to the end and returns the exit code. When a handle cannot
+ * close yet it exits the process here: returning would leave it a loop on
+ * a dead stack. (Lookups run on detached threads of their own, which
+ * nothing joins.) */
 static int sup_loop_run(struct sup *s)
 {
 	int code;
@@ -520,10 +520,10 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	}
 	sup_start(s, early);
 	code = sup_loop_run(s);
+	/* The loop ends only through sup_begin_exit, which closed the
+	 * upstreams (a handle of a loop now closed). */
 	pi_templates_free(s->tpl);
 	pi_templates_free(s->test_tpl);
-	if (s->ups) /* it frees the view's upstream entries */
-		pi_upstreams_close(s->ups);
 	goto out_free;
 out_kill:		/* a child started early has nothing to supervise it */
 	if (early != 0) /* the render's or the fork's failure came first */

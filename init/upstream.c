@@ -537,6 +537,9 @@ static void ups_on_every(uv_timer_t *t)
 
 int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams_change_cb cb)
 {
+	/* The child runs: a host a reload adds is looked up at once, even
+	 * when the start had no host to wait for (no wait ever ran). */
+	u->started = 1;
 	u->change_cb = cb;
 	u->every_ms = every_ms;
 	if (every_ms == 0 || u->n == 0)

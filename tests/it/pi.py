@@ -53,6 +53,15 @@ def base_env(tmp_path, **over):
     return env
 
 
+def failing_nginx_env(tmp_path, go, test, **over):
+    """base_env with an nginx.command that stands for an nginx failing at
+    start: it exits 1 as soon as the file `go` exists (well inside its
+    first second, so the init judges a failed start), nginx.test `test`."""
+    cmd = "sh -c 'while [ ! -e %s ]; do sleep 0.005; done; exit 1'" % go
+    return base_env(tmp_path, PEERPREP_INIT_NGINX_TEST=test, PEERPREP_INIT_NGINX_COMMAND=cmd,
+                    **over)
+
+
 def children_of(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pi import Init, base_env, wait_for
+from pi import Init, base_env, failing_nginx_env, wait_for
 
 PY = "/usr/bin/python3"
 RECORD = os.path.join(os.path.dirname(__file__), "sigrecord.py")
@@ -158,5 +158,51 @@ def test_failed_config_test_keeps_its_output_off_health(tmp_path):
         assert s.output.read_text() == "# v1\n"
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0
+    finally:
+        init.stop()
+
+
+def test_hup_with_a_templates_folder_that_never_existed_still_reloads(tmp_path):
+    # No templates folder at start renders nothing, as in the nginx image;
+    # a SIGHUP later is a plain reload of the child, not a rejection (only
+    # a folder that vanished since the start is refused).
+    rec = tmp_path / "sig"
+    env = base_env(tmp_path, PEERPREP_INIT_TEMPLATES_DIR=str(tmp_path / "never"),
+                   PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
+    init = Init(["--", PY, RECORD, str(rec)], env, tmp_path / "init.log", pid1=False)
+    try:
+        wait_for(lambda: rec.exists() and "ready" in rec.read_text(), what="child ready")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: str(int(signal.SIGHUP)) in rec.read_text().split(), 5,
+                 what="the child's SIGHUP")
+        assert "reload rejected" not in init.text(), init.text()
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0, init.text()
+    finally:
+        init.stop()
+
+
+def test_a_failed_start_during_a_reload_restores_the_files_from_before_the_start(tmp_path):
+    """nginx fails at start (exit 5) while a reload's files are committed
+    and under test: both are undone, the reload's first, so the output is
+    what was there before the init ran, not the start's render."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "conf.d").mkdir()
+    template = tmp_path / "templates" / "site.conf.template"
+    output = tmp_path / "conf.d" / "site.conf"
+    output.write_text("# before the start\n")
+    template.write_text("# v1\n")
+    go = tmp_path / "go"
+    init = Init([], failing_nginx_env(tmp_path, go, "sleep 30"), tmp_path / "init.log",
+                pid1=False)
+    try:
+        init.wait_log("msg=started")
+        assert output.read_text() == "# v1\n"
+        template.write_text("# v2\n")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: output.read_text() == "# v2\n", 5, what="the reload's commit")
+        go.touch()  # nginx exits 1 well inside its first second
+        assert init.wait(10) == 5, init.text()
+        assert output.read_text() == "# before the start\n", init.text()
     finally:
         init.stop()

@@ -517,6 +517,34 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     assert init.wait(15) == 0
 
 
+def test_a_host_added_by_a_reload_after_a_start_without_hosts_is_followed(bed, setup,
+                                                                       tmp_path):
+    """The start names no host (nginx starts at once, no wait runs); a
+    reload adds one: it is looked up at once, and a later change of its
+    address reloads nginx, as for a host the start named."""
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        "server {\n    listen 127.0.0.1:80;\n    location / { return 200 'static'; }\n}\n")
+    bed.set_host("other." + ZONE, "127.0.0.12")
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=None)
+    init.wait_log("msg=started")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_NEW_HOST:-other.%s}" % ZONE))
+    init.proc.send_signal(signal.SIGHUP)
+    init.wait_log("reloaded nginx")
+    wait_for(lambda: health(bed)[1]["checks"].get("upstream:NGINX_NEW_HOST", [{}])[0]
+             .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
+    # nginx's reload is asynchronous: the old worker answers 'static' (not
+    # JSON) for a moment.
+    r = lambda: bed.http_get("http://127.0.0.1:80/api/who?x=1", timeout=5).body
+    wait_for(lambda: b"question-service" in r(), 5, what="nginx on the new host")
+    bed.set_host("other." + ZONE, "127.0.0.11")
+    init.wait_log("upstream addresses changed", 10)
+    wait_for(lambda: service_of(bed) == "user-service", 5, what="nginx on the new address")
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
+
+
 # ---- two nameservers, one of which knows nothing (podman) -------------------
 
 def test_fast_nxdomain_from_a_second_nameserver_is_not_an_outage(tmp_path):
