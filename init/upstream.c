@@ -377,12 +377,22 @@ static struct ups_host *ups_host_new(struct pi_upstreams *u, const char *var, co
 }
 
 /* The old host of that variable and value not yet taken, or -1. */
+/* Whether kept, s cut to PI_HEALTH_NAME_MAX - 1 bytes, came from s: a
+ * longer name matches itself at every reload instead of being dropped and
+ * added again (its state and address tracking lost each time). */
+static int ups_same(const char *kept, const char *s)
+{
+	size_t n = strlen(kept);
+
+	return strncmp(kept, s, n) == 0 && (s[n] == '\0' || n == PI_HEALTH_NAME_MAX - 1);
+}
+
 static long ups_match(const struct pi_upstreams *u, const char *taken, const char *var,
 		      const char *value)
 {
 	for (size_t j = 0; j < u->n; j++) {
 		const struct ups_host *h = u->hosts[j];
-		if (!taken[j] && strcmp(h->var, var) == 0 && strcmp(h->value, value) == 0)
+		if (!taken[j] && ups_same(h->var, var) && ups_same(h->value, value))
 			return (long)j;
 	}
 	return -1;

@@ -206,3 +206,26 @@ def test_a_failed_start_during_a_reload_restores_the_files_from_before_the_start
         assert output.read_text() == "# before the start\n", init.text()
     finally:
         init.stop()
+
+
+def test_a_host_variable_with_a_long_name_is_the_same_host_after_a_reload(tmp_path):
+    # Names are kept cut to 255 bytes: a longer one must still be matched
+    # at a reload, not dropped and added again (its state lost each time).
+    var = "NGINX_" + "A" * 300 + "_HOST"
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "a.conf.template").write_text("# ${%s}\n" % var)
+    rec = tmp_path / "sig"
+    env = base_env(tmp_path, PEERPREP_INIT_UPSTREAMS_HOSTS="NGINX_*_HOST",
+                   PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM", **{var: "127.0.0.1"})
+    init = Init(["--", PY, RECORD, str(rec)], env, tmp_path / "init.log", pid1=False)
+    try:
+        wait_for(lambda: rec.exists() and "ready" in rec.read_text(), what="child ready")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: str(int(signal.SIGHUP)) in rec.read_text().split(), 5,
+                 what="the child's SIGHUP")
+        log = init.text()
+        assert "upstream host removed" not in log and "upstream host added" not in log, log
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0, init.text()
+    finally:
+        init.stop()
