@@ -10,12 +10,6 @@
 #include <sys/wait.h>
 
 #define SUP_KILL_AFTER_TERM_MS 5000 /* stop_timeout's SIGTERM, then SIGKILL */
-/* At start nginx's own start-up is the config test: it parses everything
- * and exits 1 with [emerg] within milliseconds, before it accepts a
- * connection (the hosts it resolves have just been resolved by the init).
- * A child that exits non-zero sooner than this after its start has never
- * served. */
-#define SUP_SERVED_MS 1000
 
 int sup_child_spawn(struct sup *s, int flags)
 {

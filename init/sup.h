@@ -18,6 +18,15 @@
 
 #define SUP_TEST_OUTPUT_MAX 2048
 
+/* At start nginx's own start-up is the config test: it parses everything
+ * and exits 1 with [emerg] within milliseconds, before it accepts a
+ * connection (the hosts it resolves have just been resolved by the init).
+ * A child that exits non-zero sooner than this after its start has never
+ * served. Reloads wait until the child has run this long: nginx installs
+ * its signal handlers only once its config is parsed, and a SIGHUP before
+ * that ends it. */
+#define SUP_SERVED_MS 1000
+
 enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };
 
 /* One config test's output pipe. Heap-allocated per test, so a test that is
@@ -47,6 +56,8 @@ struct sup {
 	uv_timer_t stop_timer;
 	uv_timer_t exit_timer;
 	uv_timer_t test_timer;
+	uv_timer_t settle_timer; /* a reload asked for in the child's first second */
+	int settle_kind;	 /* the PI_RELOAD_* kinds it waits with */
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */

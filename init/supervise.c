@@ -99,6 +99,8 @@ void sup_begin_exit(struct sup *s, int code)
 	s->exit_code = code;
 	s->view.child_pid = 0;
 	uv_timer_stop(&s->stop_timer);
+	uv_timer_stop(&s->settle_timer);
+	s->settle_kind = 0;
 	sup_reload_close(s);
 	if (s->health) {
 		pi_health_server_stop(s->health);
@@ -384,14 +386,14 @@ static void on_sup_walk_close(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* The loop's handles: the signal reader and three timers. Returns 0, or
+/* The loop's handles: the signal reader and four timers. Returns 0, or
  * -1 after logging (the loop is then closed by the caller). */
 static int sup_loop_setup(struct sup *s)
 {
-	uv_timer_t *timers[] = {&s->stop_timer, &s->exit_timer, &s->test_timer};
+	uv_timer_t *timers[] = {&s->stop_timer, &s->exit_timer, &s->test_timer, &s->settle_timer};
 	int rc;
 
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		uv_timer_init(s->loop, timers[i]); /* cannot fail on unix */
 		timers[i]->data = s;
 	}

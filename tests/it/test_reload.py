@@ -191,10 +191,11 @@ def test_hup_with_a_templates_folder_that_never_existed_still_reloads(tmp_path):
     assert "reload rejected" not in log, log
 
 
-def test_a_failed_start_during_a_reload_restores_the_files_from_before_the_start(tmp_path):
-    """nginx fails at start (exit 5) while a reload's files are committed
-    and under test: both are undone, the reload's first, so the output is
-    what was there before the init ran, not the start's render."""
+def test_a_hup_in_the_childs_first_second_waits_and_a_failed_start_comes_first(tmp_path):
+    """nginx installs its signal handlers only once its config is parsed: a
+    SIGHUP sent earlier ends it. A reload asked for in the child's first
+    second waits for it; an nginx that fails meanwhile is exit 5 with the
+    files from before the start, and no reload ever ran."""
     (tmp_path / "templates").mkdir()
     (tmp_path / "conf.d").mkdir()
     template = tmp_path / "templates" / "site.conf.template"
@@ -202,17 +203,40 @@ def test_a_failed_start_during_a_reload_restores_the_files_from_before_the_start
     output.write_text("# before the start\n")
     template.write_text("# v1\n")
     go = tmp_path / "go"
-    init = Init([], failing_nginx_env(tmp_path, go, "sleep 30"), tmp_path / "init.log",
+    init = Init([], failing_nginx_env(tmp_path, go, "true"), tmp_path / "init.log",
                 pid1=False)
     try:
         init.wait_log("msg=started")
         assert output.read_text() == "# v1\n"
         template.write_text("# v2\n")
         init.signal(signal.SIGHUP)
-        wait_for(lambda: output.read_text() == "# v2\n", 5, what="the reload's commit")
+        init.wait_log("reload waits until the child has run 1 s")
         go.touch()  # nginx exits 1 well inside its first second
         assert init.wait(10) == 5, init.text()
         assert output.read_text() == "# before the start\n", init.text()
+        assert "msg=reloading" not in init.text(), init.text()
+    finally:
+        init.stop()
+
+
+def test_a_hup_in_the_childs_first_second_reloads_once_it_has_run_1_s(tmp_path):
+    rec = tmp_path / "sig"
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
+    init = Init(["--", PY, RECORD, str(rec)], env, tmp_path / "init.log", pid1=False)
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: rec.exists() and "ready" in rec.read_text(), what="child ready")
+        init.signal(signal.SIGHUP)
+        init.signal(signal.SIGHUP)  # merged into the one that waits
+        wait_for(lambda: str(int(signal.SIGHUP)) in rec.read_text().split(), 5,
+                 what="the child's SIGHUP")
+        assert time.monotonic() - t0 >= 1.0
+        log = init.text()
+        assert log.count("reload waits until the child has run 1 s") == 1, log
+        assert log.count("msg=reloading") == 1, log
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0, init.text()
+        assert rec.read_text().split().count(str(int(signal.SIGHUP))) == 1
     finally:
         init.stop()
 
