@@ -129,21 +129,29 @@ static int commit_write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* A hidden path beside output: "DIR/.NAME" + tail, in a new string. */
+/* A hidden path beside output: "DIR/.NAME" + tail, in a new string. NAME
+ * is cut so that the entry fits NAME_MAX: an output whose name is allowed
+ * must stay replaceable. The tail keeps it unique (a temp file is made
+ * with O_EXCL, a kept link retries on EEXIST); the full path is what is
+ * remembered. */
 static char *commit_hidden(const char *output, const char *tail)
 {
 	const char *slash = strrchr(output, '/');
 	size_t dlen = slash ? (size_t)(slash - output) + 1 : 0;
-	size_t n = strlen(output) + 1 + strlen(tail);
+	size_t name = strlen(output + dlen), room = NAME_MAX - 1 - strlen(tail);
 	char *path;
 
+	if (name > room)
+		name = room;
+	size_t n = dlen + 1 + name + strlen(tail);
 	if (n >= PATH_MAX) {
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
 	path = malloc(n + 1);
 	if (path)
-		snprintf(path, n + 1, "%.*s.%s%s", (int)dlen, output, output + dlen, tail);
+		snprintf(path, n + 1, "%.*s.%.*s%s", (int)dlen, output, (int)name, output + dlen,
+			 tail);
 	return path;
 }
 

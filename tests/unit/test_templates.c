@@ -692,6 +692,42 @@ static void test_removed_template(void)
 	is_int(hidden(P("out")), 0, "free removes the kept links");
 }
 
+/* An output name as long as a template name allows (255 bytes less
+ * ".template"): its hidden temp file and kept link are cut to fit a
+ * directory entry, so it is replaced and removed like any other. */
+static void test_long_output_name(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t1 = NULL, *t2 = NULL, *t3 = NULL;
+	char name[247];
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	rm_rf(root);
+	put(P("tpl/%s.template", name), "one\n");
+	pi_templates_render(&o, &t1, &err);
+	is_int(pi_templates_commit(t1, &err), 0, "a 246-byte output name is created");
+	put(P("tpl/%s.template", name), "two\n");
+	pi_templates_render(&o, &t2, &err);
+	pi_templates_supersede(t2, t1);
+	if (!is_int(pi_templates_commit(t2, &err), 0, "... replaced (a kept link beside it)"))
+		diag("%s", err.msg);
+	is_str(get(P("out/%s", name)), "two\n", "... with the new text");
+	is_int(pi_templates_rollback(t2), 0, "... put back");
+	is_str(get(P("out/%s", name)), "one\n", "... the old text");
+	pi_templates_free(t2);
+	unlink(P("tpl/%s.template", name));
+	pi_templates_render(&o, &t3, &err);
+	pi_templates_supersede(t3, t1);
+	if (!is_int(pi_templates_commit(t3, &err), 0, "... and removed with its template"))
+		diag("%s", err.msg);
+	is_str(get(P("out/%s", name)), "(absent)", "... gone");
+	pi_templates_free(t1);
+	pi_templates_free(t3);
+	is_int(hidden(P("out")), 0, "no hidden name left");
+}
+
 /* Fills the file system holding path until a write fails. */
 static void fill_disk(const char *path)
 {
@@ -842,6 +878,7 @@ int main(void)
 	test_fifo_output();
 	test_stream_compare();
 	test_removed_template();
+	test_long_output_name();
 	test_full_disk();
 	test_link_chain();
 	test_too_deep();
