@@ -56,8 +56,8 @@ struct sup {
 	uv_timer_t stop_timer;
 	uv_timer_t exit_timer;
 	uv_timer_t test_timer;
-	uv_timer_t settle_timer; /* a reload asked for in the child's first second */
-	int settle_kind;	 /* the PI_RELOAD_* kinds it waits with */
+	uv_timer_t settle_timer; /* the end of the child's first second */
+	int settle_kind;	 /* the PI_RELOAD_* kinds asked for before it */
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */

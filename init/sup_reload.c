@@ -362,29 +362,17 @@ static void sup_reload_apply(struct sup *s, int act)
 		sup_reload_start(s);
 }
 
-static void on_sup_settled(uv_timer_t *t)
-{
-	struct sup *s = t->data;
-	int kind = s->settle_kind;
-
-	s->settle_kind = 0;
-	sup_reload_request(s, kind);
-}
-
 void sup_reload_request(struct sup *s, int kind)
 {
 	if (s->state != SUP_RUN)
 		return;
-	uint64_t ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
-	if (ran_ms < SUP_SERVED_MS) {
+	if (uv_is_active((uv_handle_t *)&s->settle_timer)) {
 		/* nginx may not handle SIGHUP yet (sup.h): the reload starts
-		 * once the child has run SUP_SERVED_MS, requests merged. */
+		 * once the child has run SUP_SERVED_MS (on_sup_settled),
+		 * requests merged. */
 		if (!s->settle_kind)
-			PI_LOG(PI_INFO, "reload waits until the child has run 1 s",
-			       PI_UINT("wait_ms", (unsigned long long)(SUP_SERVED_MS - ran_ms)));
+			PI_LOG(PI_INFO, "reload waits until the child has run 1 s");
 		s->settle_kind |= kind;
-		if (!uv_is_active((uv_handle_t *)&s->settle_timer))
-			uv_timer_start(&s->settle_timer, on_sup_settled, SUP_SERVED_MS - ran_ms, 0);
 		return;
 	}
 	int act = pi_reload_request(&s->reload, kind);

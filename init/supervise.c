@@ -260,12 +260,34 @@ static int sup_start_health(struct sup *s)
 	return 0;
 }
 
-/* The child runs: the address sets nginx started with, the re-checks, and
- * /health when it is not up yet. */
+/* The child has run SUP_SERVED_MS: a failed start can no longer roll the
+ * start's files back, so the links kept for that go (they would stay for
+ * the container's life), and the reloads asked for meanwhile start. */
+static void on_sup_settled(uv_timer_t *t)
+{
+	struct sup *s = t->data;
+	int kind = s->settle_kind;
+
+	s->settle_kind = 0;
+	if (s->tpl)
+		pi_templates_settle(s->tpl);
+	if (kind)
+		sup_reload_request(s, kind);
+}
+
+/* The child runs: the end of its first second, the address sets nginx
+ * started with, the re-checks, and /health when it is not up yet. */
 static void sup_after_child_start(struct sup *s)
 {
 	if (s->state != SUP_RUN)
 		return;
+	/* From now, not from the loop's last turn; +1: the loop's clock is in
+	 * whole milliseconds, and this must not end before a reap would
+	 * still judge a failed start (sup_child_failed_start). */
+	uv_update_time(s->loop);
+	uint64_t ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
+	uv_timer_start(&s->settle_timer, on_sup_settled,
+		       ran_ms < SUP_SERVED_MS ? SUP_SERVED_MS - ran_ms + 1 : 0, 0);
 	pi_upstreams_applied(s->ups, 1); /* nginx starts with these sets */
 	if (pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_sup_upstream_change) < 0)
 		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");

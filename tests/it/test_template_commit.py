@@ -162,3 +162,21 @@ def test_pid1_keeps_no_rendered_text(tmp_path):
         assert rss is not None and rss <= 1024, "PID 1 VmRSS %s KiB" % rss
     finally:
         init.stop()
+
+
+def test_the_starts_kept_link_goes_once_the_child_has_run_1_s(tmp_path):
+    # An output that existed before the start is kept (a hidden link) for a
+    # failed start's rollback; once the child has run 1 s that can no
+    # longer happen, and the link must not stay for the container's life.
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "site.conf").write_text("# the image's\n")
+    (tmp_path / "templates" / "site.conf.template").write_text("# ours\n")
+    hidden = lambda: [n for n in os.listdir(tmp_path / "conf.d") if n.startswith(".")]
+    init = Init(["--", "sleep", "60"], base_env(tmp_path), tmp_path / "init.log", pid1=False)
+    try:
+        init.wait_log("msg=started")
+        wait_for(lambda: not hidden(), 5, what="the kept link removed")
+        assert (tmp_path / "conf.d" / "site.conf").read_text() == "# ours\n"
+    finally:
+        init.stop()
