@@ -206,6 +206,25 @@ static int stream_windows(struct pi_templates *t, const struct pi_render_opts *r
 	}
 }
 
+/* The error of a template that lost bytes while it was rendered. */
+static int stream_truncated(struct pi_templates_error *err, const char *source)
+{
+	pi_tpl_seterr(err,
+		      "cannot read template %s: it was truncated or could not be read while it "
+		      "was rendered",
+		      source);
+	return -EIO;
+}
+
+/* Whether fd is still size bytes long: a cut inside the last page mapped
+ * raises no SIGBUS (the bytes lost read as zeros). */
+static int stream_still(int fd, size_t size)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && (size_t)st.st_size >= size;
+}
+
 /* A large template, mapped (see the top of this file). Returns 1 when it
  * cannot be mapped (the caller reads it instead), else 0 or -errno. */
 static int stream_mapped(struct pi_templates *t, const struct pi_render_opts *ro, int fd,
@@ -230,12 +249,10 @@ static int stream_mapped(struct pi_templates *t, const struct pi_render_opts *ro
 	if (sigsetjmp(stream_guard.jmp, 1) == 0) {
 		stream_guard.armed = 1;
 		rc = stream_windows(t, ro, fd, size, emit, sink, err, source);
+		if (rc == 0 && !stream_still(fd, size))
+			rc = stream_truncated(err, source);
 	} else {
-		rc = -EIO;
-		pi_tpl_seterr(err,
-			      "cannot read template %s: it was truncated or could not be read "
-			      "while it was rendered",
-			      source);
+		rc = stream_truncated(err, source);
 	}
 	stream_guard.armed = 0;
 	stream_unmap();
@@ -249,6 +266,7 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 	struct pi_render_opts ro;
 	struct stat st;
 	size_t off = 0; /* where t->in.data[0] is in the file */
+	size_t got = 0; /* bytes read */
 	int fd, last = 0, rc = 0;
 
 	pi_tpl_env_opts(t->env, t, t->prefix, &ro);
@@ -277,6 +295,11 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 			goto read_failed;
 		}
 		last = r == 0;
+		if (last && got < (size_t)st.st_size) { /* cut between two pieces */
+			rc = stream_truncated(err, source);
+			goto out;
+		}
+		got += (size_t)r;
 		t->in.len += (size_t)r;
 		if (off + t->in.len > PI_TEMPLATES_MAX_SIZE) {
 			rc = -EFBIG;

@@ -208,14 +208,15 @@ static void on_bus(int sig)
 	forwarded++;
 }
 
-/* The sink of the truncation test: truncates the template on its first
- * call (after the first 128 KiB of output), raises SIGBUS on its second. */
+/* The sink of the truncation tests: truncates the template to trunc_to
+ * bytes on its first call (after the first piece of output). */
 static int emits;
+static off_t trunc_to = 1000;
 
 static int truncating_sink(void *sink, const char *p, size_t n, struct pi_templates_error *err)
 {
 	(void)sink, (void)p, (void)n, (void)err;
-	if (emits++ == 0 && truncate(tpl_path, 1000) < 0)
+	if (emits++ == 0 && truncate(tpl_path, trunc_to) < 0)
 		diag("truncate: %s", strerror(errno));
 	return 0;
 }
@@ -267,6 +268,36 @@ static void test_truncated(void)
 	sigaction(SIGBUS, &sa, NULL);
 }
 
+/* Truncations no SIGBUS reports: a template read in pieces (under 1 MiB)
+ * cut between two pieces, and a mapped one cut inside its last page (the
+ * bytes lost read as zeros). Both are the template's error, as above. */
+static void test_truncated_quietly(void)
+{
+	static const size_t sizes[] = {600u << 10, MIB + 100};
+	struct pi_templates_opts o = opts();
+	struct pi_templates_error err;
+
+	for (size_t i = 0; i < 2; i++) {
+		struct pi_templates *t = NULL;
+
+		tpl.len = want.len = 0;
+		while (tpl.len < sizes[i])
+			add("# x\n", "# x\n");
+		tpl.len = sizes[i]; /* cut anywhere: only the size matters */
+		write_file(tpl_path, tpl.data, tpl.len);
+		trunc_to = i == 0 ? 300 << 10 : (off_t)sizes[i] - 50;
+		is_int(pi_templates_render(&o, &t, &err), 0, "render the template");
+		emits = 0;
+		is_int(pi_tpl_stream(t, tpl_path, truncating_sink, NULL, &err), -EIO,
+		       i == 0 ? "read in pieces and truncated while rendered: an error"
+			      : "mapped and cut in its last page while rendered: an error");
+		ok(strstr(err.msg, "was truncated or could not be read") != NULL,
+		   "... saying so: %s", err.msg);
+		pi_templates_free(t);
+	}
+	trunc_to = 1000;
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -281,6 +312,7 @@ int main(void)
 	test_windows();
 	test_error_place();
 	test_truncated();
+	test_truncated_quietly();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	if (system(cmd) != 0)
 		diag("cannot remove %s", root);
