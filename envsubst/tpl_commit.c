@@ -313,7 +313,9 @@ static int commit_open_old(struct commit_sink *s, struct pi_templates_error *err
 	}
 	s->old_fd = fd;
 	s->old_size = st.st_size;
-	s->mode = st.st_mode & 07777;
+	/* Permission bits only: a set-id or sticky bit on a config file is
+	 * nobody's intent, and the new file is the init's own. */
+	s->mode = st.st_mode & 0777;
 	s->same = 1;
 	it->existed = 1;
 	it->id = commit_id(&st);

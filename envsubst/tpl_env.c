@@ -132,8 +132,10 @@ static int env_index(struct pi_tpl_env *e, char *const *envp, const char *prefix
 			continue;
 		e->vars[j] =
 		    (struct env_var){strdup(envp[i]), (size_t)(eq - envp[i]), strlen(eq + 1), i, 0};
-		if (!e->vars[j].str)
+		if (!e->vars[j].str) {
+			e->nvars = j; /* those copied are freed with e */
 			return -ENOMEM;
+		}
 		j++;
 	}
 	e->nvars = j;
