@@ -826,6 +826,17 @@ ALL = {
 }
 
 
+def cpu_counters():
+    """(steal, total) of all CPUs in ticks, from /proc/stat: steal is the
+    time a VM's CPUs were runnable but the host ran something else."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+
+STEAL = []  # (row name, % of all CPU time the host took during it)
+
+
 def print_table():
     head = ("row", "peerprep-init", "anchor", "ratio", "target", "verdict")
     body = [r[:6] for r in ROWS]
@@ -846,6 +857,10 @@ def print_table():
         if r[6] not in seen:
             seen.add(r[6])
             print("  " + r[6])
+    if any(pct > 0 for _, pct in STEAL):
+        print("CPU time the host took from this VM (steal) during each row; a row"
+              " measured while it was over 1% moves with it:")
+        print("  " + ", ".join("%s %.1f%%" % (name, pct) for name, pct in STEAL))
 
 
 def main(argv):
@@ -860,10 +875,13 @@ def main(argv):
         return 0
     for name in wanted:
         print("== %s" % name, flush=True)
+        steal0, total0 = cpu_counters()
         try:
             ALL[name]()
         except Exception as exc:  # noqa: BLE001 - one broken row must not hide the rest
             unavailable(name, "error: %s" % str(exc).splitlines()[0][:70], "bench.py BIN " + name)
+        steal1, total1 = cpu_counters()
+        STEAL.append((name, 100.0 * (steal1 - steal0) / max(1, total1 - total0)))
     print_table()
     return 0
 
