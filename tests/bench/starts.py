@@ -1,0 +1,54 @@
+#!/usr/bin/python3
+"""Start-up of one or more init binaries against bare nginx, taking turns.
+
+    N=60 /usr/bin/python3 tests/bench/starts.py BIN [BIN...]
+
+Each round starts bare nginx and every BIN (as PID 1 of a fresh pid
+namespace, the bench's own Site, Pid1 and first_200), in an order that
+rotates each round; the first round is dropped. Prints, per variant, the
+quartiles and mean of exec -> first 200 in ms and the ratio of medians to
+bare nginx: for comparing two builds under the same conditions, where one
+`make bench` row is too noisy to tell 0.1 ms apart.
+"""
+import os
+import statistics
+import sys
+
+import bench
+
+
+def main(argv):
+    bins = [os.path.abspath(b) for b in argv[1:]]
+    if not bins:
+        print(__doc__)
+        return 2
+    n = int(os.environ.get("N", "40"))
+    names = ["bare nginx"] + bins
+    res = {k: [] for k in names}
+    for i in range(n + 1):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            site = bench.Site()
+            try:
+                if name == "bare nginx":
+                    site.render_by_hand()
+                    argv_ = site.nginx_argv()
+                else:
+                    argv_ = [name]
+                p = bench.Pid1(argv_, site.env)
+                t = bench.first_200(site.port)
+                p.stop()
+                if i and t:
+                    res[name].append((t - p.t0) * 1000)
+            finally:
+                site.cleanup()
+    base = statistics.median(res["bare nginx"])
+    for k in names:
+        v = sorted(res[k])
+        q = statistics.quantiles(v, n=4)
+        print("%-40s p25 %.3f median %.3f p75 %.3f mean %.3f ms  ratio %.3f" % (
+            k[-40:], q[0], q[1], q[2], statistics.mean(v), q[1] / base))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
