@@ -127,13 +127,14 @@ void sup_child_stop_step(struct sup *s)
 }
 
 /* nginx (nginx.command, with a config test configured) that exits with a
- * non-zero code of its own (not by a signal) too soon to have served failed
- * the start config test its own start-up stands for. A -- COMMAND is not
- * nginx: its status always passes through. */
-static int sup_child_failed_start(struct sup *s, int wstatus, uint64_t ran_ms)
+ * non-zero code of its own (not by a signal) in its first SUP_SERVED_MS
+ * (the settle timer still runs) has never served: it failed the start
+ * config test its own start-up stands for. A -- COMMAND is not nginx: its
+ * status always passes through. */
+static int sup_child_failed_start(struct sup *s, int wstatus)
 {
 	return s->cmd_is_nginx && s->test_argv && !s->child_exec_failed && WIFEXITED(wstatus) &&
-	       WEXITSTATUS(wstatus) != 0 && ran_ms < SUP_SERVED_MS;
+	       WEXITSTATUS(wstatus) != 0 && uv_is_active((uv_handle_t *)&s->settle_timer);
 }
 
 void sup_child_exited(struct sup *s, int wstatus)
@@ -148,7 +149,7 @@ void sup_child_exited(struct sup *s, int wstatus)
 	s->tty_fd = -1;
 	if (s->state == SUP_STOPPING) {
 		PI_LOG(PI_INFO, "the child stopped", PI_INT("status", code));
-	} else if (sup_child_failed_start(s, wstatus, ran_ms)) {
+	} else if (sup_child_failed_start(s, wstatus)) {
 		PI_LOG(PI_ERROR, "config test failed: nginx exited before it served",
 		       PI_INT("status", code), PI_UINT("ran_ms", (unsigned long long)ran_ms));
 		/* Undone in reverse: a reload committed on top of the start's

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 /* The kernel's signal set on x86-64 and arm64: 64 signals, one bit each.
@@ -50,16 +49,6 @@ int pi_signals_pending(int sig)
 	return sigpending(&set) == 0 && sigismember(&set, sig) == 1;
 }
 
-int pi_signals_take(int sig)
-{
-	struct timespec now = {0, 0};
-	sigset_t one;
-
-	sigemptyset(&one);
-	sigaddset(&one, sig);
-	return sigtimedwait(&one, NULL, &now) == sig;
-}
-
 void pi_signals_restore(void)
 {
 	pi_signals_thread_restore(sig_before);
@@ -73,29 +62,41 @@ static void on_signals_close(uv_handle_t *h)
 	s->fd = -1;
 }
 
-/* Reads what is pending, a bounded number per wake-up so that one sender
- * of real-time signals cannot starve the loop; the poll is level
- * triggered, so the rest comes on the next iteration. */
-static void on_signals_readable(uv_poll_t *p, int status, int events)
+/* Hands over one batch read, SIGCHLD first (see pi_signals_cb). Returns 0,
+ * or -1 when a callback closed the reader. */
+static int signals_dispatch(struct pi_signals *s, const struct signalfd_siginfo *si, size_t n)
 {
-	struct pi_signals *s = p->data;
+	for (int chld = 1; chld >= 0; chld--)
+		for (size_t i = 0; i < n; i++) {
+			if ((si[i].ssi_signo == SIGCHLD) != chld)
+				continue;
+			s->cb((int)si[i].ssi_signo, s->data);
+			if (s->fd < 0 || uv_is_closing((uv_handle_t *)&s->poll))
+				return -1;
+		}
+	return 0;
+}
+
+void pi_signals_read(struct pi_signals *s)
+{
 	struct signalfd_siginfo si[16];
 
-	(void)events;
-	if (status < 0)
-		return;
-	for (int round = 0; round < 16; round++) {
+	/* A bounded number per call, so that one sender of real-time signals
+	 * cannot starve the loop; the poll is level triggered, so the rest
+	 * comes on the next iteration. */
+	for (int round = 0; round < 16 && s->fd >= 0; round++) {
 		ssize_t n = read(s->fd, si, sizeof(si));
-		if (n <= 0)
-			return;
-		for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
-			s->cb((int)si[i].ssi_signo, s->data);
-			if (s->fd < 0 || uv_is_closing((uv_handle_t *)p))
-				return; /* the callback closed the reader */
-		}
-		if ((size_t)n < sizeof(si))
+		if (n <= 0 || signals_dispatch(s, si, (size_t)n / sizeof(si[0])) < 0 ||
+		    (size_t)n < sizeof(si))
 			return;
 	}
+}
+
+static void on_signals_readable(uv_poll_t *p, int status, int events)
+{
+	(void)events;
+	if (status == 0)
+		pi_signals_read(p->data);
 }
 
 int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, void *data)

@@ -23,10 +23,9 @@ int pi_signals_block_all(void);
  * should end as it ends any tool. */
 void pi_signals_restore(void);
 
-/* Whether sig (a standard signal, blocked as all are) is pending; and
- * pi_signals_take, which takes it when it is: 1 when it was pending. */
+/* Whether sig (a standard signal, blocked as all are) is pending, for a
+ * decision taken before the reader exists. */
 int pi_signals_pending(int sig);
-int pi_signals_take(int sig);
 
 /* The same block for the calling thread alone, around a pthread_create:
  * *old gets the mask it had, as the kernel's 64-bit set, and
@@ -37,7 +36,10 @@ int pi_signals_take(int sig);
 int pi_signals_thread_block(uint64_t *old);
 void pi_signals_thread_restore(uint64_t old);
 
-/* Called once per signal read, in the order the kernel hands them over. */
+/* Called once per signal read, in the order the kernel hands them over
+ * (by number), except that a SIGCHLD read in the same batch comes first:
+ * a child that has ended is known before a TERM or a HUP that came with
+ * it is acted on (an nginx that failed at start is not a stop). */
 typedef void (*pi_signals_cb)(int sig, void *data);
 
 /* The reader. The caller owns the memory; it must stay valid until the
@@ -54,6 +56,11 @@ struct pi_signals {
  * on loop. Returns 0 or a negative errno; on failure nothing is left open
  * and cb is never called. */
 int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, void *data);
+
+/* Reads and hands over what is pending now, as the loop does when the
+ * descriptor is readable: for a decision that cannot wait for the next
+ * loop turn. */
+void pi_signals_read(struct pi_signals *s);
 
 /* Stops reading; the descriptor is closed when the handle is. */
 void pi_signals_close(struct pi_signals *s);

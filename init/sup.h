@@ -24,7 +24,7 @@
  * A child that exits non-zero sooner than this after its start has never
  * served. Reloads wait until the child has run this long: nginx installs
  * its signal handlers only once its config is parsed, and a SIGHUP before
- * that ends it. */
+ * that ends it. settle_timer measures it (supervise.c). */
 #define SUP_SERVED_MS 1000
 
 enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };

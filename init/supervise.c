@@ -182,14 +182,9 @@ static void on_sup_signal(int sig, void *data)
 		return;
 	case SIGTERM:
 	case SIGINT:
-		/* The reader hands signals over by number, SIGCHLD (17) after
-		 * these: a child that already ended is accounted for first
-		 * (an nginx that failed at start is exit 5, not a stop). */
-		sup_reap(s);
 		sup_stop_requested(s, sig);
 		return;
 	case SIGHUP:
-		sup_reap(s);
 		sup_hangup(s);
 		return;
 	case SIGUSR2:
@@ -207,18 +202,14 @@ static void on_sup_signal(int sig, void *data)
 
 /* ---- start ----------------------------------------------------------- */
 
-/* The signals that decide whether the child starts at all: a stop before
- * it is an exit 0, a hang-up before it is ignored (README, Signals). */
-static const int sup_before_child[] = {SIGTERM, SIGINT, SIGHUP};
-
-/* Whether one of them came before the loop could read it: the early start
- * then leaves the child to on_sup_hosts_waited, which takes them first. */
+/* Whether a signal that decides whether the child starts at all (a stop
+ * before it is an exit 0, a hang-up before it is ignored: README, Signals)
+ * came before the reader exists: the early start then leaves the child to
+ * on_sup_hosts_waited, which reads the signals first. */
 static int sup_signal_waiting(void)
 {
-	for (size_t i = 0; i < sizeof(sup_before_child) / sizeof(sup_before_child[0]); i++)
-		if (pi_signals_pending(sup_before_child[i]))
-			return 1;
-	return 0;
+	return pi_signals_pending(SIGTERM) || pi_signals_pending(SIGINT) ||
+	       pi_signals_pending(SIGHUP);
 }
 
 static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
@@ -281,13 +272,13 @@ static void sup_after_child_start(struct sup *s)
 {
 	if (s->state != SUP_RUN)
 		return;
-	/* From now, not from the loop's last turn; +1: the loop's clock is in
-	 * whole milliseconds, and this must not end before a reap would
-	 * still judge a failed start (sup_child_failed_start). */
+	/* The first second is this timer's: while it runs, an exit is a
+	 * failed start and a reload waits (counted from now, not from the
+	 * loop's last turn). */
 	uv_update_time(s->loop);
 	uint64_t ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
 	uv_timer_start(&s->settle_timer, on_sup_settled,
-		       ran_ms < SUP_SERVED_MS ? SUP_SERVED_MS - ran_ms + 1 : 0, 0);
+		       ran_ms < SUP_SERVED_MS ? SUP_SERVED_MS - ran_ms : 0, 0);
 	pi_upstreams_applied(s->ups, 1); /* nginx starts with these sets */
 	if (pi_upstreams_recheck(s->ups, s->cfg->upstreams_recheck_ms, on_sup_upstream_change) < 0)
 		PI_LOG(PI_WARN, "cannot re-check upstream hosts; addresses will not be followed");
@@ -310,11 +301,9 @@ static void on_sup_hosts_waited(struct pi_upstreams *u, int ok, void *data)
 		return;
 	}
 	/* The wait can end inside sup_start, before any loop turn read the
-	 * signals: those that decide the start are taken now, before the
-	 * child exists, as the loop would have taken them. */
-	for (size_t i = 0; i < sizeof(sup_before_child) / sizeof(sup_before_child[0]); i++)
-		if (pi_signals_take(sup_before_child[i]))
-			on_sup_signal(sup_before_child[i], s);
+	 * signals: what is pending is read now, before the child exists, as
+	 * the loop would have read it. */
+	pi_signals_read(&s->sigs);
 	if (s->state != SUP_RESOLVE)
 		return;
 	sup_child_start(s);
