@@ -266,7 +266,6 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 	struct pi_render_opts ro;
 	struct stat st;
 	size_t off = 0; /* where t->in.data[0] is in the file */
-	size_t got = 0; /* bytes read */
 	int fd, last = 0, rc = 0;
 
 	pi_tpl_env_opts(t->env, t, t->prefix, &ro);
@@ -295,11 +294,12 @@ int pi_tpl_stream(struct pi_templates *t, const char *source, pi_tpl_emit_fn emi
 			goto read_failed;
 		}
 		last = r == 0;
-		if (last && got < (size_t)st.st_size) { /* cut between two pieces */
+		/* off + t->in.len bytes read: fewer than the size at the end of
+		 * the file means it was cut between two pieces. */
+		if (last && off + t->in.len < (size_t)st.st_size) {
 			rc = stream_truncated(err, source);
 			goto out;
 		}
-		got += (size_t)r;
 		t->in.len += (size_t)r;
 		if (off + t->in.len > PI_TEMPLATES_MAX_SIZE) {
 			rc = -EFBIG;

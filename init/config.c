@@ -304,8 +304,7 @@ void pi_config_free(struct pi_config *cfg)
 /* Where each key got its value, for errors that involve two keys. */
 struct key_origin {
 	int line;	 /* of the INI file, 0 when not from it */
-	const char *var; /* the environment variable's name, or NULL */
-	int var_len;	 /* its length: var may go on with =VALUE */
+	const char *var; /* the variable's name (may go on with =VALUE), or NULL */
 };
 
 /* A config file is read whole before anything else starts; a bigger one is
@@ -565,10 +564,8 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
 			return -EINVAL;
 		}
-		if (v) {
+		if (v)
 			origins[i].var = keys[i].alias;
-			origins[i].var_len = (int)strlen(keys[i].alias);
-		}
 	}
 	const char *quiet = pi_config_env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 	if (quiet && *quiet)
@@ -587,7 +584,6 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 			return -EINVAL;
 		}
 		origins[i].var = entry;
-		origins[i].var_len = len;
 	}
 	return 0;
 }
@@ -625,8 +621,8 @@ static int check_keys(const struct pi_config *cfg, const struct key_origin *orig
 			      : "same as templates.stream_suffix: no file could be a "
 				"stream template";
 	if (origins[k].var)
-		snprintf(err->msg, sizeof(err->msg), "%.*s: %s", origins[k].var_len, origins[k].var,
-			 why);
+		snprintf(err->msg, sizeof(err->msg), "%.*s: %s", (int)strcspn(origins[k].var, "="),
+			 origins[k].var, why);
 	else if (origins[k].line && cfg->file)
 		snprintf(err->msg, sizeof(err->msg), "%.300s:%d: templates.%s: %s", cfg->file,
 			 origins[k].line, keys[k].name, why);

@@ -376,7 +376,6 @@ static struct ups_host *ups_host_new(struct pi_upstreams *u, const char *var, co
 	return h;
 }
 
-/* The old host of that variable and value not yet taken, or -1. */
 /* Whether kept, s cut to PI_HEALTH_NAME_MAX - 1 bytes, came from s: a
  * longer name matches itself at every reload instead of being dropped and
  * added again (its state and address tracking lost each time). */
@@ -387,6 +386,7 @@ static int ups_same(const char *kept, const char *s)
 	return strncmp(kept, s, n) == 0 && (s[n] == '\0' || n == PI_HEALTH_NAME_MAX - 1);
 }
 
+/* The old host of that variable and value not yet taken, or -1. */
 static long ups_match(const struct pi_upstreams *u, const char *taken, const char *var,
 		      const char *value)
 {
