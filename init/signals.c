@@ -42,11 +42,16 @@ void pi_signals_thread_restore(uint64_t old)
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof(old));
 }
 
-int pi_signals_pending(int sig)
+int pi_signals_pending(const int *sigs, size_t n)
 {
 	sigset_t set;
 
-	return sigpending(&set) == 0 && sigismember(&set, sig) == 1;
+	if (sigpending(&set) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (sigismember(&set, sigs[i]) == 1)
+			return 1;
+	return 0;
 }
 
 void pi_signals_restore(void)

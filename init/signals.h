@@ -23,9 +23,10 @@ int pi_signals_block_all(void);
  * should end as it ends any tool. */
 void pi_signals_restore(void);
 
-/* Whether sig (a standard signal, blocked as all are) is pending, for a
- * decision taken before the reader exists. */
-int pi_signals_pending(int sig);
+/* Whether one of the n standard signals sigs (blocked, as all are) is
+ * pending, in one system call: for a decision taken before the reader
+ * exists. */
+int pi_signals_pending(const int *sigs, size_t n);
 
 /* The same block for the calling thread alone, around a pthread_create:
  * *old gets the mask it had, as the kernel's 64-bit set, and

@@ -208,8 +208,9 @@ static void on_sup_signal(int sig, void *data)
  * on_sup_hosts_waited, which reads the signals first. */
 static int sup_signal_waiting(void)
 {
-	return pi_signals_pending(SIGTERM) || pi_signals_pending(SIGINT) ||
-	       pi_signals_pending(SIGHUP);
+	static const int decide[] = {SIGTERM, SIGINT, SIGHUP};
+
+	return pi_signals_pending(decide, sizeof(decide) / sizeof(decide[0]));
 }
 
 static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
