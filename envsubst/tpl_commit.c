@@ -14,7 +14,8 @@
  *
  * Only regular files are replaced: a folder, FIFO, socket or device at an
  * output path is refused before anything changes (and never opened in a
- * way that could block). */
+ * way that could block). A symbolic link there is replaced by the file
+ * (what it leads to is not written), and restored itself by a rollback. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -301,8 +302,13 @@ static int commit_open_old(struct commit_sink *s, struct pi_templates_error *err
 	struct stat st;
 	int fd = pi_tpl_open_regular(it->output, (size_t)-1, &st);
 
-	if (fd == -ENOENT)
+	if (fd == -ENOENT) {
+		/* A link leading nowhere is replaced like a file, and kept
+		 * (link(2) links the link itself) so a rollback puts it back. */
+		if (lstat(it->output, &st) == 0 && S_ISLNK(st.st_mode))
+			it->existed = 1;
 		return 0;
+	}
 	if (fd == -EINVAL) {
 		pi_tpl_seterr(err, "cannot replace %s: not a regular file", it->output);
 		return fd;

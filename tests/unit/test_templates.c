@@ -864,6 +864,52 @@ static void test_too_deep(void)
 	pi_templates_free(t);
 }
 
+/* A symbolic link at an output path is replaced by the rendered file, and
+ * a rollback puts the link itself back, whether or not it led anywhere. */
+static void test_symlink_output(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t = NULL;
+	char target[512];
+	struct stat st;
+
+	rm_rf(root);
+	put(P("tpl/dangling.conf.template"), "new d\n");
+	put(P("tpl/live.conf.template"), "new l\n");
+	put(P("elsewhere/live.conf"), "old l\n");
+	mkdirs(P("out"));
+	if (symlink(P("elsewhere/nothing.conf"), P("out/dangling.conf")) != 0 ||
+	    symlink(P("elsewhere/live.conf"), P("out/live.conf")) != 0)
+		diag("symlink failed");
+	is_int(render_all(&o, &t, &err), 0, "render");
+	is_int(pi_templates_commit(t, &err), 0, "commit");
+	is_str(get(P("out/dangling.conf")), "new d\n", "a dangling link's output rendered");
+	ok(lstat(P("out/dangling.conf"), &st) == 0 && S_ISREG(st.st_mode), "... as a file");
+	is_str(get(P("out/live.conf")), "new l\n", "a link's output rendered");
+	is_str(get(P("elsewhere/live.conf")), "old l\n", "... the file it led to untouched");
+
+	is_int(pi_templates_rollback(t), 0, "rollback");
+	ok(lstat(P("out/dangling.conf"), &st) == 0 && S_ISLNK(st.st_mode),
+	   "the dangling link is back");
+	memset(target, 0, sizeof(target));
+	ok(readlink(P("out/dangling.conf"), target, sizeof(target) - 1) > 0 &&
+	       strcmp(target, P("elsewhere/nothing.conf")) == 0,
+	   "... leading where it did");
+	ok(lstat(P("out/live.conf"), &st) == 0 && S_ISLNK(st.st_mode), "the live link is back");
+	is_str(get(P("out/live.conf")), "old l\n", "... and reads the old file");
+	is_int(hidden(P("out")), 0, "no temp file or kept link left");
+	pi_templates_free(t);
+
+	/* Committed and settled: the kept links go, the files stay. */
+	is_int(render_all(&o, &t, &err), 0, "render again");
+	is_int(pi_templates_commit(t, &err), 0, "commit again");
+	pi_templates_settle(t);
+	is_str(get(P("out/dangling.conf")), "new d\n", "settled: the file stays");
+	is_int(hidden(P("out")), 0, "settled: no kept link left");
+	pi_templates_free(t);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "/tmp/pi-templates-%ld", (long)getpid());
@@ -882,6 +928,7 @@ int main(void)
 	test_full_disk();
 	test_link_chain();
 	test_too_deep();
+	test_symlink_output();
 	rm_rf(root);
 	return done_testing();
 }
