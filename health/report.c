@@ -109,6 +109,24 @@ static size_t rpt_n_upstreams(const struct pi_health_view *v)
 	return v->upstreams ? v->n_upstreams : 0;
 }
 
+static int rpt_same_var(const struct pi_health_upstream *a, const struct pi_health_upstream *b)
+{
+	return strncmp(a->var, b->var, sizeof(a->var)) == 0;
+}
+
+/* Whether an entry before i has entry i's variable (and, with
+ * unresolved set, does not resolve). Two templates may give one variable
+ * different defaults: one variable can name several hosts, shown as one
+ * check whose array has an entry per host. */
+static int rpt_var_before(const struct pi_health_view *v, size_t i, int unresolved)
+{
+	for (size_t j = 0; j < i; j++)
+		if ((!unresolved || !v->upstreams[j].resolved) &&
+		    rpt_same_var(&v->upstreams[j], &v->upstreams[i]))
+			return 1;
+	return 0;
+}
+
 /* One reason for the top-level "output", "; "-separated. */
 static void rpt_reason(struct rpt_buf *b, int *n, const char *a, const char *name, size_t cap,
 		       const char *z)
@@ -148,6 +166,8 @@ static int rpt_assess(const struct pi_health_report *r, int probe, struct rpt_bu
 		if (u->resolved)
 			continue;
 		level = level < RPT_WARN ? RPT_WARN : level;
+		if (rpt_var_before(v, i, 1))
+			continue; /* named once */
 		rpt_reason(b, &n, "", u->var, sizeof(u->var), " does not resolve");
 	}
 	if (!v->reload_ok) {
@@ -157,16 +177,29 @@ static int rpt_assess(const struct pi_health_report *r, int probe, struct rpt_bu
 	return level;
 }
 
-/* `"NAME":[{"status":"LEVEL"` with NAME = prefix + name (name escaped). */
-static void rpt_check_open(struct rpt_buf *b, const char *prefix, const char *name, size_t cap,
-			   int level)
+/* `"NAME":[` with NAME = prefix + name (name escaped). */
+static void rpt_key(struct rpt_buf *b, const char *prefix, const char *name, size_t cap)
 {
 	rpt_puts(b, "\"");
 	rpt_puts(b, prefix);
 	rpt_escape(b, name, strnlen(name, cap));
-	rpt_puts(b, "\":[{\"status\":\"");
+	rpt_puts(b, "\":[");
+}
+
+/* `{"status":"LEVEL"`: an entry of a check's array. */
+static void rpt_entry_open(struct rpt_buf *b, int level)
+{
+	rpt_puts(b, "{\"status\":\"");
 	rpt_puts(b, rpt_level_names[level]);
 	rpt_puts(b, "\"");
+}
+
+/* `"NAME":[{"status":"LEVEL"`: a check with one entry. */
+static void rpt_check_open(struct rpt_buf *b, const char *prefix, const char *name, size_t cap,
+			   int level)
+{
+	rpt_key(b, prefix, name, cap);
+	rpt_entry_open(b, level);
 }
 
 static void rpt_output(struct rpt_buf *b, const char *text, size_t cap)
@@ -215,8 +248,7 @@ static void rpt_addrs(struct rpt_buf *b, const struct pi_health_upstream *u)
 
 static void rpt_upstream(struct rpt_buf *b, const struct pi_health_upstream *u)
 {
-	rpt_puts(b, ",");
-	rpt_check_open(b, "upstream:", u->var, sizeof(u->var), u->resolved ? RPT_PASS : RPT_WARN);
+	rpt_entry_open(b, u->resolved ? RPT_PASS : RPT_WARN);
 	rpt_puts(b, ",\"componentId\":");
 	rpt_field(b, u->host, sizeof(u->host));
 	rpt_addrs(b, u);
@@ -227,7 +259,29 @@ static void rpt_upstream(struct rpt_buf *b, const struct pi_health_upstream *u)
 		rpt_output(b, "not resolved yet", 17);
 	else if (u->note[0]) /* more addresses than shown, a set not loaded yet */
 		rpt_output(b, u->note, sizeof(u->note));
-	rpt_puts(b, "}]");
+	rpt_puts(b, "}");
+}
+
+/* A check per variable, in the order the variables first appear, with an
+ * entry per host it names. */
+static void rpt_upstreams(struct rpt_buf *b, const struct pi_health_view *v)
+{
+	size_t n = rpt_n_upstreams(v);
+
+	for (size_t i = 0; i < n; i++) {
+		if (rpt_var_before(v, i, 0))
+			continue;
+		rpt_puts(b, ",");
+		rpt_key(b, "upstream:", v->upstreams[i].var, sizeof(v->upstreams[i].var));
+		for (size_t k = i; k < n; k++) {
+			if (k > i && !rpt_same_var(&v->upstreams[k], &v->upstreams[i]))
+				continue;
+			if (k > i)
+				rpt_puts(b, ",");
+			rpt_upstream(b, &v->upstreams[k]);
+		}
+		rpt_puts(b, "]");
+	}
 }
 
 /* The init says which step failed and that the log has the reason; when
@@ -263,8 +317,7 @@ static int rpt_body(const struct pi_health_report *r, int probe, struct rpt_buf 
 	rpt_process(b, v);
 	if (r->probe_name[0])
 		rpt_listen(b, r, probe);
-	for (size_t i = 0; i < rpt_n_upstreams(v); i++)
-		rpt_upstream(b, &v->upstreams[i]);
+	rpt_upstreams(b, v);
 	rpt_reload(b, v);
 	rpt_puts(b, "}}\n");
 	return level == RPT_FAIL ? 503 : 200;

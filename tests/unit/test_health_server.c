@@ -27,7 +27,7 @@
 #include "tap.h"
 
 static uv_loop_t loop;
-static struct pi_health_upstream ups[2];
+static struct pi_health_upstream ups[3];
 static struct pi_health_view view;
 
 static long now_ms(void)
@@ -301,6 +301,32 @@ static void test_report(int port)
 	x = get(port, "/health/live");
 	is_int(x.status, 200, "stopping with a child: live 200");
 	is_str(x.body, "{\"status\":\"pass\"}\n", "live says pass");
+
+	/* One variable naming two hosts (two templates, two defaults): one
+	 * check, an entry per host, in order; a second variable between
+	 * them keeps its own check; an unresolved one is named once. */
+	reset_view();
+	pi_health_upstream_name(&ups[1], "NGINX_CHAT_HOST", "chat");
+	ups[1].resolved = 1;
+	pi_health_upstream_name(&ups[2], "NGINX_USER_SERVICE_HOST", "user-fallback");
+	view.n_upstreams = 3;
+	x = get(port, "/health");
+	is_str(x.body,
+	       "{\"status\":\"warn\",\"version\":\"1.2.0\",\"output\":"
+	       "\"NGINX_USER_SERVICE_HOST does not resolve\",\"checks\":{"
+	       "\"nginx:process\":[{\"status\":\"pass\",\"observedValue\":1234}],"
+	       "\"upstream:NGINX_USER_SERVICE_HOST\":[{\"status\":\"pass\",\"componentId\":"
+	       "\"user-service.peerprep-prod.internal\",\"observedValue\":[\"10.0.1.23\"],"
+	       "\"time\":\"2026-11-25T18:00:00Z\"},{\"status\":\"warn\",\"componentId\":"
+	       "\"user-fallback\",\"observedValue\":[],\"output\":\"not resolved yet\"}],"
+	       "\"upstream:NGINX_CHAT_HOST\":[{\"status\":\"pass\",\"componentId\":\"chat\","
+	       "\"observedValue\":[]}],"
+	       "\"config:reload\":[{\"status\":\"pass\",\"time\":\"2026-11-25T18:00:00Z\"}]}}\n",
+	       "one variable, two hosts: one check with two entries");
+	ups[0].resolved = 0;
+	x = get(port, "/health");
+	ok(has(x.body, "\"output\":\"NGINX_USER_SERVICE_HOST does not resolve\",\"checks\""),
+	   "... neither resolving: the variable is named once");
 
 	/* Strings are escaped, whatever they hold. */
 	reset_view();
