@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # PeerPrep frontend image: nginx serving the SPA, with peerprep-init as PID 1.
 #
 #   docker build --build-context frontend=../frontend -t peerprep-frontend .
@@ -9,6 +7,9 @@
 # Vite dev server behind the init). The SPA comes from the named build
 # context `frontend`; without it the production image ships the placeholder
 # in deploy/site. podman needs `--format docker` to keep the HEALTHCHECK.
+# Named build contexts and RUN --mount need BuildKit's own Dockerfile
+# syntax (Docker 23 or later, or podman): no `# syntax=` line, so a build
+# never pulls a frontend image from a registry.
 # See README.md, "Deploying", for what each stage does.
 #
 # The three base images are build arguments, so a mirror, a digest or a

@@ -136,3 +136,17 @@ void pi_entrypointd_warn(char *const *envp)
 		free(f->names[i]);
 	free(f);
 }
+
+void pi_entrypointd_warn_filter(char *const *envp)
+{
+	static const char var[] = "NGINX_ENVSUBST_FILTER=";
+
+	for (; envp && *envp; envp++)
+		if (strncmp(*envp, var, sizeof(var) - 1) == 0 && (*envp)[sizeof(var) - 1]) {
+			PI_LOG(PI_WARN,
+			       "NGINX_ENVSUBST_FILTER is not read: only variables named with "
+			       "templates.prefix are substituted, and a template's other "
+			       "references are refused or left to nginx");
+			return;
+		}
+}

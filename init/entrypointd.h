@@ -18,4 +18,10 @@
  * logs nothing; an unreadable one is a warning too. Never fails. */
 void pi_entrypointd_warn(char *const *envp);
 
+/* Logs one warning when envp sets NGINX_ENVSUBST_FILTER (not empty): the
+ * official image substitutes the variables it matches, the init only
+ * those named with templates.prefix, so a filter chosen for other names
+ * would otherwise be dropped in silence. */
+void pi_entrypointd_warn_filter(char *const *envp);
+
 #endif

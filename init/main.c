@@ -181,6 +181,7 @@ int main(int argc, char **argv, char **envp)
 		return 2;
 	}
 	pi_log_setup(cfg.log_level, cfg.log_format);
+	pi_entrypointd_warn_filter(envp);
 	if (strcmp(sub, "render") != 0)
 		pi_entrypointd_warn(envp);
 

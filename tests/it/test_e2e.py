@@ -251,6 +251,20 @@ def test_health_through_nginx(stack):
 
 
 @needs_init
+def test_health_report_is_not_for_forwarded_clients(stack):
+    """The report names internal hosts and addresses: a request a proxy
+    forwarded (X-Forwarded-For, as the ALB adds to client requests) gets
+    the liveness answer; the load balancer's own checks (no such header)
+    get the report."""
+    r = stack.http_get("/health", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert r.status == 200, r
+    assert r.json() == {"status": "pass"}
+    assert b"peerprep-prod.internal" not in r.body
+    r = stack.http_get("/health")
+    assert "checks" in r.json()
+
+
+@needs_init
 def test_graceful_stop_finishes_in_flight_request(pi_binary):
     s = Stack(pi_binary)
     try:
@@ -373,6 +387,24 @@ def stop_budget():
     """Worst-case seconds from SIGTERM to the init's exit (SPEC §5)."""
     n = ini()["nginx"]
     return seconds(n["stop_delay"]) + seconds(n["stop_timeout"]) + 5
+
+
+def _env_file(name):
+    with open(os.path.join(DEPLOY, name)) as f:
+        return dict(line.strip().split("=", 1) for line in f if "=" in line and not line.startswith("#"))
+
+
+def test_env_compose_prod_runs_production_on_the_compose_names():
+    """The local production run: the production target, nginx's port 80 on
+    both sides, and no host variable (the compose service names apply:
+    the ECS names would never resolve beside the backends' compose stack)."""
+    env = _env_file(".env.compose-prod")
+    assert env["FRONTEND_BUILD_STAGE"] == "production"
+    listen = [l.split()[1].rstrip(";") for l in open(TEMPLATE) if l.strip().startswith("listen ")]
+    assert env["FRONTEND_PORT"] == env["FRONTEND_INTERNAL_PORT"] == "80" and "80" in listen
+    assert not [k for k in env if k.startswith("NGINX_")]
+    fe = _compose()["services"]["frontend"]
+    assert fe["ports"] == ["${FRONTEND_PORT:-5173}:${FRONTEND_INTERNAL_PORT:-5173}"]
 
 
 def test_env_prod_names_every_host():

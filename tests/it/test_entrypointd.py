@@ -116,3 +116,26 @@ def test_folders_linking_to_themselves_stay_bounded(tmp_path):
     assert code == 0, err
     lines = warnings(err)
     assert len(lines) == 1 and "+ files=" in lines[0], err
+
+
+def test_envsubst_filter_is_named_once_in_every_mode(tmp_path):
+    """The official image substitutes what NGINX_ENVSUBST_FILTER matches;
+    the init reads only templates.prefix names, and says so (once, in
+    run, check and render alike) instead of dropping the filter in
+    silence. An empty filter is no filter: nothing said."""
+    tpl = tmp_path / "templates"
+    tpl.mkdir(exist_ok=True)
+    (tpl / "a.conf.template").write_text("listen ${PORT};\n")
+    out = tmp_path / "out"
+    for args in (("--", "true"), ("render", "--stdout"), ("render",)):
+        env = pi.base_env(tmp_path, NGINX_ENVSUBST_FILTER="^PORT$", PORT="8080",
+                          PEERPREP_INIT_TEMPLATES_DIR=str(tpl),
+                          PEERPREP_INIT_TEMPLATES_OUTPUT_DIR=str(out))
+        p = subprocess.run([pi.BIN] + list(args), env=env, capture_output=True, timeout=20)
+        err = p.stderr.decode(errors="replace")
+        lines = [l for l in err.splitlines() if "NGINX_ENVSUBST_FILTER is not read" in l]
+        assert p.returncode == 0 and len(lines) == 1 and "level=warn" in lines[0], (args, err)
+        assert "^PORT$" not in err, err
+        env["NGINX_ENVSUBST_FILTER"] = ""
+        p = subprocess.run([pi.BIN] + list(args), env=env, capture_output=True, timeout=20)
+        assert p.returncode == 0 and b"ENVSUBST_FILTER" not in p.stderr, (args, p.stderr)
