@@ -358,6 +358,27 @@ def test_template_variables_are_the_six_hosts():
     assert template_variables() == {testbed.host_var(s): s for s in testbed.SERVICES}
 
 
+def test_retries_cover_connect_failures_never_read_timeouts():
+    """A request is passed to a host's next address after a connect
+    failure (every try's connect timeout fits the retry window), never
+    after a read timeout (nginx's default 60 s, which the API routes keep,
+    is past it): a hung backend must not hold a GET for 3 minutes and
+    repeat its effect."""
+    text = open(TEMPLATE).read()
+    top = text.split("location /user-service-api/")[0]
+
+    def value(name):
+        m = re.findall(r"^\s*%s\s+(\S+);" % name, top, re.M)
+        assert len(m) == 1, name
+        return m[0]
+    assert re.search(r"^\s*proxy_next_upstream\s+error timeout;", top, re.M)
+    tries = int(value("proxy_next_upstream_tries"))
+    window = seconds(value("proxy_next_upstream_timeout"))
+    connect = seconds(value("proxy_connect_timeout"))
+    assert connect * (tries - 1) < window < 60
+    assert "proxy_read_timeout" not in top
+
+
 def _compose():
     import yaml  # python3-yaml
     with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
