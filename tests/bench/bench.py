@@ -201,12 +201,13 @@ def row_first200():
     }
     times = {k: [] for k in variants}
     failures = {k: 0 for k in variants}
-    # Starts are short and noisy (one start moves by +-1 ms around 6 ms):
-    # four times the usual runs (at least 30), the variants taking turns in
+    # Starts are short and noisy (one start moves by +-1 ms around 6 ms, a
+    # median of 36 by +-2%, as much as the margin to the target): sixteen
+    # times the usual runs (at least 120; about 10 s), the variants taking turns in
     # an order that rotates each round, so that none always follows the
     # same one (whose folder removal may still occupy the file system).
     names = list(variants)
-    for i in range(max(4 * RUNS, 30) + 1):  # the first round warms the page cache; dropped
+    for i in range(max(16 * RUNS, 120) + 1):  # the first round warms the page cache; dropped
         for name in names[i % len(names):] + names[:i % len(names)]:
             argv_of = variants[name]
             site = Site()
@@ -503,7 +504,7 @@ def row_rss_big():
 # (f) /health requests/s and p99 vs nginx `return 200`
 # ---------------------------------------------------------------------------
 
-WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "5"))
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "3"))
 
 
 def wrk(url):
@@ -545,10 +546,13 @@ def row_health_rps():
         unavailable("/health req/s", "needs 2 cores", rerun)
         return
     results = {"init": [], "init+probe": [], "nginx": []}
-    rounds = 5  # medians of 5: a p99 of a 5 s run moves with the VM
+    # A p99 moves with the VM from one run to the next (0.4 to 4 ms when the
+    # host steals time): the median of RUNS short runs, taking turns.
+    rounds = RUNS
     broken = set()
-    for _ in range(rounds):
-        for name in results:
+    names = list(results)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
             if name in broken:
                 continue
             site = Site()
