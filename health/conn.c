@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "health/server_impl.h"
 
@@ -92,12 +93,25 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
 		pi_health_conn_close(req->data);
 }
 
-/* The closing response is out. With nothing left unread it closes at once,
- * as nginx does; otherwise it half-closes and drains for a while, so the
- * client reads the answer instead of a reset. */
+/* Whether the kernel still holds output the client has not acknowledged.
+ * Closing then, any byte the client sends afterwards (a stray CRLF, which
+ * HTTP allows after a request) would make the kernel reset the connection
+ * and drop that output. */
+static int conn_unacked(struct pi_health_conn *c)
+{
+	uv_os_fd_t fd;
+	int n = 0;
+
+	return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &n) == 0 && n > 0;
+}
+
+/* The closing response is out. With nothing left unread and all of it
+ * acknowledged it closes at once, as nginx does; otherwise it half-closes
+ * and drains for a while, so the client reads the answer instead of a
+ * reset. */
 static void conn_finish(struct pi_health_conn *c)
 {
-	if (!c->linger || c->eof ||
+	if (c->eof || (!c->linger && !conn_unacked(c)) ||
 	    uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, conn_on_shutdown) < 0) {
 		pi_health_conn_close(c);
 		return;

@@ -11,9 +11,10 @@
  * or from the previous response, not reset by each byte) or with a response
  * it does not read. At most 256 connections; further ones are accepted and
  * closed at once. After a closing response that leaves input unread (a
- * body, pipelined bytes, a malformed head) the server half-closes and
- * drains what the client still sends for up to 2 s, so the client reads the
- * answer instead of a reset.
+ * body, pipelined bytes, a malformed head), or part of it not yet
+ * acknowledged by the client, the server half-closes and drains what the
+ * client still sends for up to 2 s, so the client reads the answer instead
+ * of a reset.
  *
  * The nginx probe: when `probe` is set, a /health request needs a TCP
  * connect to it no older than 1 s. With an older result the request waits
@@ -31,7 +32,8 @@
  * only for what it does not), every complete request of one read in one
  * writev, from where the answers live (the cached report, fixed answers):
  * nothing is copied per request. After a closing response with nothing
- * left unread the connection is closed at once, as nginx does.
+ * left unread and all of it acknowledged the connection is closed at once,
+ * as nginx does.
  *
  * Memory: an idle connection holds one small struct (its first 256 input
  * bytes included; a longer head moves to an 8 KiB buffer); closed structs

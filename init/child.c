@@ -147,7 +147,9 @@ void sup_child_exited(struct sup *s, int wstatus)
 	s->view.child_pid = 0;
 	pi_proc_tty_reclaim(s->tty_fd);
 	s->tty_fd = -1;
-	if (s->state == SUP_STOPPING) {
+	if (s->state == SUP_STOPPING || s->state == SUP_EXITING) {
+		/* Asked to stop, or stopped by the init's own exit (health.listen
+		 * that cannot be bound, say): the exit code is already chosen. */
 		PI_LOG(PI_INFO, "the child stopped", PI_INT("status", code));
 	} else if (sup_child_failed_start(s, wstatus)) {
 		PI_LOG(PI_ERROR, "config test failed: nginx exited before it served",

@@ -29,6 +29,20 @@ static int usage_error(const char *what, const char *arg)
 	return 2;
 }
 
+/* A usage error in a command line whose command is `health` (options
+ * before the word included) is a failed health check: one line, exit 1,
+ * never 2, which Docker reserves. */
+static int usage_error_at(int argc, char **argv, const char *what, const char *arg)
+{
+	for (int j = 1; j < argc && strcmp(argv[j], "--") != 0; j++)
+		if (strcmp(argv[j], "health") == 0 &&
+		    (j == 1 || (strcmp(argv[j - 1], "-c") != 0 && strcmp(argv[j - 1], "--config") != 0))) {
+			fprintf(stderr, "peerprep-init: %s '%s'\n", what, arg);
+			return 1;
+		}
+	return usage_error(what, arg);
+}
+
 static void help(void)
 {
 	fputs("peerprep-init " PI_VERSION ": PID 1 of the PeerPrep frontend image.\n"
@@ -103,10 +117,11 @@ static int health_command(int argc, char **argv, const char *file, char **envp)
 			file = argv[i] + 9;
 	}
 	if (pi_config_load(&cfg, file, envp, &err) < 0) {
-		fprintf(stderr, "%s\n", err.msg);
+		PI_LOG(PI_ERROR, err.msg);
 		pi_config_free(&cfg);
 		return 1;
 	}
+	pi_log_setup(cfg.log_level, cfg.log_format);
 	if (pi_health_url(cfg.health_listen, cfg.health_path, url, sizeof(url)) < 0)
 		url[0] = '\0';
 	pi_config_free(&cfg);
@@ -154,8 +169,10 @@ int main(int argc, char **argv, char **envp)
 			return 0;
 		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
 			if (++i >= argc)
-				return usage_error("a file must follow", a);
+				return usage_error_at(argc, argv, "a file must follow", a);
 			file = argv[i];
+		} else if (strncmp(a, "--config=", 9) == 0) {
+			file = a + 9;
 		} else if (strcmp(sub, "run") == 0 && strcmp(a, "--") == 0) {
 			if (i + 1 >= argc)
 				return usage_error("a command must follow", a);
@@ -168,7 +185,7 @@ int main(int argc, char **argv, char **envp)
 		} else if (strcmp(sub, "run") == 0 && is_command(a)) {
 			sub = a; /* `-c FILE render`, as git takes `-C DIR log` */
 		} else {
-			return usage_error("unexpected argument", a);
+			return usage_error_at(argc, argv, "unexpected argument", a);
 		}
 	}
 	if (strcmp(sub, "run") != 0)

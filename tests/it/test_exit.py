@@ -197,6 +197,8 @@ def test_health_port_taken_is_exit_2_and_the_child_does_not_outlive_it(tmp_path,
     try:
         assert init.wait(10) == 2, init.text()
         assert "cannot serve health" in init.text(), init.text()
+        # The init stopped the child itself: that is not the child failing.
+        assert "exited unexpectedly" not in init.text(), init.text()
         if hosts:
             assert not marker.exists() and "msg=started" not in init.text(), init.text()
         # Not PID 1 here: the init itself must have stopped the child.

@@ -304,6 +304,38 @@ def test_sigterm_turns_503_while_child_runs(nginx):
         i.close()
 
 
+def test_closing_answer_still_queued_survives_a_late_byte(init):
+    """The client reads slowly (a 4 KiB receive buffer) and pipelines 400
+    keep-alive requests and a closing one, then sends a CRLF (which HTTP
+    allows after a request) once the server is done with its side. Most of
+    the answers are still in the server's send queue then: closing the
+    socket there would make the kernel answer that byte with a reset and
+    drop them. Every answer must arrive."""
+    n = 400
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", init.port))
+    local = s.getsockname()[1]
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * n +
+              b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+    def server_done():
+        out = subprocess.run(["ss", "-tnH", "state", "fin-wait-1", "( sport = :%d and dport = :%d )"
+                              % (init.port, local)], capture_output=True, text=True).stdout
+        return out.strip() != ""
+    wait_for(server_done, 5, what="the server to finish its side (FIN queued)")
+    s.sendall(b"\r\n")
+    s.settimeout(10)
+    data = b""
+    while True:
+        d = s.recv(1 << 16)
+        if not d:
+            break
+        data += d
+    s.close()
+    assert data.count(b"HTTP/1.1 200 ") == n + 1, len(data)
+
+
 @pytest.mark.parametrize("args", [
     ["--timeout", "abc"], ["--bogus"], ["--timeout"], ["--url"], ["-c"],
     ["--timeout", "0"], ["-c", "/nonexistent/peerprep-init.ini"],
@@ -314,6 +346,32 @@ def test_health_command_usage_errors_exit_1_with_one_line(args):
     code, out, err, _ = health_cmd(*args)
     assert code == 1 and out == "", (code, out, err)
     assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("before", [
+    ["--bogus"], ["--config=/nonexistent/peerprep-init.ini"], ["-c", "/dev/null", "--bogus"],
+])
+def test_health_command_options_before_the_word_exit_1_with_one_line(before):
+    """Options given before `health` too: a usage error or a bad config is
+    a failed check in one line, never exit 2."""
+    p = subprocess.run([BINARY, *before, "health", "--url", "http://127.0.0.1:1/health"],
+                       capture_output=True, timeout=10,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    err = p.stderr.decode()
+    assert p.returncode == 1 and p.stdout == b"", (p.returncode, err)
+    assert err.count("\n") == 1, err
+
+
+def test_health_command_logs_in_the_configured_format():
+    """log.format=json: the failure line is one JSON object, as every
+    other line the init writes."""
+    p = subprocess.run([BINARY, "health", "--url", "http://127.0.0.1:1/health"],
+                       capture_output=True, timeout=10,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                            "PEERPREP_INIT_LOG_FORMAT": "json"})
+    assert p.returncode == 1
+    line = json.loads(p.stderr.decode())
+    assert line["level"] == "error" and "refused" in line["error"], line
 
 
 class OneAnswer:
