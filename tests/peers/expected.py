@@ -1,10 +1,11 @@
-"""What the peers' suites are held to: the tests left out of the run, and
-the documented differences, with the reason for each.
+"""What the peers' suites are held to: the tests left out of the run, the
+tests run once per signal, and the documented differences, with the reason
+for each.
 
 A test is left out when it is about the peer's own flags, modes or
 messages; everything else is a general test and must pass. A documented
-difference must fail, and fail for its documented reason: its `because`
-pattern has to appear in the failure, so a test that fails for another
+difference must fail, and fail for its documented reason: its patterns
+have to appear in the failure, so a test that fails for another
 reason (a defect) is still a failure, and one that starts passing is a
 failure too (the list is stale). The control run against the real peers
 expects every general test to pass.
@@ -49,9 +50,27 @@ _USR2 = ("SIGUSR2 is refused (logged, not forwarded): for nginx it starts a bina
          "upgrade, which in an immutable image would leave a new master orphaned")
 _STOP = ("SIGINT and SIGTERM ask for a graceful stop: the child gets the stop signal, "
          "a second request moves on to SIGTERM, never SIGINT itself")
+_PIPE = ("SIGPIPE is ignored: the init's own writes to a health client that hung up "
+         "raise it, and it must mean nothing; it stays blocked and is never read, so "
+         "one sent to the init is not forwarded (the child starts with SIGPIPE at its "
+         "default action)")
+_FAULT = ("the faults a bug raises (ILL, TRAP, BUS, FPE, SEGV) stay unblocked at their "
+          "default action, so a fault in the init ends it at once; one sent to it is "
+          "not forwarded: as PID 1 of a container the kernel drops it (the init lives, "
+          "the child gets nothing), and here, where the init is not PID 1, it kills the "
+          "init and the child waits in vain")
 
-# (test, pattern that the failure must contain, reason); `test` as above,
-# with the parameters in brackets where the function is parametrized.
+# Tests that send every signal of dumb-init's NORMAL_SIGNALS to one init and
+# stop at the first failed assertion: each runs once per signal instead, with
+# a fresh init, as FILE::NAME[SIGNAME] (peers_plugin.py).
+ONE_SIGNAL_AT_A_TIME = {
+    "dumb-init": ["proxies_signals_test.py::test_proxies_signals"],
+}
+
+# (test, patterns, reason); `test` as above, with the parameters in brackets
+# where the function is parametrized. The failure (its traceback, captured
+# output and the plugin's list of processes left) must contain the pattern,
+# or every one of a tuple of patterns.
 DIFFERENCES = {
     "tini": [
         ("tini_steps.py::test_inner_signal[proxy-SIGUSR2]", "TimeoutExpired", _USR2),
@@ -63,11 +82,20 @@ DIFFERENCES = {
          "a blocked SIGHUP or an ignored SIGQUIT"),
     ],
     "dumb-init": [
-        # The signals go out in order 1, 2, ...: SIGHUP (a reload) arrives,
-        # SIGINT arrives as the stop signal, SIGTERM.
-        ("proxies_signals_test.py::test_proxies_signals", "assert b'15\\n' == b'2\\n'", _STOP),
+        # test_proxies_signals, one signal and one init at a time: SIGTERM
+        # passes only because generic.ini makes TERM the stop signal.
+        ("proxies_signals_test.py::test_proxies_signals[SIGINT]", "assert b'15\\n' == b'2\\n'", _STOP),
+        ("proxies_signals_test.py::test_proxies_signals[SIGUSR2]",
+         ("Timeout >5.0s", "SIGUSR2 not forwarded"), _USR2),
+        ("proxies_signals_test.py::test_proxies_signals[SIGPIPE]",
+         ("Timeout >5.0s", "peerprep-init: running"), _PIPE),
+    ] + [
+        ("proxies_signals_test.py::test_proxies_signals[%s]" % sig,
+         ("Timeout >5.0s", "peerprep-init: killed by %s" % sig), _FAULT)
+        for sig in ("SIGILL", "SIGTRAP", "SIGBUS", "SIGFPE", "SIGSEGV")
+    ] + [
         # TERM, QUIT, CONT pass; the INT after them, a second stop request,
-        # arrives as SIGTERM.
+        # arrives as SIGTERM (b'2\n' is expected at that step only).
         ("proxies_signals_test.py::test_proxies_signals_with_rewrite",
          "assert b'15\\n' == b'2\\n'", _STOP),
         ("cwd_test.py::test_working_directories", "assert b'/tmp\\n/tmp\\n' == b'/\\n/tmp\\n'",

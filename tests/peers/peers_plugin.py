@@ -1,8 +1,9 @@
 """pytest plugin for `make check-peers` (loaded with -p peers_plugin).
 
-Leaves out the tests expected.py names, holds the documented differences
-to their reasons, cleans up after every test, and prints one summary line
-per peer, which it also writes to $PEERS_RESULT for mk/peers.sh.
+Leaves out the tests expected.py names, runs the tests it names in
+ONE_SIGNAL_AT_A_TIME once per signal, holds the documented differences to
+their reasons, cleans up after every test, and prints one summary line per
+peer, which it also writes to $PEERS_RESULT for mk/peers.sh.
 
 Environment: PEERS_PEER (tini or dumb-init), PEERS_AGAINST (peerprep-init,
 or control for the real peer), PEERS_RESULT (file for the counts).
@@ -22,9 +23,23 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def _key(item):
-    """FILE::NAME[PARAMS] and FILE::NAME, the two ways expected.py names a test."""
+    """FILE::NAME[PARAMS], FILE::NAME and FILE, the ways expected.py names a
+    test; a test run once per signal is FILE::NAME[SIGNAME] instead of
+    FILE::NAME, which would name every signal's variant at once."""
     name = item.path.name
-    return name + "::" + item.name, name + "::" + item.originalname, name
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    func = name + "::" + item.originalname
+    if "peers_signal" in params:
+        func += "[%s]" % signal.Signals(params["peers_signal"]).name
+    return name + "::" + item.name, func, name
+
+
+def _one_signal_at_a_time(path, name):
+    return "%s::%s" % (path.name, name) in expected.ONE_SIGNAL_AT_A_TIME.get(PEER, [])
+
+
+def _patterns(because):
+    return (because,) if isinstance(because, str) else tuple(because)
 
 
 def _left_out(item):
@@ -69,6 +84,31 @@ def pytest_configure(config):
         raise pytest.UsageError("peers_plugin: cannot become a child subreaper")
 
 
+# A test named in expected.ONE_SIGNAL_AT_A_TIME loops over its module's
+# NORMAL_SIGNALS (dumb-init's testing.NORMAL_SIGNALS) with one init and
+# stops at its first failed assertion, so a signal that differs would hide
+# every signal after it. It runs instead once per signal, each with a fresh
+# init: the peers_signal fixture leaves one signal in NORMAL_SIGNALS, and
+# the test's own body (print_signals, the send, the assertion) does the rest.
+def pytest_pycollect_makeitem(collector, name, obj):
+    if callable(obj) and _one_signal_at_a_time(collector.path, name):
+        pytest.mark.usefixtures("peers_signal")(obj)
+        _State.used.add("%s::%s" % (collector.path.name, name))
+
+
+def pytest_generate_tests(metafunc):
+    if "peers_signal" in metafunc.fixturenames:
+        sigs = sorted(metafunc.module.NORMAL_SIGNALS)
+        metafunc.parametrize("peers_signal", sigs, indirect=True,
+                             ids=[signal.Signals(s).name for s in sigs])
+
+
+@pytest.fixture
+def peers_signal(request, monkeypatch):
+    monkeypatch.setattr(request.module, "NORMAL_SIGNALS", frozenset([request.param]))
+    return request.param
+
+
 def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
@@ -83,7 +123,8 @@ def pytest_collection_modifyitems(config, items):
             _State.used.add(diff[0])
         keep.append(item)
     stale = [t for t, _ in expected.LEFT_OUT.get(PEER, [])] + \
-            [t for t, _, _ in expected.DIFFERENCES.get(PEER, [])]
+            [t for t, _, _ in expected.DIFFERENCES.get(PEER, [])] + \
+            expected.ONE_SIGNAL_AT_A_TIME.get(PEER, [])
     stale = [t for t in stale if t not in _State.used]
     if stale and AGAINST != "control":
         _State.counts["failed"] += len(stale)
@@ -94,10 +135,44 @@ def pytest_collection_modifyitems(config, items):
     items[:] = keep
 
 
+def _how_ended(pid):
+    """How a child of pytest that has ended ended, without reaping it; None
+    while it runs."""
+    try:
+        st = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "gone"
+    if st is None or st.si_pid == 0:
+        return None
+    if st.si_code == os.CLD_EXITED:
+        return "exited with %d" % st.si_status
+    return "killed by %s%s" % (signal.Signals(st.si_status).name,
+                               " (core dumped)" if st.si_code == os.CLD_DUMPED else "")
+
+
+def _processes_left():
+    """One line per direct child of pytest (the init a test started, and
+    whatever was reparented to pytest): what it is and whether it still
+    runs. Taken before the clean-up, it tells an init that died from one
+    that did not pass a signal on."""
+    lines = []
+    for p in psutil.Process().children():
+        try:
+            name = p.name()
+        except psutil.Error:
+            continue
+        ended = _how_ended(p.pid)
+        lines.append("%s: %s (pid %d)" % (name, ended or "running", p.pid))
+    return "\n".join(lines) or "none"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        rep.sections.append(("peers: pytest's children after the failure",
+                             _processes_left()))
     diff = _difference(item)
     if rep.when != "call" or not diff:
         return
@@ -108,13 +183,15 @@ def pytest_runtest_makereport(item, call):
                         "take it off tests/peers/expected.py" % (test, why))
     elif rep.failed:
         text = rep.longreprtext
-        if because in text:
+        seen = "\n".join([text] + [content for _, content in rep.sections])
+        missing = [p for p in _patterns(because) if p not in seen]
+        if not missing:
             rep.outcome = "skipped"
             rep.wasxfail = why
             _State.differences.append((item.nodeid, why))
         else:
             rep.longrepr = ("%s\n\nfailed, but not for its documented difference "
-                            "(the failure lacks %r)" % (text, because))
+                            "(the failure lacks %s)" % (text, ", ".join(map(repr, missing))))
 
 
 @pytest.fixture(autouse=True)
