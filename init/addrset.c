@@ -71,6 +71,21 @@ int pi_addrset_from_addrinfo(struct pi_addrset *s, const struct addrinfo *res)
 	return 0;
 }
 
+int pi_addrset_add_family(struct pi_addrset *dst, const struct pi_addrset *src, int family)
+{
+	unsigned char bytes[16];
+
+	for (size_t i = 0; i < src->n; i++) {
+		int f = strchr(src->a[i], ':') ? AF_INET6 : AF_INET;
+		if (f != family || inet_pton(f, src->a[i], bytes) != 1)
+			continue;
+		if (pi_addrset_add(dst, f, bytes) == -ENOMEM)
+			return -ENOMEM;
+	}
+	pi_addrset_finish(dst);
+	return 0;
+}
+
 int pi_addrset_equal(const struct pi_addrset *x, const struct pi_addrset *y)
 {
 	if (x->n != y->n)

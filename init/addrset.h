@@ -37,6 +37,11 @@ int pi_addrset_equal(const struct pi_addrset *x, const struct pi_addrset *y);
  * (dst unchanged then). */
 int pi_addrset_copy(struct pi_addrset *dst, const struct pi_addrset *src);
 
+/* Adds src's addresses of family (AF_INET or AF_INET6) to dst and
+ * finishes dst. Returns 0 or -ENOMEM (dst may then hold some of them,
+ * unfinished). */
+int pi_addrset_add_family(struct pi_addrset *dst, const struct pi_addrset *src, int family);
+
 /* Moves src into dst (dst's old content freed); src is left empty. */
 void pi_addrset_move(struct pi_addrset *dst, struct pi_addrset *src);
 

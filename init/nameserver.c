@@ -215,10 +215,81 @@ static int ns_send(struct ns_round *r, const char *name)
 	return 0;
 }
 
-/* Reads what nameserver i sent; returns -ENOMEM or 0. */
-static int ns_receive(struct ns_round *r, size_t i, struct pi_addrset *out)
+/* Waits until fd is ready for events or the deadline; > 0 when ready. */
+static int ns_wait(int fd, short events, long long deadline)
 {
-	unsigned char a[1500];
+	struct pollfd pfd = {.fd = fd, .events = events};
+	long long left;
+	int rc;
+
+	do {
+		if ((left = deadline - ns_now_ms()) <= 0)
+			return 0;
+		rc = poll(&pfd, 1, (int)left);
+	} while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
+/* Sends or receives exactly n bytes before the deadline; 0 or -1. */
+static int ns_tcp_io(int fd, unsigned char *p, size_t n, int in, long long deadline)
+{
+	while (n > 0) {
+		if (ns_wait(fd, in ? POLLIN : POLLOUT, deadline) <= 0)
+			return -1;
+		ssize_t k = in ? recv(fd, p, n, 0) : send(fd, p, n, MSG_NOSIGNAL);
+		if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
+			return -1;
+		if (k > 0)
+			p += k, n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Asks question t of nameserver i again over TCP (RFC 7766), for an
+ * answer that came cut (the truncated flag): the whole set, not the
+ * subset that fit, which may differ from one answer to the next. Adds
+ * the addresses to out. Returns the response code, -ENOMEM, or -EIO when
+ * no whole answer came before the deadline. */
+static int ns_tcp(const struct ns_round *r, size_t i, int t, long long deadline,
+		  struct pi_addrset *out)
+{
+	const struct sockaddr_storage *ss = &r->rc->ns[i];
+	socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						: sizeof(struct sockaddr_in6);
+	unsigned char msg[2 + sizeof(r->q[t]) + 11], len[2], *ans = NULL;
+	size_t qn = r->qlen[t] + 11;
+	int err = 0, rc = -EIO;
+	socklen_t el = sizeof(err);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -EIO;
+	msg[0] = (unsigned char)(qn >> 8);
+	msg[1] = (unsigned char)qn;
+	memcpy(msg + 2, r->q[t], qn);
+	if ((connect(fd, (const struct sockaddr *)ss, sl) == 0 || errno == EINPROGRESS) &&
+	    ns_wait(fd, POLLOUT, deadline) > 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0 &&
+	    ns_tcp_io(fd, msg, qn + 2, 0, deadline) == 0 &&
+	    ns_tcp_io(fd, len, 2, 1, deadline) == 0) {
+		size_t n = (size_t)len[0] << 8 | len[1];
+		if (!(ans = malloc(n ? n : 1)))
+			rc = -ENOMEM;
+		else if (ns_tcp_io(fd, ans, n, 1, deadline) == 0)
+			rc = pi_ns_parse(ans, n, r->q[t] + 12, r->qlen[t] - 12, r->id[t], out);
+		if (rc == -EINVAL)
+			rc = -EIO;
+	}
+	free(ans);
+	close(fd);
+	return rc;
+}
+
+/* Reads what nameserver i sent; returns -ENOMEM or 0. */
+static int ns_receive(struct ns_round *r, size_t i, long long deadline, struct pi_addrset *out)
+{
+	/* The largest answer the EDNS record offers to take, and then some. */
+	unsigned char a[4096 + 512];
 	ssize_t got;
 
 	while ((got = recv(r->fd[i], a, sizeof(a), 0)) >= 0) {
@@ -226,8 +297,23 @@ static int ns_receive(struct ns_round *r, size_t i, struct pi_addrset *out)
 			if (r->rcode[i][t] != NS_UNANSWERED)
 				continue;
 			size_t before = out->n;
+			struct pi_addrset cut = {0, NULL};
+			int truncated = got > 2 && (a[2] & 0x02);
 			int rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12, r->qlen[t] - 12,
-					     r->id[t], out);
+					     r->id[t], truncated ? &cut : out);
+			if (rc >= 0 && truncated) {
+				/* Over TCP, or what the cut answer holds when TCP
+				 * gives nothing. */
+				int whole = ns_tcp(r, i, t, deadline, out);
+				if (whole >= 0)
+					rc = whole;
+				else if (whole == -ENOMEM)
+					rc = whole;
+				else
+					rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12,
+							 r->qlen[t] - 12, r->id[t], out);
+			}
+			pi_addrset_free(&cut);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc >= 0)
@@ -278,7 +364,7 @@ static int ns_ask(struct ns_round *r, const char *name, long long deadline, stru
 			break;
 		for (size_t i = 0; i < r->rc->n_ns && rc == 0; i++)
 			if (pfd[i].revents)
-				rc = ns_receive(r, i, out);
+				rc = ns_receive(r, i, deadline, out);
 	}
 	for (size_t i = 0; i < r->rc->n_ns; i++)
 		if (r->fd[i] >= 0)
@@ -286,6 +372,24 @@ static int ns_ask(struct ns_round *r, const char *name, long long deadline, stru
 	if (rc < 0)
 		return rc;
 	return out->n > 0;
+}
+
+/* After ns_ask gave addresses: the family none of the nameservers that
+ * gave addresses answered for (its question went unanswered until the
+ * deadline), or 0 when one of them answered both questions. */
+static int ns_missing(const struct ns_round *r)
+{
+	int a = 0, aaaa = 0;
+
+	for (size_t i = 0; i < r->rc->n_ns; i++) {
+		if (!r->positive[i])
+			continue;
+		a |= r->rcode[i][0] != NS_UNANSWERED;
+		aaaa |= r->rcode[i][1] != NS_UNANSWERED;
+		if (ns_answered(r, i) && r->fd[i] >= 0)
+			return 0;
+	}
+	return !aaaa ? AF_INET6 : !a ? AF_INET : 0;
 }
 
 static void ns_diag(const struct ns_round *r, char *diag, size_t dlen)
@@ -311,7 +415,7 @@ static void ns_diag(const struct ns_round *r, char *diag, size_t dlen)
 }
 
 int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_ms,
-		 struct pi_addrset *out, char *diag, size_t dlen)
+		 struct pi_addrset *out, int *missing, char *diag, size_t dlen)
 {
 	struct ns_round r = {.rc = rc};
 	long long deadline = ns_now_ms() + timeout_ms;
@@ -319,6 +423,7 @@ int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_
 	char cand[520];
 
 	memset(out, 0, sizeof(*out));
+	*missing = 0;
 	diag[0] = '\0';
 	if (rc->n_ns == 0 || len == 0 || len > 253)
 		return 0;
@@ -335,8 +440,10 @@ int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_
 			snprintf(cand, sizeof(cand), "%.*s", (int)(len - absolute), name);
 		int got = ns_ask(&r, cand, deadline, out);
 		if (got != 0) {
-			if (got > 0)
+			if (got > 0) {
 				pi_addrset_finish(out);
+				*missing = ns_missing(&r);
+			}
 			else /* out of memory: nothing half-made for the caller */
 				pi_addrset_free(out);
 			return got;

@@ -8,7 +8,9 @@
  * - musl ignores a REFUSED answer and times out; here it is named.
  * - musl takes a truncated 512-byte answer as it is: a host with many
  *   addresses gives a different subset each time. Here the question
- *   carries EDNS0 (4096 bytes), so the answer holds them all.
+ *   carries EDNS0 (4096 bytes), and an answer still cut to fit (dnsmasq
+ *   sends at most 1232 bytes) is asked again over TCP, so the set is
+ *   whole.
  *
  * Blocking; meant for the lookup threads (init/resolver.c). No globals. */
 #ifndef PI_NAMESERVER_H
@@ -36,14 +38,18 @@ struct pi_resolv_conf {
 int pi_ns_read_conf(const char *path, struct pi_resolv_conf *rc);
 
 /* Looks up name's A and AAAA records at every nameserver of rc at once,
- * following the search list as musl does, for at most timeout_ms.
+ * following the search list as musl does, for at most timeout_ms. An
+ * answer cut to fit (the truncated flag) is asked again over TCP.
  * Returns 1 when some nameserver answered with addresses (they are in
- * *out, finished; the caller frees), 0 when none did; then diag holds what
- * a misbehaving nameserver did ("nameserver X answered REFUSED", "...does
- * not answer"), or "" when every answer was a plain "no such name".
- * Returns -ENOMEM when out of memory. */
+ * *out, finished; the caller frees); *missing is then 0, or AF_INET6
+ * (AF_INET) when no nameserver that gave addresses answered the AAAA (A)
+ * question before the deadline: that half of the set is unknown, not
+ * empty. Returns 0 when none did; then diag holds what a misbehaving
+ * nameserver did ("nameserver X answered REFUSED", "...does not answer"),
+ * or "" when every answer was a plain "no such name". Returns -ENOMEM
+ * when out of memory. */
 int pi_ns_lookup(const struct pi_resolv_conf *rc, const char *name, int timeout_ms,
-		 struct pi_addrset *out, char *diag, size_t dlen);
+		 struct pi_addrset *out, int *missing, char *diag, size_t dlen);
 
 /* Parses one DNS response for the query with the given id and question:
  * adds its A/AAAA answers to out. Returns the response code (0..15),

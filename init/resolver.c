@@ -76,11 +76,12 @@ static void resolver_lookup(struct resolver_job *j)
 		 * bytes hold; ask for the whole set. The larger set wins. */
 		struct pi_addrset whole;
 		char ignored[8];
+		int missing;
 		if (j->res.set.n < RESOLVER_MAYBE_CUT ||
-		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, ignored, sizeof(ignored)) <=
-			0)
+		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, &missing, ignored,
+				 sizeof(ignored)) <= 0)
 			return;
-		if (whole.n > j->res.set.n)
+		if (whole.n > j->res.set.n && !missing)
 			pi_addrset_move(&j->res.set, &whole);
 		pi_addrset_free(&whole);
 		return;
@@ -89,8 +90,8 @@ static void resolver_lookup(struct resolver_job *j)
 	 * failure is worth a direct question, if only to name the cause. */
 	if (rc.n_ns < 2 && j->res.gai != EAI_AGAIN && j->res.gai != EAI_FAIL)
 		return;
-	int got = pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &j->res.set, j->res.diag,
-			       sizeof(j->res.diag));
+	int got = pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &j->res.set, &j->res.missing,
+			       j->res.diag, sizeof(j->res.diag));
 	if (got > 0)
 		j->res.gai = 0;
 	else if (got == -ENOMEM)

@@ -19,7 +19,10 @@ struct pi_resolver;
 struct pi_lookup_result {
 	int gai;	       /* 0, or getaddrinfo's EAI_* code */
 	struct pi_addrset set; /* the addresses when gai is 0 (never empty then) */
-	char diag[128];	       /* what a nameserver did, after a failure; or "" */
+	/* 0, or AF_INET6 (AF_INET) when the set came without an answer to
+	 * the AAAA (A) question: those addresses are unknown, not gone. */
+	int missing;
+	char diag[128]; /* what a nameserver did, after a failure; or "" */
 };
 
 /* Called on the loop thread once per started lookup, unless the resolver

@@ -285,6 +285,11 @@ static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
 		return; /* removed at a reload while its lookup ran */
 	h->busy = 0;
 	h->checked = time(NULL);
+	/* Half a set whose other half went unanswered keeps the addresses
+	 * known of that half: one lost AAAA answer is no change of address
+	 * (nor two reloads, one to drop them and one to take them back). */
+	if (r->gai == 0 && r->missing && pi_addrset_add_family(&r->set, &h->current, r->missing) < 0)
+		r->gai = EAI_MEMORY;
 	if (r->gai == 0)
 		ups_resolved(u, h, &r->set);
 	else

@@ -174,6 +174,11 @@ class DelayedDNS:
 
     def __init__(self, addr, hosts_file, delay_ms):
         self.hosts_file = hosts_file
+        # While the file drop-aaaa exists beside the hosts file, AAAA
+        # questions go unanswered (a line is added to dropped-aaaa for
+        # each): a nameserver that loses one family's answers.
+        self.drop_flag = os.path.join(os.path.dirname(hosts_file), "drop-aaaa")
+        self.dropped = os.path.join(os.path.dirname(hosts_file), "dropped-aaaa")
         self.delay = delay_ms / 1000.0
         self.table = read_hosts_file(hosts_file)
         self.lock = threading.Lock()
@@ -196,6 +201,10 @@ class DelayedDNS:
         name, off = _dns_read_qname(query, 12)
         qtype, _ = struct.unpack("!HH", query[off:off + 4])
         question = query[12:off + 4]
+        if qtype == 28 and os.path.exists(self.drop_flag):
+            with open(self.dropped, "a") as f:
+                f.write(name + "\n")
+            return None
         with self.lock:
             addrs = self.table.get(name.lower().rstrip("."))
         answers = []
@@ -697,8 +706,9 @@ class Bed:
 
     def __init__(self, upstreams=None, zone=DEFAULT_ZONE, dns_delay_ms=0, extra_hosts=None,
                  ws_services=WS_SERVICES, local_domains=None, keep_dir=None, log_queries=False,
-                 nxdomain_dns=False):
+                 nxdomain_dns=False, resolv_options=None):
         self.nxdomain_dns = nxdomain_dns
+        self.resolv_options = resolv_options
         self.upstreams = dict(default_upstreams() if upstreams is None else upstreams)
         self.zone = zone
         self.dns_delay_ms = dns_delay_ms
@@ -736,6 +746,8 @@ class Bed:
             f.write("nameserver %s\n" % DNS_ADDR)
             if self.nxdomain_dns:
                 f.write("nameserver %s\n" % NXDOMAIN_DNS_ADDR)
+            if self.resolv_options:
+                f.write("options %s\n" % self.resolv_options)
         with open(os.path.join(self.dir, "etc-hosts"), "w") as f:
             f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
         cfg = {
@@ -905,6 +917,24 @@ class Bed:
         self.hosts[name] = ips
         self._write_hosts()
         self._reload_dns(name, ips, wait)
+
+    def drop_aaaa(self, on):
+        """With dns_delay_ms > 0 (the bed's own responder): leave every AAAA
+        question unanswered while on."""
+        flag = os.path.join(self.dir, "drop-aaaa")
+        if on:
+            open(flag, "w").close()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(flag)
+
+    def dropped_aaaa(self):
+        """How many AAAA questions went unanswered so far."""
+        try:
+            with open(os.path.join(self.dir, "dropped-aaaa")) as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
 
     def remove_host(self, name, wait=True):
         """Make name stop resolving (NXDOMAIN)."""

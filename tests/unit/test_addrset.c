@@ -189,6 +189,30 @@ static void test_resolv_conf(void)
 	is_int(pi_ns_read_conf(path, &rc), -ENOENT, "missing file");
 }
 
+/* A lookup whose AAAA question went unanswered keeps the IPv6 half of
+ * the set it had: only that family is taken over, sorted in. */
+static void test_add_family(void)
+{
+	struct pi_addrset now = {0, NULL}, got = {0, NULL};
+	unsigned char v4[4] = {10, 0, 0, 2}, v4b[4] = {10, 0, 0, 1}, v6[16] = {0xfd, 0, [15] = 0x11};
+	char text[256];
+
+	pi_addrset_add(&now, AF_INET, v4b);
+	pi_addrset_add(&now, AF_INET6, v6);
+	pi_addrset_finish(&now);
+	pi_addrset_add(&got, AF_INET, v4);
+	pi_addrset_finish(&got);
+	is_int(pi_addrset_add_family(&got, &now, AF_INET6), 0, "the IPv6 half taken over");
+	is_str(pi_addrset_join(&got, 16, text, sizeof(text)), "10.0.0.2 fd00::11",
+	       "... and only it, sorted in");
+	is_int(pi_addrset_add_family(&got, &now, AF_INET6), 0, "taken twice");
+	is_int((int)got.n, 2, "... no duplicate");
+	pi_addrset_free(&now);
+	is_int(pi_addrset_add_family(&got, &now, AF_INET), 0, "from an empty set");
+	is_int((int)got.n, 2, "... nothing added");
+	pi_addrset_free(&got);
+}
+
 int main(void)
 {
 	test_rotations_compare_equal();
@@ -197,5 +221,6 @@ int main(void)
 	test_join();
 	test_dns_packets();
 	test_resolv_conf();
+	test_add_family();
 	return done_testing();
 }
