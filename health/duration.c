@@ -32,6 +32,10 @@ int pi_health_parse_duration(const char *s, uint64_t *ms)
 	/* A week is far beyond any sensible wait; reject rather than overflow. */
 	if (v > 7 * 86400.0 * 1000.0)
 		return -EINVAL;
+	/* Rounded to the nearest millisecond, but never from above 0 to 0,
+	 * which means "off" or "no limit" where it is allowed. */
 	*ms = (uint64_t)(v + 0.5);
+	if (*ms == 0 && v > 0)
+		*ms = 1;
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 enum key_type {
 	T_STRING,
 	T_DURATION,
+	T_WAIT, /* a duration above 0 */
 	T_SIGNAL,
 	T_LEVEL,
 	T_FORMAT,
@@ -63,7 +65,7 @@ static const struct key keys[] = {
      "only variables whose names start with this are substituted"},
     {"upstreams", "hosts", T_STRING, F(upstreams_hosts), "NGINX_*_HOST", NULL,
      "space-separated glob patterns over variable names; their values must resolve"},
-    {"upstreams", "wait", T_DURATION, F(upstreams_wait_ms), "60s", NULL,
+    {"upstreams", "wait", T_WAIT, F(upstreams_wait_ms), "60s", NULL,
      "how long run waits for all hosts to resolve before giving up"},
     {"upstreams", "recheck", T_DURATION, F(upstreams_recheck_ms), "30s", NULL,
      "after start, re-resolve this often; 0 turns it off"},
@@ -232,6 +234,11 @@ static int set_key(struct pi_config *cfg, const struct key *k, const char *value
 		*why = "not HOST:PORT or [IPv6]:PORT with an IP address";
 		if (*value && pi_health_parse_addr(value, &ss) < 0)
 			return -EINVAL;
+		/* Port 0: a listener on a port nobody knows, or a probe that
+		 * always fails. */
+		*why = "port 0 (a port must be named)";
+		if (*value && ((struct sockaddr_in *)&ss)->sin_port == 0)
+			return -EINVAL;
 		return set_string(base, value, why);
 	}
 	case T_URL_PATH:
@@ -246,6 +253,12 @@ static int set_key(struct pi_config *cfg, const struct key *k, const char *value
 	case T_DURATION:
 		*why = "not a duration (seconds, or a number with ms, s or m)";
 		return pi_config_duration(value, (uint64_t *)base);
+	case T_WAIT:
+		*why = "not a duration (seconds, or a number with ms, s or m)";
+		if ((n = pi_config_duration(value, (uint64_t *)base)) < 0)
+			return n;
+		*why = "not a duration above 0 (0 would give up before the first answer)";
+		return *(uint64_t *)base ? 0 : -EINVAL;
 	case T_SIGNAL:
 		n = pi_config_signal(value);
 		*why = "not a signal name or number";
@@ -556,10 +569,17 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 {
 	const char *why;
 
-	/* The nginx image's variables rank with ours; ours are applied last
-	 * so that when both are set, the peerprep-init name wins. */
+	const char *ours[NKEYS] = {0};
+	env_ours(envp, ours);
+	/* The nginx image's variables rank below ours: one is not even read
+	 * when the peerprep-init name is set. Empty is unset, as the image's
+	 * entrypoint reads them (`${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/...}`):
+	 * compose passes an unset `${VAR}` on as an empty value. */
 	for (size_t i = 0; i < NKEYS; i++) {
-		const char *v = keys[i].alias ? pi_config_env_get(envp, keys[i].alias) : NULL;
+		const char *v = keys[i].alias && !ours[i] ? pi_config_env_get(envp, keys[i].alias)
+							  : NULL;
+		if (v && !*v)
+			v = NULL;
 		if (v && set_key(cfg, &keys[i], v, &why) < 0) {
 			snprintf(err->msg, sizeof(err->msg), "%s: %s", keys[i].alias, why);
 			return -EINVAL;
@@ -571,8 +591,6 @@ static int load_env(struct pi_config *cfg, char *const *envp, struct key_origin 
 	if (quiet && *quiet)
 		cfg->log_level = PI_WARN;
 
-	const char *ours[NKEYS] = {0};
-	env_ours(envp, ours);
 	for (size_t i = 0; i < NKEYS; i++) {
 		const char *entry = ours[i];
 		if (!entry)

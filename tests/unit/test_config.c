@@ -84,6 +84,9 @@ int main(void)
 	ok(pi_config_duration(" 5s ", &ms) == 0 && ms == 5000, "blanks around allowed");
 	ok(pi_config_duration(".5m", &ms) == 0 && ms == 30000, ".5m is 30000 ms");
 	ok(pi_config_duration("1.25ms", &ms) == 0 && ms == 1, "1.25ms rounds to 1");
+	ok(pi_config_duration("0.4ms", &ms) == 0 && ms == 1,
+	   "0.4ms is 1, not 0 (which means off or no limit)");
+	ok(pi_config_duration("0.0000s", &ms) == 0 && ms == 0, "a zero written long is 0");
 
 	/* Signals. */
 	is_int(pi_config_signal("QUIT"), SIGQUIT, "QUIT");
@@ -244,12 +247,46 @@ int main(void)
 		pi_config_free(&cfg);
 	}
 	{
-		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=", NULL};
-		is_int(load(NULL, env, &cfg, &err), -EINVAL,
-		       "empty suffix from the nginx image's name");
-		is_str(err.msg,
-		       "NGINX_ENVSUBST_TEMPLATE_SUFFIX: empty suffix (it would match no file)",
-		       "the alias is named");
+		/* As the image's entrypoint reads them (`${VAR:-default}`): an
+		 * empty alias is unset; compose passes an unset ${VAR} on empty. */
+		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=", "NGINX_ENVSUBST_OUTPUT_DIR=", NULL};
+		is_int(load(NULL, env, &cfg, &err), 0, "empty nginx image names are unset");
+		is_str(cfg.templates_suffix, ".template", "... the default suffix");
+		is_str(cfg.templates_output_dir, "/etc/nginx/conf.d", "... the default output folder");
+		pi_config_free(&cfg);
+	}
+	{
+		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=a/b", "PEERPREP_INIT_TEMPLATES_SUFFIX=.t",
+			       NULL};
+		is_int(load(NULL, env, &cfg, &err), 0,
+		       "an alias the peerprep-init name overrides is not even read");
+		is_str(cfg.templates_suffix, ".t", "... the peerprep-init name wins");
+		pi_config_free(&cfg);
+	}
+	{
+		char *env[] = {"NGINX_ENVSUBST_TEMPLATE_SUFFIX=a/b", NULL};
+		is_int(load(NULL, env, &cfg, &err), -EINVAL, "a bad alias alone is still refused");
+		ok(strncmp(err.msg, "NGINX_ENVSUBST_", 15) == 0, "... naming it: %s", err.msg);
+		pi_config_free(&cfg);
+	}
+	{
+		/* Values that can never work: a health port nobody can find or
+		 * reach, a wait that gives up before the first answer. */
+		static const char *const bad[][2] = {
+		    {"PEERPREP_INIT_HEALTH_LISTEN=127.0.0.1:0", "port 0 (a port must be named)"},
+		    {"PEERPREP_INIT_HEALTH_PROBE=[::1]:0", "port 0 (a port must be named)"},
+		    {"PEERPREP_INIT_UPSTREAMS_WAIT=0", "not a duration above 0"},
+		    {"PEERPREP_INIT_UPSTREAMS_WAIT=0.0s", "not a duration above 0"},
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char *env[] = {(char *)bad[i][0], NULL};
+			ok(load(NULL, env, &cfg, &err) == -EINVAL, "refused: %s", bad[i][0]);
+			ok(strstr(err.msg, bad[i][1]) != NULL, "... saying why: %s", err.msg);
+			pi_config_free(&cfg);
+		}
+		char *fine[] = {"PEERPREP_INIT_UPSTREAMS_WAIT=1ms", "PEERPREP_INIT_HEALTH_PROBE=",
+				NULL};
+		is_int(load(NULL, fine, &cfg, &err), 0, "a 1 ms wait and an empty probe are fine");
 		pi_config_free(&cfg);
 	}
 	{
