@@ -221,12 +221,12 @@ static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
 
 static void sup_log_unresolved(struct sup *s)
 {
-	char list[1024];
+	char list[3072]; /* a log line holds 4 KiB: variable names only */
+	size_t n = pi_upstreams_unresolved(s->ups, list, sizeof(list));
 
-	pi_upstreams_unresolved(s->ups, list, sizeof(list));
 	PI_LOG(PI_ERROR, "upstream hosts did not resolve in time; nothing started",
 	       PI_UINT("wait_ms", (unsigned long long)s->cfg->upstreams_wait_ms),
-	       PI_STR("unresolved", list));
+	       PI_UINT("count", (unsigned long long)n), PI_STR("unresolved", list));
 }
 
 static int sup_start_health(struct sup *s)

@@ -581,17 +581,21 @@ const struct pi_addrset *pi_upstreams_current(const struct pi_upstreams *u, size
 	return &u->hosts[i]->current;
 }
 
-void pi_upstreams_unresolved(const struct pi_upstreams *u, char *out, size_t len)
+size_t pi_upstreams_unresolved(const struct pi_upstreams *u, char *out, size_t len)
 {
-	size_t used = 0;
+	size_t used = 0, n = 0;
 
 	out[0] = '\0';
-	for (size_t i = 0; i < u->n && used < len; i++) {
+	for (size_t i = 0; i < u->n; i++) {
 		const struct pi_health_upstream *p = &u->pub[i];
-		if (!p->resolved)
-			used += (size_t)snprintf(out + used, len - used, "%s%s=%s", used ? " " : "",
-						 p->var, p->host);
+		if (p->resolved)
+			continue;
+		n++;
+		if (used < len)
+			used += (size_t)snprintf(out + used, len - used, "%s%s", used ? " " : "",
+						 p->var);
 	}
+	return n;
 }
 
 static void ups_on_close(uv_handle_t *h)

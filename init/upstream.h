@@ -73,8 +73,9 @@ void pi_upstreams_applied(struct pi_upstreams *u, int ok);
  * loop iteration. */
 const struct pi_addrset *pi_upstreams_current(const struct pi_upstreams *u, size_t i);
 
-/* Writes "VAR=host VAR=host" for every host not resolved now into out. */
-void pi_upstreams_unresolved(const struct pi_upstreams *u, char *out, size_t len);
+/* Writes "VAR VAR" for every host not resolved now into out (its host
+ * was logged with its error when it first failed); returns how many. */
+size_t pi_upstreams_unresolved(const struct pi_upstreams *u, char *out, size_t len);
 
 /* Stops timers and drops lookups in flight; returns at once and leaves
  * nothing that would keep the loop running. Clears the view's upstream

@@ -119,15 +119,24 @@ def test_host_appearing_late_starts_nginx(bed, setup):
 
 
 def test_host_that_never_appears_exits_4(bed, setup):
-    init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1500ms", NGINX_OTHER_HOST="other." + ZONE)
+    """Exit 4 at the deadline, the last line naming every unresolved
+    variable (six more with 250-byte host names, which once pushed some
+    out of the line) and no resolved one."""
+    long_hosts = {"NGINX_L%d_HOST" % i: ".".join(["l%d" % i + "x" * 58] * 3) + "." + "y" * 40
+                  + "." + ZONE for i in range(6)}
+    init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1500ms", NGINX_OTHER_HOST="other." + ZONE,
+                 **long_hosts)
     bed.set_host("other." + ZONE, "127.0.0.12")
     t0 = time.monotonic()
     assert init.wait(10) == 4
     assert 1.4 < time.monotonic() - t0 < 5
     log = init.text()
     assert "did not resolve in time" in log
-    assert "NGINX_API_HOST=api." + ZONE in log
-    assert "NGINX_OTHER_HOST=" not in log.split("did not resolve in time")[1]
+    last = log.split("did not resolve in time")[1].splitlines()[0]
+    want = ["NGINX_API_HOST"] + sorted(long_hosts)
+    assert sorted(re.search(r'unresolved="([^"]*)"', last).group(1).split()) == sorted(want), last
+    assert "count=7" in last and "truncated" not in last, last
+    assert "NGINX_OTHER_HOST" not in last
     assert "msg=started" not in log
     assert not bed.port_open("127.0.0.1", 80)
 
