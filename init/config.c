@@ -503,11 +503,12 @@ static int load_file(struct pi_config *cfg, const char *path, struct key_origin 
 	/* inih finds syntax errors (no '=', unclosed '[', an over-long line)
 	 * without calling the handler; a system inih that goes on may have
 	 * called it for a later line, so the reason is ours only if the
-	 * lines agree. */
+	 * lines agree. An over-long line's first 4 KiB do reach the handler,
+	 * whose complaint about them (an unclosed quote) would mislead. */
 	snprintf(reason, sizeof(reason), "%s",
-		 c.err_line == line    ? err->msg
-		 : c.long_line == line ? "line too long"
-				       : "not a [section] header or a key = value line");
+		 c.long_line == line  ? "line too long" /* the handler saw it cut */
+		 : c.err_line == line ? err->msg
+				      : "not a [section] header or a key = value line");
 	snprintf(err->msg, sizeof(err->msg), "%.200s:%d: %.280s", path, line, reason);
 	return -EINVAL;
 }

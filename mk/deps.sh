@@ -20,9 +20,12 @@ TINI_VER=0.19.0
 TINI_DEB=0.19.0-1
 DUMB_INIT_VER=1.2.5
 DUMB_INIT_DEB=1.2.5-2
-# inih's compile-time options, pinned once for both builds. HANDLER_LINENO
-# stays 0 so the handler signature matches a distribution's libinih.
-INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0"
+# inih's compile-time options, pinned once for both builds (and in the
+# Makefile's INIH_DEFS). HANDLER_LINENO stays 0 so the handler signature
+# matches a distribution's libinih. No inline comments: a ';' in a value
+# (`command = sh -c "exec nginx ; true"`) is part of it; comments take
+# lines of their own. A change here rebuilds the libraries (inih.defs).
+INIH_DEFS="-DINI_ALLOW_MULTILINE=0 -DINI_ALLOW_INLINE_COMMENTS=0 -DINI_STOP_ON_FIRST_ERROR=1 -DINI_MAX_LINE=4096 -DINI_CALL_HANDLER_ON_NEW_SECTION=1 -DINI_HANDLER_LINENO=0"
 
 # DEPS_PKGS replaces the package list (empty: install nothing) and
 # DEPS_LIBCS names the copies to build ("musl glibc"): the image's builder
@@ -62,7 +65,8 @@ fi
 
 build_one() { # $1 = compiler, $2 = output folder, $3 = extra flags
 	cc=$1 dst=$2 extra=$3
-	[ -f "$dst/lib/libuv.a" ] && [ -f "$dst/lib/libinih.a" ] && return 0
+	[ -f "$dst/lib/libuv.a" ] && [ -f "$dst/lib/libinih.a" ] &&
+		[ "$(cat "$dst/inih.defs" 2>/dev/null)" = "$INIH_DEFS" ] && return 0
 	rm -rf "$dst.tmp" && mkdir -p "$dst.tmp/obj/uv" "$dst.tmp/obj/inih" "$dst.tmp/lib" "$dst.tmp/include"
 	tar -xzf "$src/libuv1_$UV_VER.orig.tar.gz" -C "$dst.tmp"
 	tar -xzf "$src/libinih_$INIH_VER.orig.tar.gz" -C "$dst.tmp"
@@ -90,6 +94,7 @@ build_one() { # $1 = compiler, $2 = output folder, $3 = extra flags
 	cp -r "$uv/include/." "$dst.tmp/include/"
 	cp "$dst.tmp/inih-r$INIH_VER/ini.h" "$dst.tmp/include/"
 	[ -n "$inc" ] && cp -P "$dst.tmp/kinc/"* "$dst.tmp/include/"
+	echo "$INIH_DEFS" >"$dst.tmp/inih.defs"
 	rm -rf "$dst.tmp/obj" "$uv" "$dst.tmp/inih-r$INIH_VER" "$dst.tmp/kinc" "$dst"
 	mv "$dst.tmp" "$dst"
 	echo "deps: built $dst"

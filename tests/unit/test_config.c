@@ -179,6 +179,14 @@ int main(void)
 	expect_error("[health]\nlisten = 127.0.0.1:1\nbogus = 1\n", "3: unknown key health.bogus",
 		     "unknown key");
 	expect_error("; c\n[nope]\nx = 1\n", "2: unknown section [nope]", "unknown section");
+	/* A ';' in a value is part of it (no inline comments): comments take
+	 * lines of their own, ';' or '#' first. */
+	ok(load("# c\n[nginx]\n; c\ncommand = sh -c \"exec nginx ; true\"\ntest = x ;y\n", NULL, &cfg,
+		&err) == 0,
+	   "a value holding ' ;' loads");
+	is_str(cfg.nginx_command, "sh -c \"exec nginx ; true\"", "... the ';' and what follows kept");
+	is_str(cfg.nginx_test, "x ;y", "... also outside quotes");
+	pi_config_free(&cfg);
 	expect_error("[upstreams]\n\nwait = forever\n",
 		     "3: upstreams.wait: not a duration (seconds, or a number with ms, s or m)",
 		     "bad duration");
@@ -301,6 +309,16 @@ int main(void)
 		memset(text + n, 'x', 5000);
 		snprintf(text + n + 5000, sizeof(text) - n - 5000, "\nlevel = loud\n");
 		expect_error(text, "2: line too long", "over-long line named");
+	}
+	{
+		/* An over-long key line whose first 4 KiB open a quote: inih
+		 * hands the cut line to the handler, but the line's length is
+		 * what is wrong. */
+		static char text[6000];
+		size_t n = (size_t)snprintf(text, sizeof(text), "[nginx]\ncommand = sh -c '");
+		memset(text + n, 'x', 5000);
+		snprintf(text + n + 5000, sizeof(text) - n - 5000, "'\n");
+		expect_error(text, "2: line too long", "an over-long value line is too long, not unclosed");
 	}
 
 	/* Only regular files: a folder once read as empty, /proc/self/mem
