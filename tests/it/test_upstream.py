@@ -444,6 +444,36 @@ def test_lost_aaaa_answers_keep_the_ipv6_addresses(tmp_path):
             init.stop()
 
 
+def test_more_hosts_than_lookup_threads_all_keep_resolving(tmp_path):
+    """70 host variables, each lookup taking 50 ms, rechecked every 300 ms:
+    a round has more hosts than lookup threads (64), and the hosts beyond
+    wait for a free one instead of counting as failed lookups (which, three
+    rounds in a row, reported them as no longer resolving, for good)."""
+    names = {"NGINX_H%d_HOST" % i: "h%d.%s" % (i, ZONE) for i in range(70)}
+    hosts = {n: "127.0.2.%d" % (i + 1) for i, n in enumerate(names.values())}
+    hosts["api." + ZONE] = "127.0.0.11"
+    with testbed.Bed(dns_delay_ms=50, extra_hosts=hosts) as b:
+        env = site_env(tmp_path, PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", **names)
+        init = InBed(b, tmp_path, (), **env)
+        try:
+            init.wait_log("msg=started")
+            since = time.time() + 2
+
+            def rechecked():
+                ups = [v[0] for k, v in health(b)[1]["checks"].items() if k.startswith("upstream:")]
+                stamps = [datetime.datetime.strptime(u["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=datetime.timezone.utc).timestamp() for u in ups]
+                return len(ups) == 71 and min(stamps) >= since
+            wait_for(rechecked, 20, what="every host rechecked for 2 s (6 rounds)")
+            status, doc = health(b)
+            bad = {k: v[0] for k, v in doc["checks"].items()
+                   if k.startswith("upstream:") and v[0]["status"] != "pass"}
+            assert status == 200 and not bad, bad
+            assert "too many in flight" not in init.text()
+        finally:
+            init.stop()
+
+
 # ---- the applied set --------------------------------------------------------
 
 def failing_test_command(tmp_path, test):
