@@ -65,10 +65,21 @@ def add(row, figure, anchor, ratio=None, target="", ok=None, rerun=""):
     print("  %-28s %s | anchor %s | %s" % (row, figure, anchor, verdict), flush=True)
 
 
+def paired_ratio(xs, ys):
+    """The median of x/y over the rounds both measured: xs and ys map a
+    round to its figure. Each round measures both back to back, so their
+    ratio cancels what the machine did more slowly (the host's steal
+    comes in bursts of seconds); a ratio of the two medians keeps it."""
+    return median([xs[k] / ys[k] for k in xs if k in ys and ys[k]])
+
+
 def anchor_ratio(row, value, anchor_value, unit, anchor_name, limit, rerun, fmt="%.1f",
-                 lower_is_better=True):
-    """Adds a row comparing value with anchor_value against `limit` (a ratio)."""
-    ratio = value / anchor_value if anchor_value else float("inf")
+                 lower_is_better=True, ratio=None):
+    """Adds a row comparing value with anchor_value against `limit` (a ratio);
+    ratio, when given, is the paired one (paired_ratio), else value over
+    anchor_value."""
+    if ratio is None:
+        ratio = value / anchor_value if anchor_value else float("inf")
     ok = ratio <= limit if lower_is_better else ratio >= limit
     add(row, (fmt % value) + unit, "%s %s%s" % (anchor_name, fmt % anchor_value, unit), ratio,
         ("<= %.2fx" if lower_is_better else ">= %.2fx") % limit, ok, rerun)
@@ -199,7 +210,7 @@ def row_first200():
         "shell entrypoint": lambda s: s.shell_argv(),
         "tini + shell": lambda s: [TINI, "--"] + s.shell_argv(),
     }
-    times = {k: [] for k in variants}
+    times = {k: {} for k in variants}  # round -> ms
     failures = {k: 0 for k in variants}
     # Starts are short and noisy (one start moves by +-1 ms around 6 ms, a
     # median of 36 by +-2%, as much as the margin to the target): sixteen
@@ -218,7 +229,7 @@ def row_first200():
                 if t is None:
                     failures[name] += 1
                 elif i > 0:
-                    times[name].append((t - p.t0) * 1000)
+                    times[name][i] = (t - p.t0) * 1000
                 p.stop()
             finally:
                 site.cleanup()
@@ -229,18 +240,21 @@ def row_first200():
     if not times["init"] or not times["bare nginx"]:
         unavailable("exec->200 ms", "no 200 from init or nginx", rerun)
         return
-    init = median(times["init"])
-    anchor_ratio("exec->200 ms vs bare", init, median(times["bare nginx"]), " ms",
-                 "nginx", 1.10, rerun)
-    anchor_ratio("exec->200 ms vs shell", init, median(times["shell entrypoint"]), " ms",
-                 "sh+envsubst", 0.75, rerun)
-    anchor_ratio("exec->200 ms vs tini+shell", init, median(times["tini + shell"]), " ms",
-                 "tini+sh", 0.75, rerun)
+    def med(name):
+        return median(list(times[name].values()))
+    init = med("init")
+    for name, row, label, limit in (("bare nginx", "exec->200 ms vs bare", "nginx", 1.10),
+                                    ("shell entrypoint", "exec->200 ms vs shell", "sh+envsubst",
+                                     0.75),
+                                    ("tini + shell", "exec->200 ms vs tini+shell", "tini+sh",
+                                     0.75)):
+        anchor_ratio(row, init, med(name), " ms", label, limit, rerun,
+                     ratio=paired_ratio(times["init"], times[name]))
     if times["init, no config test"]:
-        notest = median(times["init, no config test"])
+        notest = med("init, no config test")
         add("exec->200, nginx.test=\"\"", "%.1f ms" % notest,
-            "nginx %.1f ms" % median(times["bare nginx"]), notest / median(times["bare nginx"]),
-            "", None, rerun)
+            "nginx %.1f ms" % med("bare nginx"),
+            paired_ratio(times["init, no config test"], times["bare nginx"]), "", None, rerun)
 
 
 # ---------------------------------------------------------------------------
@@ -545,7 +559,7 @@ def row_health_rps():
     if os.cpu_count() < 2:
         unavailable("/health req/s", "needs 2 cores", rerun)
         return
-    results = {"init": [], "init+probe": [], "nginx": []}
+    results = {"init": {}, "init+probe": {}, "nginx": {}}  # round -> (req/s, p99 ms)
     # A p99 moves with the VM from one run to the next (0.4 to 4 ms when the
     # host steals time): the median of RUNS short runs, taking turns.
     rounds = RUNS
@@ -570,7 +584,7 @@ def row_health_rps():
                         print("  warning: %s never answered 200 on /health" % name)
                         broken.add(name)
                         continue
-                    results[name].append(wrk("http://127.0.0.1:%d/health" % port))
+                    results[name][i] = wrk("http://127.0.0.1:%d/health" % port)
                 finally:
                     p.stop()
             finally:
@@ -578,19 +592,22 @@ def row_health_rps():
     if not results["nginx"] or not results["init"]:
         unavailable("/health req/s", "a server never answered", rerun)
         return
-    n_rps = median([r for r, _ in results["nginx"]])
-    n_p99 = median([p for _, p in results["nginx"]])
+    def column(name, k):
+        return {i: v[k] for i, v in results[name].items()}
+    n_rps = median(list(column("nginx", 0).values()))
+    n_p99 = median(list(column("nginx", 1).values()))
     for name in ("init", "init+probe"):
         if not results[name]:
             unavailable("/health req/s (%s)" % name, "no 200 on /health", rerun)
             continue
-        rps = median([r for r, _ in results[name]])
-        p99 = median([p for _, p in results[name]])
+        rps = median(list(column(name, 0).values()))
+        p99 = median(list(column(name, 1).values()))
         label = "" if name == "init" else " (probing nginx)"
         anchor_ratio("/health req/s" + label, rps, n_rps, "/s", "nginx", 1.0, rerun,
-                     fmt="%.0f", lower_is_better=False)
+                     fmt="%.0f", lower_is_better=False,
+                     ratio=paired_ratio(column(name, 0), column("nginx", 0)))
         anchor_ratio("/health p99 ms" + label, p99, n_p99, " ms", "nginx", 1.0, rerun,
-                     fmt="%.3f")
+                     fmt="%.3f", ratio=paired_ratio(column(name, 1), column("nginx", 1)))
 
 
 def cpu_ns(pids):

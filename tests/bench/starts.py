@@ -6,8 +6,9 @@
 Each round starts bare nginx and every BIN (as PID 1 of a fresh pid
 namespace, the bench's own Site, Pid1 and first_200), in an order that
 rotates each round; the first round is dropped. Prints, per variant, the
-quartiles and mean of exec -> first 200 in ms and the ratio of medians to
-bare nginx: for comparing two builds under the same conditions, where one
+quartiles and mean of exec -> first 200 in ms, the ratio of medians to
+bare nginx and the median of each round's ratio (bench.paired_ratio):
+for comparing two builds under the same conditions, where one
 `make bench` row is too noisy to tell 0.1 ms apart.
 """
 import os
@@ -24,7 +25,7 @@ def main(argv):
         return 2
     n = int(os.environ.get("N", "40"))
     names = ["bare nginx"] + bins
-    res = {k: [] for k in names}
+    res = {k: {} for k in names}  # round -> ms
     for i in range(n + 1):
         for name in names[i % len(names):] + names[:i % len(names)]:
             site = bench.Site()
@@ -38,15 +39,16 @@ def main(argv):
                 t = bench.first_200(site.port)
                 p.stop()
                 if i and t:
-                    res[name].append((t - p.t0) * 1000)
+                    res[name][i] = (t - p.t0) * 1000
             finally:
                 site.cleanup()
-    base = statistics.median(res["bare nginx"])
+    base = statistics.median(res["bare nginx"].values())
     for k in names:
-        v = sorted(res[k])
+        v = sorted(res[k].values())
         q = statistics.quantiles(v, n=4)
-        print("%-40s p25 %.3f median %.3f p75 %.3f mean %.3f ms  ratio %.3f" % (
-            k[-40:], q[0], q[1], q[2], statistics.mean(v), q[1] / base))
+        print("%-40s p25 %.3f median %.3f p75 %.3f mean %.3f ms  ratio %.3f paired %.3f" % (
+            k[-40:], q[0], q[1], q[2], statistics.mean(v), q[1] / base,
+            bench.paired_ratio(res[k], res["bare nginx"])))
     return 0
 
 
