@@ -1,6 +1,7 @@
 #include "init/signals.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,14 +105,36 @@ static void on_signals_readable(uv_poll_t *p, int status, int events)
 		pi_signals_read(p->data);
 }
 
-int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, void *data)
+/* A signalfd for what the reader reads: every blocked signal but SIGPIPE. */
+static int signals_fd(void)
 {
 	kernel_sigset set = ~sig_faults & ~SIGBIT(SIGPIPE) & ~SIGBIT(SIGKILL) & ~SIGBIT(SIGSTOP);
+
+	return (int)syscall(SYS_signalfd4, -1, &set, sizeof(set), SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int pi_signals_wait(int ms)
+{
+	int fd = signals_fd();
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	int rc;
+
+	if (fd < 0)
+		return 1;
+	do
+		rc = poll(&pfd, 1, ms);
+	while (rc < 0 && errno == EINTR);
+	close(fd);
+	return rc != 0;
+}
+
+int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, void *data)
+{
 	int rc;
 
 	s->cb = cb;
 	s->data = data;
-	s->fd = (int)syscall(SYS_signalfd4, -1, &set, sizeof(set), SFD_NONBLOCK | SFD_CLOEXEC);
+	s->fd = signals_fd();
 	if (s->fd < 0)
 		return -errno;
 	if ((rc = uv_poll_init(loop, &s->poll, s->fd)) < 0) {

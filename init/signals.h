@@ -58,6 +58,11 @@ struct pi_signals {
  * and cb is never called. */
 int pi_signals_start(uv_loop_t *loop, struct pi_signals *s, pi_signals_cb cb, void *data);
 
+/* Waits until one of the signals the reader reads is pending, or ms
+ * milliseconds: 1 when one is (or when no descriptor could be made), 0
+ * after ms. Reads nothing: the signal stays pending for the reader. */
+int pi_signals_wait(int ms);
+
 /* Reads and hands over what is pending now, as the loop does when the
  * descriptor is readable: for a decision that cannot wait for the next
  * loop turn. */

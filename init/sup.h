@@ -27,6 +27,15 @@
  * that ends it. settle_timer measures it (supervise.c). */
 #define SUP_SERVED_MS 1000
 
+/* With the child started before the loop exists (no upstream host to wait
+ * for), the init's own set-up (event loop, signal reader, /health) waits
+ * this long, or until a signal is pending, whichever comes first: nginx's
+ * start-up (parsing, forking workers) is what its first answer waits for,
+ * and on one CPU, or a fraction of one, the set-up took turns with it
+ * (0.3 ms of a 7 ms start). A signal (a stop, nginx's early exit) ends
+ * the wait at once. */
+#define SUP_YIELD_MS 20
+
 enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };
 
 /* One config test's output pipe. Heap-allocated per test, so a test that is

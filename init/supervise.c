@@ -520,6 +520,8 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
 	early = sup_run_early(s);
+	if (early == 0 && s->child > 0)
+		(void)pi_signals_wait(SUP_YIELD_MS); /* nginx's start first (sup.h) */
 	/* The render has closed what it opened: what is free now is what the
 	 * loop gets (a low RLIMIT_NOFILE is one clear error, not libuv's
 	 * abort), asked after the early fork, off nginx's way. */
