@@ -19,8 +19,9 @@
  *     most a week, a real signal, a log level and format) and cfg->file is
  *     the path read;
  *   - the environment wins over the file (SPEC §2): a present
- *     PEERPREP_INIT_<SECTION>_<KEY> sets its key, else an NGINX_ENVSUBST_*
- *     alias does, and NGINX_ENTRYPOINT_QUIET_LOGS means warn; a key named
+ *     PEERPREP_INIT_<SECTION>_<KEY> sets its key, else a non-empty
+ *     NGINX_ENVSUBST_* alias does (not even read when the first is set),
+ *     and NGINX_ENTRYPOINT_QUIET_LOGS means warn; a key named
  *     nowhere keeps its default;
  *   - for INI text simple enough to model here (no inline comments, no
  *     over-long lines or section names), the outcome is predicted exactly:
@@ -33,6 +34,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * T_ADR is an IP address and port or empty, T_PTH is '/' and URL path
  * bytes, T_DIR is not empty, T_SFX is not empty and holds no '/', T_PFX
  * is the start of a variable name: all of these are strings. */
-enum { T_STR, T_DUR, T_SIG, T_LVL, T_FMT, T_CMD, T_TST, T_ADR, T_PTH, T_DIR, T_SFX, T_PFX };
+enum { T_STR, T_DUR, T_WAI, T_SIG, T_LVL, T_FMT, T_CMD, T_TST, T_ADR, T_PTH, T_DIR, T_SFX, T_PFX };
 
 #define F(field) offsetof(struct pi_config, field)
 
@@ -94,7 +96,7 @@ static const struct hkey {
      "NGINX_ENVSUBST_STREAM_OUTPUT_DIR"},
     {"templates", "prefix", T_PFX, F(templates_prefix), NULL},
     {"upstreams", "hosts", T_STR, F(upstreams_hosts), NULL},
-    {"upstreams", "wait", T_DUR, F(upstreams_wait_ms), NULL},
+    {"upstreams", "wait", T_WAI, F(upstreams_wait_ms), NULL},
     {"upstreams", "recheck", T_DUR, F(upstreams_recheck_ms), NULL},
     {"nginx", "command", T_CMD, F(nginx_command), NULL},
     {"nginx", "test", T_TST, F(nginx_test), NULL},
@@ -385,6 +387,8 @@ static int value_ok(int type, const char *v)
 	switch (type) {
 	case T_DUR:
 		return pi_config_duration(v, &ms) == 0;
+	case T_WAI: /* a wait of 0 gives up before the first answer */
+		return pi_config_duration(v, &ms) == 0 && ms > 0;
 	case T_SIG:
 		return pi_config_signal(v) > 0;
 	case T_LVL:
@@ -399,9 +403,10 @@ static int value_ok(int type, const char *v)
 		pi_config_argv_free(argv);
 		return named || (rc == -ENOENT && type == T_TST);
 	}
-	case T_ADR: {
+	case T_ADR: { /* port 0 can never work */
 		struct sockaddr_storage ss;
-		return !*v || pi_health_parse_addr(v, &ss) == 0;
+		return !*v || (pi_health_parse_addr(v, &ss) == 0 &&
+			       ((struct sockaddr_in *)&ss)->sin_port != 0);
 	}
 	case T_PTH:
 		if (v[0] != '/')
@@ -450,6 +455,7 @@ static int field_is(const struct pi_config *cfg, const struct hkey *k, const cha
 		return strcmp(*(char *const *)got, v ? v : *(char *const *)def) == 0;
 	switch (k->type) {
 	case T_DUR:
+	case T_WAI:
 		if (!v)
 			return *(const uint64_t *)got == *(const uint64_t *)def;
 		return pi_config_duration(v, &ms) == 0 && *(const uint64_t *)got == ms;
@@ -474,6 +480,9 @@ static void check_ranges(const struct pi_config *cfg)
 		switch (hkeys[i].type) {
 		case T_DUR:
 			CHECK(*(const uint64_t *)base <= WEEK_MS);
+			break;
+		case T_WAI:
+			CHECK(*(const uint64_t *)base > 0 && *(const uint64_t *)base <= WEEK_MS);
 			break;
 		case T_SIG:
 			CHECK(*(const int *)base >= 1 && *(const int *)base < NSIG);
@@ -627,15 +636,25 @@ static int names_var(const char *msg, const char *name)
 	return strncmp(msg, name, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ';
 }
 
+/* Key i's nginx image alias's value, when it counts: set, not empty (the
+ * image's entrypoint reads `${VAR:-default}`), and its PEERPREP_INIT_*
+ * name unset (which outranks it, and then it is not read at all). */
+static const char *alias_value(char **envp, size_t i)
+{
+	const char *a = hkeys[i].alias, *v = a ? env_get(envp, a) : NULL;
+
+	return v && *v && !env_get(envp, env_names[i]) ? v : NULL;
+}
+
 /* The variable a load with this environment must fail on, else NULL: the
  * nginx image's aliases are applied first, then PEERPREP_INIT_*, each in
  * table order. */
 static const char *first_bad_variable(char **envp)
 {
 	for (size_t i = 0; i < NKEYS; i++) {
-		const char *a = hkeys[i].alias, *v = a ? env_get(envp, a) : NULL;
+		const char *v = alias_value(envp, i);
 		if (v && !value_ok(hkeys[i].type, v))
-			return a;
+			return hkeys[i].alias;
 	}
 	for (size_t i = 0; i < NKEYS; i++) {
 		const char *v = env_get(envp, env_names[i]);
@@ -650,10 +669,9 @@ static const char *first_bad_variable(char **envp)
 static int model_origin(const struct model *m, char **envp, size_t i, const char **v,
 			const char **var, int *line)
 {
-	const char *alias = hkeys[i].alias;
 	*var = env_get(envp, env_names[i]) ? env_names[i]
-	       : alias && env_get(envp, alias) ? alias
-					      : NULL;
+	       : alias_value(envp, i)	  ? hkeys[i].alias
+					  : NULL;
 	*line = m->lines[i];
 	if (*var) {
 		*v = env_get(envp, *var);
@@ -822,7 +840,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 		for (size_t i = 0; i < NKEYS; i++) {
 			const char *v = env_get(envp, env_names[i]);
-			const char *a = hkeys[i].alias ? env_get(envp, hkeys[i].alias) : NULL;
+			const char *a = alias_value(envp, i);
 			if (v)
 				CHECK(field_is(&cfg, &hkeys[i], v));
 			else if (a)
@@ -874,8 +892,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const char *quiet = env_get(envp, "NGINX_ENTRYPOINT_QUIET_LOGS");
 			for (size_t i = 0; i < NKEYS; i++) {
 				const char *v = env_get(envp, env_names[i]);
-				if (!v && hkeys[i].alias)
-					v = env_get(envp, hkeys[i].alias);
+				if (!v)
+					v = alias_value(envp, i);
 				if (!v && i == LEVEL_KEY && quiet && *quiet)
 					v = "warn";
 				CHECK(field_is(&cfg, &hkeys[i], v ? v : m.vals[i]));
