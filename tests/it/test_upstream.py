@@ -427,6 +427,10 @@ def test_many_addresses_in_any_order_cause_no_reload(tmp_path, n):
             init.stop()
 
 
+@pytest.mark.skipif("/asan/" in os.environ.get("PI_BINARY", ""),
+                    reason="the shipped static musl binary's path: glibc's getaddrinfo (the "
+                    "sanitizer build's) returns the A half when AAAA times out, where musl "
+                    "fails the lookup and the init asks the nameservers itself")
 def test_lost_aaaa_answers_keep_the_ipv6_addresses(tmp_path):
     """The nameserver stops answering AAAA questions for a while (A is still
     answered): the host's IPv6 addresses are then unknown, not gone. No
