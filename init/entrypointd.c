@@ -1,5 +1,6 @@
 /* /docker-entrypoint.d/: see entrypointd.h. */
 #include "init/entrypointd.h"
+#include "init/config.h"
 #include "init/log.h"
 
 #include <dirent.h>
@@ -99,16 +100,14 @@ static int ed_walk(const char *dir, const char *rel, int depth, struct ed_found 
 
 void pi_entrypointd_warn(char *const *envp)
 {
-	static const char var[] = "PEERPREP_INIT_ENTRYPOINT_DIR=";
-	const char *dir = PI_ENTRYPOINTD_DIR;
+	const char *dir = pi_config_env_get(envp, "PEERPREP_INIT_ENTRYPOINT_DIR");
 	struct ed_found *f = calloc(1, sizeof(*f));
 	char shown[ED_SHOWN * (NAME_MAX + 1) + 8] = "";
 	size_t len = 0;
 	int rc;
 
-	for (; envp && *envp; envp++)
-		if (strncmp(*envp, var, sizeof(var) - 1) == 0 && (*envp)[sizeof(var) - 1])
-			dir = *envp + sizeof(var) - 1;
+	if (!dir || !*dir)
+		dir = PI_ENTRYPOINTD_DIR;
 	if (!f)
 		return;
 	rc = ed_walk(dir, "", 0, f);
@@ -139,14 +138,10 @@ void pi_entrypointd_warn(char *const *envp)
 
 void pi_entrypointd_warn_filter(char *const *envp)
 {
-	static const char var[] = "NGINX_ENVSUBST_FILTER=";
+	const char *filter = pi_config_env_get(envp, "NGINX_ENVSUBST_FILTER");
 
-	for (; envp && *envp; envp++)
-		if (strncmp(*envp, var, sizeof(var) - 1) == 0 && (*envp)[sizeof(var) - 1]) {
-			PI_LOG(PI_WARN,
-			       "NGINX_ENVSUBST_FILTER is not read: only variables named with "
-			       "templates.prefix are substituted, and a template's other "
-			       "references are refused or left to nginx");
-			return;
-		}
+	if (filter && *filter)
+		PI_LOG(PI_WARN, "NGINX_ENVSUBST_FILTER is not read: only variables named with "
+				"templates.prefix are substituted, and a template's other "
+				"references are refused or left to nginx");
 }
