@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,12 +30,17 @@ struct pi_resolver {
 	pi_resolver_cb cb;
 	void *data;
 	uv_async_t async;
+	/* The loop's alone: lookups waiting for a thread, oldest first. */
+	struct resolver_job *queue, *queue_tail;
 	pthread_mutex_t mu;
 	struct resolver_job *done; /* finished, newest first */
 	size_t refs;
 	size_t threads;
 	int closed;
 };
+
+static int resolver_spawn(struct resolver_job *j);
+static void resolver_run_queue(struct pi_resolver *r);
 
 static void resolver_unref(struct pi_resolver *r)
 {
@@ -145,6 +151,7 @@ static void resolver_on_async(uv_async_t *a)
 		job_free(rev);
 		rev = next;
 	}
+	resolver_run_queue(r); /* threads have ended: those waiting start */
 }
 
 int pi_resolver_new(uv_loop_t *loop, pi_resolver_cb cb, void *data, struct pi_resolver **out)
@@ -193,6 +200,48 @@ static int resolver_spawn(struct resolver_job *j)
 	return -rc;
 }
 
+/* Runs j on a thread of its own. Returns 0, 1 when every thread is taken
+ * (or none could be made while others run): j must wait for one to end,
+ * or -EAGAIN when no thread could be made and none runs. */
+static int resolver_try(struct pi_resolver *r, struct resolver_job *j)
+{
+	pthread_mutex_lock(&r->mu);
+	int full = r->threads >= PI_RESOLVER_MAX_THREADS;
+	if (!full) {
+		r->refs++;
+		r->threads++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (full)
+		return 1;
+	if (resolver_spawn(j) == 0)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	r->refs--;
+	int others = --r->threads > 0;
+	pthread_mutex_unlock(&r->mu);
+	return others ? 1 : -EAGAIN;
+}
+
+/* Starts the waiting lookups while threads are free. One that can start
+ * on no thread at all ends as a failed lookup (it was accepted). */
+static void resolver_run_queue(struct pi_resolver *r)
+{
+	while (r->queue && !r->closed) {
+		struct resolver_job *j = r->queue;
+		int rc = resolver_try(r, j);
+		if (rc == 1)
+			return;
+		r->queue = j->next;
+		if (rc < 0) {
+			j->res.gai = EAI_AGAIN;
+			snprintf(j->res.diag, sizeof(j->res.diag), "cannot start a lookup thread");
+			r->cb(r->data, j->id, &j->res);
+			job_free(j);
+		}
+	}
+}
+
 int pi_resolver_start(struct pi_resolver *r, uint64_t id, const char *name)
 {
 	size_t len = strlen(name);
@@ -205,24 +254,17 @@ int pi_resolver_start(struct pi_resolver *r, uint64_t id, const char *name)
 	memcpy(j->name, name, len + 1);
 	j->id = id;
 	j->r = r;
-	pthread_mutex_lock(&r->mu);
-	int full = r->threads >= PI_RESOLVER_MAX_THREADS;
-	if (!full) {
-		r->refs++;
-		r->threads++;
-	}
-	pthread_mutex_unlock(&r->mu);
-	if (full) {
+	int rc = r->queue ? 1 : resolver_try(r, j); /* in order behind those waiting */
+	if (rc < 0) {
 		free(j);
-		return -EAGAIN;
+		return rc;
 	}
-	if (resolver_spawn(j) < 0) {
-		pthread_mutex_lock(&r->mu);
-		r->refs--;
-		r->threads--;
-		pthread_mutex_unlock(&r->mu);
-		free(j);
-		return -EAGAIN;
+	if (rc == 1) {
+		if (r->queue)
+			r->queue_tail->next = j;
+		else
+			r->queue = j;
+		r->queue_tail = j;
 	}
 	return 0;
 }
@@ -241,6 +283,11 @@ void pi_resolver_close(struct pi_resolver *r)
 	struct resolver_job *list = r->done;
 	r->done = NULL;
 	pthread_mutex_unlock(&r->mu);
+	while (r->queue) {
+		struct resolver_job *next = r->queue->next;
+		job_free(r->queue);
+		r->queue = next;
+	}
 	while (list) {
 		struct resolver_job *next = list->next;
 		job_free(list);

@@ -33,9 +33,12 @@ typedef void (*pi_resolver_cb)(void *data, uint64_t id, struct pi_lookup_result 
 /* Returns 0 or a negative errno (the resolver is not made then). */
 int pi_resolver_new(uv_loop_t *loop, pi_resolver_cb cb, void *data, struct pi_resolver **out);
 
-/* Starts looking up name (copied) for the caller's id. Returns 0, -EAGAIN
- * when PI_RESOLVER_MAX_THREADS lookups are in flight or no thread could
- * be made, -ENAMETOOLONG, -ENOMEM; cb is not called for a failed start. */
+/* Starts looking up name (copied) for the caller's id: at once, or, with
+ * PI_RESOLVER_MAX_THREADS lookups in flight (or no thread to be made while
+ * some run), when a thread ends, in the order asked (a lookup that then
+ * finds no thread at all reports EAI_AGAIN through cb). Returns 0, -EAGAIN
+ * when no thread could be made and none runs, -ENAMETOOLONG, -ENOMEM; cb
+ * is not called for a failed start. */
 int pi_resolver_start(struct pi_resolver *r, uint64_t id, const char *name);
 
 /* Drops every result still to come and closes the async handle; returns

@@ -25,7 +25,6 @@ struct ups_host {
 	char name[256]; /* the value without IPv6 brackets */
 	int literal;	/* an IP address: resolved, never looked up */
 	int busy;	/* a lookup is in flight */
-	int queued;	/* waits for a free lookup thread (PI_RESOLVER_MAX_THREADS) */
 	int in_round;	/* takes part in the round running now */
 	int done;	/* answered in this round (resolved, in a wait) */
 	int ever;	/* resolved at least once */
@@ -296,29 +295,15 @@ static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
 	else
 		ups_failed(u, h, ups_gai_text(r->gai), r->diag);
 	ups_publish_host(u, h);
-	/* A thread is free now: the hosts that waited for one go first. */
-	for (size_t i = 0; i < u->n && !u->closing; i++)
-		if (u->hosts[i]->queued)
-			ups_start_lookup(u, u->hosts[i]);
 	ups_arm_retry(u);
 	ups_round_end(u);
 }
 
-static int ups_any_busy(const struct pi_upstreams *u)
-{
-	for (size_t i = 0; i < u->n; i++)
-		if (u->hosts[i]->busy)
-			return 1;
-	return 0;
-}
-
-/* Starts h's lookup. With every lookup thread taken, h waits for one to
- * finish (a round with more hosts than threads); a lookup that cannot
- * start otherwise counts as a failure. The caller checks for the end of
- * the round. */
+/* Starts h's lookup (the resolver queues it while every thread is
+ * taken); a lookup that cannot start counts as a failure. The caller
+ * checks for the end of the round. */
 static void ups_start_lookup(struct pi_upstreams *u, struct ups_host *h)
 {
-	h->queued = 0;
 	if (h->busy || u->closing)
 		return;
 	if (h->literal) {
@@ -331,13 +316,9 @@ static void ups_start_lookup(struct pi_upstreams *u, struct ups_host *h)
 		h->busy = 1;
 		return;
 	}
-	if (rc == -EAGAIN && ups_any_busy(u)) {
-		h->queued = 1;
-		return;
-	}
 	h->checked = time(NULL);
 	ups_failed(u, h,
-		   rc == -EAGAIN ? "cannot start a lookup (too many in flight)" : strerror(-rc),
+		   rc == -EAGAIN ? "cannot start a lookup thread" : strerror(-rc),
 		   NULL);
 	ups_publish_host(u, h);
 }
