@@ -127,13 +127,21 @@ static int ns_skip_name(const unsigned char *p, size_t len, size_t *off)
 	return -1;
 }
 
+/* Whether pkt is a response to the query with this id and question. */
+static int ns_answers(const unsigned char *pkt, size_t len, const unsigned char *question,
+		      size_t qlen, unsigned id)
+{
+	return len >= 12 + qlen && pkt[0] == (unsigned char)(id >> 8) &&
+	       pkt[1] == (unsigned char)id && (pkt[2] & 0x80) && pkt[4] == 0 && pkt[5] == 1 &&
+	       memcmp(pkt + 12, question, qlen) == 0;
+}
+
 int pi_ns_parse(const unsigned char *pkt, size_t len, const unsigned char *question, size_t qlen,
 		unsigned id, struct pi_addrset *out)
 {
 	size_t off = 12 + qlen;
 
-	if (len < off || pkt[0] != (unsigned char)(id >> 8) || pkt[1] != (unsigned char)id ||
-	    !(pkt[2] & 0x80) || pkt[4] != 0 || pkt[5] != 1 || memcmp(pkt + 12, question, qlen) != 0)
+	if (!ns_answers(pkt, len, question, qlen, id))
 		return -EINVAL;
 	int rcode = pkt[3] & 15;
 	unsigned an = (unsigned)pkt[6] << 8 | pkt[7];
@@ -297,23 +305,16 @@ static int ns_receive(struct ns_round *r, size_t i, long long deadline, struct p
 			if (r->rcode[i][t] != NS_UNANSWERED)
 				continue;
 			size_t before = out->n;
-			struct pi_addrset cut = {0, NULL};
-			int truncated = got > 2 && (a[2] & 0x02);
-			int rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12, r->qlen[t] - 12,
-					     r->id[t], truncated ? &cut : out);
-			if (rc >= 0 && truncated) {
-				/* Over TCP, or what the cut answer holds when TCP
-				 * gives nothing. */
-				int whole = ns_tcp(r, i, t, deadline, out);
-				if (whole >= 0)
-					rc = whole;
-				else if (whole == -ENOMEM)
-					rc = whole;
-				else
-					rc = pi_ns_parse(a, (size_t)got, r->q[t] + 12,
-							 r->qlen[t] - 12, r->id[t], out);
-			}
-			pi_addrset_free(&cut);
+			const unsigned char *q = r->q[t] + 12;
+			size_t qlen = r->qlen[t] - 12;
+			int rc = -EIO;
+			/* An answer cut to fit (the truncated flag) is asked
+			 * again over TCP; what it holds counts only when TCP
+			 * gives nothing. */
+			if (got > 2 && (a[2] & 0x02) && ns_answers(a, (size_t)got, q, qlen, r->id[t]))
+				rc = ns_tcp(r, i, t, deadline, out);
+			if (rc == -EIO)
+				rc = pi_ns_parse(a, (size_t)got, q, qlen, r->id[t], out);
 			if (rc == -ENOMEM)
 				return rc;
 			if (rc >= 0)
