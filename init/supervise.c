@@ -386,7 +386,9 @@ static int sup_run_early(struct sup *s)
 	if (code != 0 || pi_templates_nhosts(s->tpl) > 0 || sup_signal_waiting())
 		return code;
 	/* No thread and no loop exist yet: vfork is safe (proc.h). */
-	return sup_child_spawn(s, PI_SPAWN_VFORK);
+	if ((code = sup_child_spawn(s, PI_SPAWN_VFORK)) == 0)
+		(void)pi_signals_wait(SUP_YIELD_MS); /* nginx's start first (sup.h) */
+	return code;
 }
 
 /* ---- the loop -------------------------------------------------------- */
@@ -520,8 +522,6 @@ int pi_supervise_run(const struct pi_config *cfg, char **cmd, char **envp)
 	if (sup_split_commands(s, cmd, &own_cmd) < 0)
 		goto out_free;
 	early = sup_run_early(s);
-	if (early == 0 && s->child > 0)
-		(void)pi_signals_wait(SUP_YIELD_MS); /* nginx's start first (sup.h) */
 	/* The render has closed what it opened: what is free now is what the
 	 * loop gets (a low RLIMIT_NOFILE is one clear error, not libuv's
 	 * abort), asked after the early fork, off nginx's way. */
