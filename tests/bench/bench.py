@@ -202,29 +202,21 @@ class Site:
 # (a) exec -> first HTTP 200
 # ---------------------------------------------------------------------------
 
-def row_first200():
-    variants = {
-        "init": lambda s: [BIN],
-        "init, no config test": lambda s: (s.env.update(PEERPREP_INIT_NGINX_TEST=""), [BIN])[1],
-        "bare nginx": lambda s: (s.render_by_hand(), s.nginx_argv())[1],
-        "shell entrypoint": lambda s: s.shell_argv(),
-        "tini + shell": lambda s: [TINI, "--"] + s.shell_argv(),
-    }
-    times = {k: {} for k in variants}  # round -> ms
+def start_rounds(variants, rounds):
+    """exec -> first 200 of each variant (name -> function of a Site giving
+    the argv, after any set-up of the Site), in `rounds` rounds after one
+    that warms the page cache (dropped), the variants taking turns in an
+    order that rotates each round, so that none always follows the same
+    one (whose folder removal may still occupy the file system). Returns
+    {name: {round: ms}}; a variant that gave no 200 is warned about."""
+    times = {k: {} for k in variants}
     failures = {k: 0 for k in variants}
-    # Starts are short and noisy (one start moves by +-1 ms around 6 ms, a
-    # median of 36 by +-2%, as much as the margin to the target): sixteen
-    # times the usual runs (at least 120; about 10 s), the variants taking turns in
-    # an order that rotates each round, so that none always follows the
-    # same one (whose folder removal may still occupy the file system).
     names = list(variants)
-    for i in range(max(16 * RUNS, 120) + 1):  # the first round warms the page cache; dropped
+    for i in range(rounds + 1):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            argv_of = variants[name]
             site = Site()
             try:
-                argv = argv_of(site)
-                p = Pid1(argv, site.env)
+                p = Pid1(variants[name](site), site.env)
                 t = first_200(site.port)
                 if t is None:
                     failures[name] += 1
@@ -233,10 +225,30 @@ def row_first200():
                 p.stop()
             finally:
                 site.cleanup()
-    rerun = "bench.py BIN first200"
     for name in variants:
         if failures[name]:
             print("  warning: %s gave no 200 in %d runs" % (name, failures[name]))
+    return times
+
+
+def bare_nginx(site):
+    site.render_by_hand()
+    return site.nginx_argv()
+
+
+def row_first200():
+    variants = {
+        "init": lambda s: [BIN],
+        "init, no config test": lambda s: (s.env.update(PEERPREP_INIT_NGINX_TEST=""), [BIN])[1],
+        "bare nginx": bare_nginx,
+        "shell entrypoint": lambda s: s.shell_argv(),
+        "tini + shell": lambda s: [TINI, "--"] + s.shell_argv(),
+    }
+    # Starts are short and noisy (one start moves by +-1 ms around 6 ms, a
+    # median of 36 by +-2%, as much as the margin to the target): sixteen
+    # times the usual runs (at least 120; about 10 s).
+    times = start_rounds(variants, max(16 * RUNS, 120))
+    rerun = "bench.py BIN first200"
     if not times["init"] or not times["bare nginx"]:
         unavailable("exec->200 ms", "no 200 from init or nginx", rerun)
         return

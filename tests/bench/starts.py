@@ -25,23 +25,9 @@ def main(argv):
         return 2
     n = int(os.environ.get("N", "40"))
     names = ["bare nginx"] + bins
-    res = {k: {} for k in names}  # round -> ms
-    for i in range(n + 1):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            site = bench.Site()
-            try:
-                if name == "bare nginx":
-                    site.render_by_hand()
-                    argv_ = site.nginx_argv()
-                else:
-                    argv_ = [name]
-                p = bench.Pid1(argv_, site.env)
-                t = bench.first_200(site.port)
-                p.stop()
-                if i and t:
-                    res[name][i] = (t - p.t0) * 1000
-            finally:
-                site.cleanup()
+    variants = {"bare nginx": bench.bare_nginx}
+    variants.update({b: (lambda b: lambda site: [b])(b) for b in bins})
+    res = bench.start_rounds(variants, n)  # name -> {round: ms}
     base = statistics.median(res["bare nginx"].values())
     for k in names:
         v = sorted(res[k].values())
