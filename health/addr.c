@@ -81,3 +81,10 @@ bad:
 	memset(ss, 0, sizeof(*ss));
 	return -EINVAL;
 }
+
+int pi_health_addr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}

@@ -11,4 +11,7 @@
  * decimal 0-65535. Returns 0, or -EINVAL with *ss zeroed. */
 int pi_health_parse_addr(const char *s, struct sockaddr_storage *ss);
 
+/* The port of an AF_INET or AF_INET6 address, in host order. */
+int pi_health_addr_port(const struct sockaddr_storage *ss);
+
 #endif

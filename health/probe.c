@@ -27,19 +27,18 @@ int pi_health_url(const char *listen, const char *path, char *out, size_t outlen
 
 	if (!path || path[0] != '/' || pi_health_parse_addr(listen, &ss) < 0)
 		return -EINVAL;
+	port = (unsigned)pi_health_addr_port(&ss);
 	if (ss.ss_family == AF_INET6) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
 		if (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
 			a->sin6_addr = in6addr_loopback;
 		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		port = ntohs(a->sin6_port);
 		n = snprintf(out, outlen, "http://[%s]:%u%s", host, port, path);
 	} else {
 		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
 		if (a->sin_addr.s_addr == htonl(INADDR_ANY))
 			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		port = ntohs(a->sin_port);
 		n = snprintf(out, outlen, "http://%s:%u%s", host, port, path);
 	}
 	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;

@@ -352,11 +352,7 @@ int pi_health_server_port(const struct pi_health_server *s)
 	int len = sizeof(ss);
 	int r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len);
 
-	if (r < 0)
-		return r;
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return r < 0 ? r : pi_health_addr_port(&ss);
 }
 
 void pi_health_server_stop(struct pi_health_server *s)

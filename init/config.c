@@ -9,7 +9,6 @@
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -237,7 +236,7 @@ static int set_key(struct pi_config *cfg, const struct key *k, const char *value
 		/* Port 0: a listener on a port nobody knows, or a probe that
 		 * always fails. */
 		*why = "port 0 (a port must be named)";
-		if (*value && ((struct sockaddr_in *)&ss)->sin_port == 0)
+		if (*value && pi_health_addr_port(&ss) == 0)
 			return -EINVAL;
 		return set_string(base, value, why);
 	}

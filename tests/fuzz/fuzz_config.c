@@ -34,7 +34,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -405,8 +404,7 @@ static int value_ok(int type, const char *v)
 	}
 	case T_ADR: { /* port 0 can never work */
 		struct sockaddr_storage ss;
-		return !*v || (pi_health_parse_addr(v, &ss) == 0 &&
-			       ((struct sockaddr_in *)&ss)->sin_port != 0);
+		return !*v || (pi_health_parse_addr(v, &ss) == 0 && pi_health_addr_port(&ss) != 0);
 	}
 	case T_PTH:
 		if (v[0] != '/')
