@@ -155,8 +155,14 @@ check-peers: deps $(BUILD)/peerprep-init
 
 check: deps all check-man check-unit fuzz-smoke check-it check-asan check-peers check-image
 
-bench: deps all
+bench: deps all $(BUILD)/hload
 	$(PYTHON) tests/bench/bench.py $(abspath $(BUILD)/peerprep-init)
+
+# The bench's open-loop load generator, built for the host (it is a tool
+# of the bench, not part of the image).
+$(BUILD)/hload: tests/bench/hload.c
+	@mkdir -p $(BUILD)
+	cc -O2 $(WARN) -o $@ tests/bench/hload.c
 
 demo: deps all
 	$(PYTHON) tests/demo.py $(abspath $(BUILD)/peerprep-init)

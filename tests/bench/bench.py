@@ -7,7 +7,7 @@ Prints one table: each figure is the median of several runs, shown next to
 its anchor (the tool it replaces or competes with) as a ratio, with the
 issue's target and PASS/MISS. It reports and never fails: the exit status is
 0 unless the script itself crashed. Rows can be run alone by name (first200,
-rss, rss_big, idle, size, render, health_rps, health_close,
+rss, rss_big, idle, size, render, health_rps, health_open, health_close,
 health_idle_mem, probe, resolve); BENCH_RUNS=N changes
 the number of runs of the timing rows.
 
@@ -548,6 +548,21 @@ def wrk(url):
     return float(rps.group(1)), float(p99.group(1)) * scale
 
 
+def wake_ipis(cpu):
+    """Interrupts that wake `cpu` for another CPU (function-call and
+    reschedule IPIs, /proc/interrupts CAL and RES): the kernel sends one
+    when it wakes a task on a CPU that sleeps, which on a VM is the host
+    waking that virtual CPU. Info for the p99 rows: a server that goes idle
+    between requests pays one on the next."""
+    total = 0
+    with open("/proc/interrupts") as f:
+        for line in f:
+            w = line.split()
+            if w and w[0] in ("CAL:", "RES:") and len(w) > cpu + 1:
+                total += int(w[cpu + 1])
+    return total
+
+
 def wait_status(port, path, want=200, timeout=10):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -566,12 +581,24 @@ def nginx_return_200(site):
     return site.nginx_argv()
 
 
+def health_server_argv(name, site):
+    """(argv, port) of a /health server: "nginx" answering `return 200`,
+    "init" serving /health with no probe (its child `sleep`), "init+probe"
+    supervising nginx and probing it."""
+    if name == "nginx":
+        return nginx_return_200(site), site.port
+    if name == "init":
+        site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
+        return [BIN, "--", "sleep", "1000"], site.health_port
+    return [BIN], site.health_port
+
+
 def row_health_rps():
     rerun = "bench.py BIN health_rps   (BENCH_WRK_SECONDS=%d)" % WRK_SECONDS
     if os.cpu_count() < 2:
         unavailable("/health req/s", "needs 2 cores", rerun)
         return
-    results = {"init": {}, "init+probe": {}, "nginx": {}}  # round -> (req/s, p99 ms)
+    results = {"init": {}, "init+probe": {}, "nginx": {}}  # round -> (req/s, p99 ms, wake-ups/1k req)
     # A p99 moves with the VM from one run to the next (0.4 to 4 ms when the
     # host steals time): the median of RUNS short runs, taking turns.
     rounds = RUNS
@@ -583,20 +610,17 @@ def row_health_rps():
                 continue
             site = Site()
             try:
-                if name == "nginx":
-                    argv, port = nginx_return_200(site), site.port
-                elif name == "init":
-                    site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
-                    argv, port = [BIN, "--", "sleep", "1000"], site.health_port
-                else:  # the init supervising nginx and probing it
-                    argv, port = [BIN], site.health_port
+                argv, port = health_server_argv(name, site)
                 p = Pid1(argv, site.env, cpus="0")
                 try:
                     if not wait_status(port, "/health"):
                         print("  warning: %s never answered 200 on /health" % name)
                         broken.add(name)
                         continue
-                    results[name][i] = wrk("http://127.0.0.1:%d/health" % port)
+                    before = wake_ipis(0)
+                    rps, p99 = wrk("http://127.0.0.1:%d/health" % port)
+                    wakes = (wake_ipis(0) - before) / (rps * WRK_SECONDS) * 1000
+                    results[name][i] = (rps, p99, wakes)
                 finally:
                     p.stop()
             finally:
@@ -608,6 +632,7 @@ def row_health_rps():
         return {i: v[k] for i, v in results[name].items()}
     n_rps = median(list(column("nginx", 0).values()))
     n_p99 = median(list(column("nginx", 1).values()))
+    n_wakes = median(list(column("nginx", 2).values()))
     for name in ("init", "init+probe"):
         if not results[name]:
             unavailable("/health req/s (%s)" % name, "no 200 on /health", rerun)
@@ -620,6 +645,67 @@ def row_health_rps():
                      ratio=paired_ratio(column(name, 0), column("nginx", 0)))
         anchor_ratio("/health p99 ms" + label, p99, n_p99, " ms", "nginx", 1.0, rerun,
                      fmt="%.3f", ratio=paired_ratio(column(name, 1), column("nginx", 1)))
+        value, anchor = median(list(column(name, 2).values())), n_wakes
+        add("/health wake-ups/1k req" + label, "%.0f" % value, "nginx %.0f" % anchor,
+            value / anchor if anchor else None, "", None, rerun)
+
+
+OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "40000"))
+HLOAD = os.environ.get("BENCH_HLOAD")  # default: hload next to BIN
+
+
+def hload(port):
+    """tests/bench/hload.c on core 1: OPEN_RATE requests/s on 50 keep-alive
+    connections for WRK_SECONDS, latency from each request's due time ->
+    (p50 us, p99 us)."""
+    cmd = ["taskset", "-c", "1", HLOAD, "127.0.0.1", str(port), "/health", str(OPEN_RATE),
+           str(WRK_SECONDS), "50"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=WRK_SECONDS + 30)
+    m = re.search(r" p50 (\d+) .* p99 (\d+) ", r.stdout)
+    if r.returncode != 0 or not m:
+        raise RuntimeError("hload: " + (r.stderr.strip() or r.stdout.strip()))
+    return int(m.group(1)), int(m.group(2))
+
+
+def row_health_open():
+    """Info: /health latency at a fixed rate well below both servers'
+    capacity (open loop: tests/bench/hload.c), where the figure is the
+    server's answer time and its wake-ups rather than the client's queue
+    (see the p99 rows)."""
+    global HLOAD
+    rerun = "bench.py BIN health_open   (BENCH_OPEN_RATE=%d)" % OPEN_RATE
+    HLOAD = HLOAD or os.path.join(os.path.dirname(BIN), "hload")
+    if os.cpu_count() < 2 or not os.access(HLOAD, os.X_OK):
+        unavailable("/health open loop", "needs 2 cores and %s (make bench)" % HLOAD, rerun)
+        return
+    names = ["init", "init+probe", "nginx"]
+    results = {name: {} for name in names}  # round -> (p50 us, p99 us)
+    for i in range(RUNS):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            site = Site()
+            try:
+                argv, port = health_server_argv(name, site)
+                p = Pid1(argv, site.env, cpus="0")
+                try:
+                    if wait_status(port, "/health"):
+                        results[name][i] = hload(port)
+                finally:
+                    p.stop()
+            finally:
+                site.cleanup()
+    if not all(results.values()):
+        unavailable("/health open loop", "a server never answered", rerun)
+        return
+    def column(name, k):
+        return {i: v[k] for i, v in results[name].items()}
+    for name in ("init", "init+probe"):
+        label = "" if name == "init" else " (probing)"
+        for k, what in ((0, "p50"), (1, "p99")):
+            value = median(list(column(name, k).values()))
+            anchor = median(list(column("nginx", k).values()))
+            add("/health %s at %d/s%s" % (what, OPEN_RATE, label), "%d us" % value,
+                "nginx %d us" % anchor, paired_ratio(column(name, k), column("nginx", k)),
+                "", None, rerun)
 
 
 def cpu_ns(pids):
@@ -649,11 +735,7 @@ def server_pids(p, name):
 def start_health_server(name, site):
     """nginx `return 200`, or the init serving /health without a probe
     (what the health server itself costs). Returns (Pid1, port)."""
-    if name == "nginx":
-        argv, port = nginx_return_200(site), site.port
-    else:
-        site.env["PEERPREP_INIT_HEALTH_PROBE"] = ""
-        argv, port = [BIN, "--", "sleep", "1000"], site.health_port
+    argv, port = health_server_argv(name, site)
     p = Pid1(argv, site.env, cpus="0")
     if not wait_status(port, "/health"):
         p.stop()
@@ -852,6 +934,7 @@ ALL = {
     "render": row_render,
     "rss_big": row_rss_big,
     "health_rps": row_health_rps,
+    "health_open": row_health_open,
     "health_close": row_health_close,
     "health_idle_mem": row_health_idle_mem,
     "probe": row_probe,
