@@ -24,8 +24,25 @@ static const kernel_sigset sig_faults =
 
 static kernel_sigset sig_before;
 
+static void sig_nothing(int sig)
+{
+	(void)sig;
+}
+
 int pi_signals_block_all(void)
 {
+	struct sigaction nothing = {.sa_handler = sig_nothing}, before;
+
+	/* musl unblocks its own signals (32-34) the first time a handler is
+	 * installed in a process that has no thread yet, once. Were that the
+	 * renderer's SIGBUS guard (a template of 1 MiB or more), 33 and 34
+	 * would stay unblocked for good, and the kernel would drop them (PID 1,
+	 * no handler) instead of queueing them for the signal reader. So a
+	 * handler is installed and removed here, before the mask is set:
+	 * SIGWINCH, which would be discarded anyway until the mask is set. */
+	sigemptyset(&nothing.sa_mask);
+	if (sigaction(SIGWINCH, &nothing, &before) == 0)
+		sigaction(SIGWINCH, &before, NULL);
 	return pi_signals_thread_block(&sig_before);
 }
 
