@@ -56,7 +56,7 @@
  *   templates A and B both render to OUTPUT
  *   path too long: PATH...
  *   cannot create output folder DIR: STRERROR
- *   cannot write to output folder DIR: STRERROR
+ *   cannot write OUTPUT: STRERROR (its temp file beside it, or its copy)
  *   cannot read previous OUTPUT: STRERROR
  *   cannot replace OUTPUT: not a regular file
  *   cannot replace OUTPUT: STRERROR
@@ -176,9 +176,11 @@ int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err);
 /* After a successful commit: renames every kept previous output back over
  * its output (no disk space needed), removes outputs that did not exist
  * before and the folders commit created. Keeps going past failures;
- * returns 0 or the first negative errno. A second call, or one without a
- * commit or after pi_templates_settle, does nothing. */
-int pi_templates_rollback(struct pi_templates *t);
+ * returns 0 or the first negative errno, and err (may be NULL) says which
+ * output and where its previous file was left (a hidden link beside it,
+ * the only copy once its rename back failed). A second call, or one
+ * without a commit or after pi_templates_settle, does nothing. */
+int pi_templates_rollback(struct pi_templates *t, struct pi_templates_error *err);
 
 /* After a successful commit that will not be rolled back (the config test
  * passed): removes the kept previous outputs. Without it they go at

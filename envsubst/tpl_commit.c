@@ -33,7 +33,6 @@
 struct commit_sink {
 	struct pi_templates *t;
 	struct pi_tpl_item *it;
-	const char *dir; /* the output's folder, for messages */
 	int old_fd;	 /* the previous output, -1 when there is none */
 	off_t old_size;
 	off_t pos; /* bytes rendered so far */
@@ -288,7 +287,7 @@ static int commit_emit(void *vs, const char *p, size_t n, struct pi_templates_er
 	if (rc == 0)
 		rc = commit_write_all(s->fd, p, n);
 	if (rc < 0) {
-		pi_tpl_seterr(err, "cannot write to output folder %s: %s", s->dir, strerror(-rc));
+		pi_tpl_seterr(err, "cannot write %s: %s", s->it->output, strerror(-rc));
 		return rc;
 	}
 	s->pos += (off_t)n;
@@ -351,7 +350,7 @@ static int commit_finish(struct commit_sink *s, struct pi_templates_error *err)
 		rc = -errno;
 	s->fd = -1;
 	if (rc < 0) {
-		pi_tpl_seterr(err, "cannot write to output folder %s: %s", s->dir, strerror(-rc));
+		pi_tpl_seterr(err, "cannot write %s: %s", s->it->output, strerror(-rc));
 		return rc;
 	}
 	it->id = commit_id(&st);
@@ -366,7 +365,7 @@ static int commit_finish(struct commit_sink *s, struct pi_templates_error *err)
 static int commit_stage(struct pi_templates *t, struct pi_tpl_item *it,
 			struct pi_templates_error *err)
 {
-	struct commit_sink s = {t, it, NULL, -1, 0, 0, 0, -1, 0644, 0};
+	struct commit_sink s = {t, it, -1, 0, 0, 0, -1, 0644, 0};
 	char *dir = commit_dir_of(it->output);
 	struct stat tst;
 	int rc;
@@ -379,7 +378,6 @@ static int commit_stage(struct pi_templates *t, struct pi_tpl_item *it,
 		pi_tpl_seterr(err, "out of memory");
 		return -ENOMEM;
 	}
-	s.dir = dir;
 	if ((rc = commit_mkdirs(t, dir)) < 0) {
 		pi_tpl_seterr(err, "cannot create output folder %s: %s", dir, strerror(-rc));
 		goto out;
@@ -387,7 +385,7 @@ static int commit_stage(struct pi_templates *t, struct pi_tpl_item *it,
 	if ((rc = commit_open_old(&s, err)) < 0)
 		goto out;
 	if (!s.same && (rc = commit_open_temp(&s)) < 0) {
-		pi_tpl_seterr(err, "cannot write to output folder %s: %s", dir, strerror(-rc));
+		pi_tpl_seterr(err, "cannot write %s: %s", it->output, strerror(-rc));
 		goto out;
 	}
 	rc = pi_tpl_stream(t, it->source, commit_emit, &s, err);
@@ -444,8 +442,9 @@ static void commit_unlink(char **path)
 	}
 }
 
-/* Undoes one output's commit in progress or done. Returns 0 or -errno. */
-static int commit_undo_item(struct pi_tpl_item *it)
+/* Undoes one output's commit in progress or done. Returns 0 or -errno;
+ * the first failure is described in err (when given and still empty). */
+static int commit_undo_item(struct pi_tpl_item *it, struct pi_templates_error *err)
 {
 	int rc = it->renamed ? commit_restore(it) : 0;
 
@@ -454,7 +453,13 @@ static int commit_undo_item(struct pi_tpl_item *it)
 		commit_unlink(&it->keep);
 	} else {
 		/* The kept link is now the only copy of the previous output:
-		 * leave it on disk for the operator, never unlink it. */
+		 * leave it on disk for the operator, never unlink it, and say
+		 * where it is. */
+		if (err && !err->msg[0] && it->keep)
+			pi_tpl_seterr(err, "cannot restore %s: %s; the previous file is kept as %s",
+				      it->output, strerror(-rc), it->keep);
+		else if (err && !err->msg[0])
+			pi_tpl_seterr(err, "cannot remove %s: %s", it->output, strerror(-rc));
 		free(it->keep);
 		it->keep = NULL;
 	}
@@ -463,20 +468,38 @@ static int commit_undo_item(struct pi_tpl_item *it)
 }
 
 /* Undoes a commit in progress or done: renamed outputs are restored,
- * temp files and new folders removed. Returns the first error. */
-static int commit_undo(struct pi_templates *t)
+ * temp files and new folders removed. Returns the first error, described
+ * in err when err is given. */
+static int commit_undo(struct pi_templates *t, struct pi_templates_error *err)
 {
 	int first = 0, rc;
 
 	for (size_t i = t->nstale; i-- > 0;)
-		if ((rc = commit_undo_item(&t->stale[i])) < 0 && first == 0)
+		if ((rc = commit_undo_item(&t->stale[i], err)) < 0 && first == 0)
 			first = rc;
 	for (size_t i = t->n; i-- > 0;)
-		if ((rc = commit_undo_item(&t->items[i])) < 0 && first == 0)
+		if ((rc = commit_undo_item(&t->items[i], err)) < 0 && first == 0)
 			first = rc;
 	commit_remove_made(t);
 	t->committed = 0;
 	return first;
+}
+
+/* Whether path is one of the set's own outputs, now in place, under
+ * another name: an output folder reached through a symbolic link, or a
+ * case-insensitive mount (Api.conf then api.conf). Removing it as stale
+ * would remove the file just committed. */
+static int commit_is_output(const struct pi_templates *t, const char *path)
+{
+	struct stat a, b;
+
+	if (lstat(path, &a) < 0)
+		return 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (lstat(t->items[i].output, &b) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino)
+			return 1;
+	return 0;
 }
 
 /* Step 2: every rename and every stale removal. */
@@ -500,6 +523,8 @@ static int commit_swap(struct pi_templates *t, struct pi_templates_error *err)
 	for (size_t i = 0; i < t->nstale; i++) {
 		struct pi_tpl_item *it = &t->stale[i];
 
+		if (!it->unchanged && commit_is_output(t, it->output))
+			it->unchanged = 1; /* its kept link goes at settle or undo */
 		if (it->unchanged)
 			continue;
 		if (unlink(it->output) < 0 && errno != ENOENT) {
@@ -537,7 +562,7 @@ int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err)
 		rc = commit_swap(t, err);
 	pi_tpl_stream_release(t);
 	if (rc < 0) {
-		commit_undo(t);
+		commit_undo(t, NULL); /* err already says why the commit failed */
 		return rc;
 	}
 	/* The set now keeps names and hosts only. */
@@ -547,11 +572,13 @@ int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err)
 	return 0;
 }
 
-int pi_templates_rollback(struct pi_templates *t)
+int pi_templates_rollback(struct pi_templates *t, struct pi_templates_error *err)
 {
+	if (err)
+		err->msg[0] = '\0';
 	if (!t->committed)
 		return 0;
-	return commit_undo(t);
+	return commit_undo(t, err);
 }
 
 void pi_tpl_commit_cleanup(struct pi_templates *t)

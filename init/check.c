@@ -5,14 +5,18 @@
 #include "init/config.h"
 #include "init/log.h"
 #include "init/proc.h"
+#include "init/signals.h"
 #include "init/supervise.h"
 #include "init/upstream.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <uv.h>
 
 static void on_check_round(struct pi_upstreams *u, int ok, void *data)
@@ -72,11 +76,61 @@ out:
 	return code;
 }
 
+/* Waits for the config test pid: at most timeout_ms (0: no limit), and
+ * only until a SIGTERM, SIGINT or SIGHUP (all blocked by the caller, as
+ * SIGCHLD is) asks us to stop; then its process group is killed. Returns
+ * 0 with *st set, -ETIMEDOUT, or the stop signal's number. */
+static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
+{
+	sigset_t set;
+	struct timespec now, end = {0}, left;
+	siginfo_t si;
+	int stop = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += (time_t)(timeout_ms / 1000);
+	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	while (waitpid(pid, st, WNOHANG) == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left.tv_sec = end.tv_sec - now.tv_sec;
+		left.tv_nsec = end.tv_nsec - now.tv_nsec;
+		if (left.tv_nsec < 0) {
+			left.tv_sec--;
+			left.tv_nsec += 1000000000L;
+		}
+		if (timeout_ms && left.tv_sec < 0) {
+			stop = -ETIMEDOUT;
+			break;
+		}
+		int sig = sigtimedwait(&set, &si, timeout_ms ? &left : NULL);
+		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+			stop = sig;
+			break;
+		}
+	}
+	if (stop == 0)
+		return 0;
+	kill(-pid, SIGKILL);
+	while (waitpid(pid, st, 0) < 0 && errno == EINTR)
+		;
+	return stop;
+}
+
 /* Runs the config test to completion; its output goes to our stderr. */
 static int check_config(const struct pi_config *cfg, char **envp)
 {
 	char **argv = NULL;
 	int exec_errno, st;
+	uint64_t mask;
 
 	if (!*cfg->nginx_test) {
 		printf("config test: skipped (nginx.test is empty)\n");
@@ -88,21 +142,35 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		return 2;
 	}
 	fflush(stdout);
+	/* Blocked from before the fork, so no signal slips between it and the
+	 * wait; the test itself starts with nothing blocked. */
+	if ((rc = pi_signals_thread_block(&mask)) < 0) {
+		printf("config test: FAIL cannot block signals: %s\n", strerror(-rc));
+		pi_config_argv_free(argv);
+		return 5;
+	}
 	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno, PI_SPAWN_NO_STOPS);
-	int err = pid < 0 ? (int)-pid : 0;
-	rc = -1;
-	if (pid > 0)
-		while ((rc = (int)waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-			;
-	if (rc < 0 && !err)
-		err = errno; /* saved before anything else can change it */
-	if (pid < 0 || rc < 0 || exec_errno) {
+	rc = pid < 0 ? (int)pid : check_wait(pid, cfg->nginx_test_timeout_ms, &st);
+	pi_signals_thread_restore(mask);
+	if (pid < 0 || exec_errno) {
 		printf("config test: FAIL cannot run %s: %s\n", argv[0],
-		       strerror(exec_errno ? exec_errno : err));
+		       strerror(exec_errno ? exec_errno : (int)-pid));
 		pi_config_argv_free(argv);
 		return 5;
 	}
 	pi_config_argv_free(argv);
+	if (rc == -ETIMEDOUT) {
+		printf("config test: FAIL still running after %llu ms; killed\n",
+		       (unsigned long long)cfg->nginx_test_timeout_ms);
+		return 5;
+	}
+	if (rc > 0) {
+		char name[16];
+
+		printf("config test: FAIL stopped by SIG%s; killed\n",
+		       pi_signals_name(rc, name, sizeof(name)));
+		return 128 + rc;
+	}
 	if (pi_proc_exit_code(st) != 0) {
 		printf("config test: FAIL (exit status %d)\n", pi_proc_exit_code(st));
 		return 5;
@@ -136,8 +204,8 @@ int pi_supervise_check(const struct pi_config *cfg, char **envp)
 	rc = check_hosts(t);
 	first = rc;
 	rc = check_config(cfg, envp);
-	if (rc != 0 && pi_templates_rollback(t) < 0)
-		printf("template FAIL cannot restore the previous output files\n");
+	if (rc != 0 && pi_templates_rollback(t, &err) < 0)
+		printf("template FAIL %s\n", err.msg);
 	if (!first)
 		first = rc;
 	pi_templates_free(t);

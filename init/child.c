@@ -104,6 +104,19 @@ void sup_child_stop_step(struct sup *s)
 		}
 		/* fall through */
 	case 1:
+		/* nginx takes its stop signal only once its config is parsed
+		 * (sup.h): sooner, QUIT's default action ends it with a core
+		 * and exit 131 instead of a graceful stop. Waited for once, and
+		 * not by a second SIGTERM/SIGINT, which asks for haste. */
+		if (s->cmd_is_nginx && !s->stop_waited &&
+		    uv_is_active((uv_handle_t *)&s->settle_timer)) {
+			uint64_t ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
+
+			s->stop_waited = 1;
+			PI_LOG(PI_INFO, "stop waits until nginx has run 1 s");
+			sup_stop_after(s, ran_ms < SUP_SERVED_MS ? SUP_SERVED_MS - ran_ms : 0);
+			return;
+		}
 		s->stop_step = 2;
 		PI_LOG(PI_INFO, "stopping the child",
 		       PI_STR("signal", pi_config_signal_name(c->nginx_stop_signal)));
@@ -139,6 +152,7 @@ static int sup_child_failed_start(struct sup *s, int wstatus)
 
 void sup_child_exited(struct sup *s, int wstatus)
 {
+	struct pi_templates_error err;
 	int code = pi_proc_exit_code(wstatus);
 	uint64_t ran_ms;
 
@@ -157,8 +171,9 @@ void sup_child_exited(struct sup *s, int wstatus)
 		/* Undone in reverse: a reload committed on top of the start's
 		 * files first (its kept files are the start's), then the start. */
 		sup_reload_close(s);
-		if (s->tpl && pi_templates_rollback(s->tpl) < 0)
-			PI_LOG(PI_ERROR, "cannot restore the previous output files");
+		if (s->tpl && pi_templates_rollback(s->tpl, &err) < 0)
+			PI_LOG(PI_ERROR, "cannot restore the previous output files",
+			       PI_STR("error", err.msg));
 		code = 5;
 	} else if (code == 0) {
 		PI_LOG(PI_INFO, "the child exited", PI_STR("status", "0"));

@@ -24,7 +24,8 @@
  * A child that exits non-zero sooner than this after its start has never
  * served. Reloads wait until the child has run this long: nginx installs
  * its signal handlers only once its config is parsed, and a SIGHUP before
- * that ends it. settle_timer measures it (supervise.c). */
+ * that ends it; so does the stop signal (QUIT's default action is a core
+ * dump). settle_timer measures it (supervise.c). */
 #define SUP_SERVED_MS 1000
 
 /* With the child started before the loop exists (no upstream host to wait
@@ -75,6 +76,7 @@ struct sup {
 	uint64_t child_start_ms; /* uv_hrtime() in ms */
 	int child_exec_failed;	 /* exec failed: its 127/126 is no config test */
 	int stop_step;		 /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
+	int stop_waited;	 /* the stop waited for nginx's first second once */
 	int killed_left;	 /* leftovers got SIGKILL */
 	int exit_code;
 

@@ -325,16 +325,18 @@ static void sup_reload_reject(struct sup *s)
 
 static void sup_reload_rollback(struct sup *s)
 {
+	struct pi_templates_error err;
 	int restored = 0, failed = 0;
 
 	if (s->test_tpl) {
-		failed = pi_templates_rollback(s->test_tpl) < 0;
+		failed = pi_templates_rollback(s->test_tpl, &err) < 0;
 		restored = !failed;
 		pi_templates_free(s->test_tpl);
 		s->test_tpl = NULL;
 	}
 	if (failed)
-		PI_LOG(PI_ERROR, "cannot restore the previous output files");
+		PI_LOG(PI_ERROR, "cannot restore the previous output files",
+		       PI_STR("error", err.msg));
 	if (s->reload.why == PI_RELOAD_ABANDONED)
 		PI_LOG(PI_WARN, "reload abandoned before its config test ended",
 		       PI_STR("reason", s->state == SUP_STOPPING ? "stopping" : "the child exited"),

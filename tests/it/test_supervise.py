@@ -314,3 +314,35 @@ def test_signals_the_inits_parent_ignored_are_default_in_the_child(tmp_path, hos
         assert_default_signals(child)
     finally:
         kill_tree(proc)
+
+
+def log_time(text, needle):
+    """The ts of the first log line holding needle, in seconds."""
+    for line in text.splitlines():
+        if needle in line:
+            hms = line.split("ts=", 1)[1].split()[0].split("T")[1].rstrip("Z")
+            h, m, sec = hms.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+    raise AssertionError("no log line holding %r:\n%s" % (needle, text))
+
+
+def test_a_stop_in_nginxs_first_second_waits_until_it_can_take_it(tmp_path):
+    # nginx installs its handlers only once its config is parsed: a QUIT
+    # sooner ends it with a core (exit 131). The stand-in takes QUIT from
+    # its first instruction, so it exits 0 either way; what is checked is
+    # when the init sent it.
+    cmd = "sh -c 'trap \"exit 0\" QUIT; while :; do sleep 0.01; done'"
+    env = base_env(tmp_path, PEERPREP_INIT_NGINX_COMMAND=cmd, PEERPREP_INIT_LOG_FORMAT="text")
+    init = Init([], env, tmp_path / "init.log")
+    try:
+        init.wait_log("started")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0, init.text()
+        text = init.text()
+        gap = log_time(text, "stopping the child") - log_time(text, "started")
+        assert gap >= 0.95, text
+        if log_time(text, "graceful stop requested") - log_time(text, "started") < 0.9:
+            assert "stop waits until nginx has run 1 s" in text
+    finally:
+        init.stop()
+

@@ -316,7 +316,7 @@ static void test_rollback(void)
 	put(P("tpl/sub/c.conf.template"), "new c\n");
 	stat(P("out/same.conf"), &before);
 	is_int(render_all(&o, &t, &err), 0, "render");
-	is_int(pi_templates_rollback(t), 0, "rollback before commit does nothing");
+	is_int(pi_templates_rollback(t, NULL), 0, "rollback before commit does nothing");
 	is_int(pi_templates_commit(t, &err), 0, "commit");
 	is_str(get(P("out/a.conf")), "new a\n", "a.conf replaced");
 	stat(P("out/a.conf"), &after);
@@ -325,7 +325,7 @@ static void test_rollback(void)
 	ok(after.st_ino == before.st_ino, "an output that would not change is not rewritten");
 	is_str(get(P("out/sub/c.conf")), "new c\n", "sub/c.conf created");
 
-	is_int(pi_templates_rollback(t), 0, "rollback");
+	is_int(pi_templates_rollback(t, NULL), 0, "rollback");
 	is_str(get(P("out/a.conf")), "old a\n", "a.conf restored");
 	stat(P("out/a.conf"), &after);
 	is_int(after.st_mode & 0777, 0600, "... with its mode");
@@ -333,7 +333,7 @@ static void test_rollback(void)
 	is_str(get(P("out/b.conf")), "(absent)", "b.conf, new, removed");
 	is_int(access(P("out/sub"), F_OK), -1, "the folder commit created is removed");
 	is_int(hidden(P("out")), 0, "no temp file left");
-	is_int(pi_templates_rollback(t), 0, "a second rollback does nothing");
+	is_int(pi_templates_rollback(t, NULL), 0, "a second rollback does nothing");
 	is_str(get(P("out/a.conf")), "old a\n", "... a.conf still restored");
 	pi_templates_free(t);
 }
@@ -606,7 +606,7 @@ static void test_stream_compare(void)
 	stat(P("out/big.conf"), &b);
 	ok(b.st_ino != a.st_ino && (size_t)b.st_size == n, "... replaced, %zu bytes",
 	   (size_t)b.st_size);
-	is_int(pi_templates_rollback(t), 0, "rollback");
+	is_int(pi_templates_rollback(t, NULL), 0, "rollback");
 	stat(P("out/big.conf"), &b);
 	ok(b.st_ino == a.st_ino && (size_t)b.st_size == n + 1, "... puts the very same file back");
 	pi_templates_free(t);
@@ -660,7 +660,7 @@ static void test_removed_template(void)
 	is_str(get(P("out/sub/c.conf")), "(absent)", "sub/c.conf removed too");
 	is_str(get(P("out/other.conf")), "not ours\n", "a file the init did not render stays");
 
-	is_int(pi_templates_rollback(t2), 0, "rollback");
+	is_int(pi_templates_rollback(t2, NULL), 0, "rollback");
 	is_str(get(P("out/a.conf")), "a\n", "a.conf restored");
 	is_str(get(P("out/b.conf")), "b\n", "b.conf back");
 	stat(P("out/b.conf"), &after);
@@ -695,6 +695,40 @@ static void test_removed_template(void)
 /* An output name as long as a template name allows (255 bytes less
  * ".template"): its hidden temp file and kept link are cut to fit a
  * directory entry, so it is replaced and removed like any other. */
+/* A template moved into a folder that, in the output tree, is a symbolic
+ * link back to the same folder: the new output is the old one under
+ * another name, and removing the old name as stale would remove the file
+ * just committed (content changed or not). */
+static void test_stale_alias_of_an_output(void)
+{
+	struct pi_templates_opts o = opts(NULL);
+	struct pi_templates_error err;
+	struct pi_templates *t1 = NULL, *t2 = NULL;
+
+	for (int changed = 0; changed < 2; changed++) {
+		rm_rf(root);
+		put(P("tpl/x.conf.template"), "x\n");
+		mkdirs(P("out"));
+		ok(symlink(".", P("out/sub")) == 0, "out/sub -> out");
+		is_int(pi_templates_render(&o, &t1, &err), 0, "render");
+		is_int(pi_templates_commit(t1, &err), 0, "first commit");
+
+		unlink(P("tpl/x.conf.template"));
+		put(P("tpl/sub/x.conf.template"), changed ? "x2\n" : "x\n");
+		is_int(pi_templates_render(&o, &t2, &err), 0, "render from the moved template");
+		pi_templates_supersede(t2, t1);
+		pi_templates_free(t1);
+		if (!is_int(pi_templates_commit(t2, &err), 0, "commit"))
+			diag("%s", err.msg);
+		is_str(get(P("out/sub/x.conf")), changed ? "x2\n" : "x\n",
+		       changed ? "changed: the output is there" : "unchanged: the output is there");
+		is_int(pi_templates_rollback(t2, NULL), 0, "rollback");
+		is_str(get(P("out/x.conf")), "x\n", "... and after a rollback, the first one");
+		is_int(hidden(P("out")), 0, "no kept link left");
+		pi_templates_free(t2);
+	}
+}
+
 static void test_long_output_name(void)
 {
 	struct pi_templates_opts o = opts(NULL);
@@ -714,7 +748,7 @@ static void test_long_output_name(void)
 	if (!is_int(pi_templates_commit(t2, &err), 0, "... replaced (a kept link beside it)"))
 		diag("%s", err.msg);
 	is_str(get(P("out/%s", name)), "two\n", "... with the new text");
-	is_int(pi_templates_rollback(t2), 0, "... put back");
+	is_int(pi_templates_rollback(t2, NULL), 0, "... put back");
 	is_str(get(P("out/%s", name)), "one\n", "... the old text");
 	pi_templates_free(t2);
 	unlink(P("tpl/%s.template", name));
@@ -780,7 +814,7 @@ static int full_disk_child(void)
 	DISK_CHECK(pi_templates_commit(t, &err) == 0, 4);
 	DISK_CHECK(get(P("out/a.conf"))[0] == 'n', 5);
 	fill_disk(P("out/filler"));
-	DISK_CHECK(pi_templates_rollback(t) == 0, 6);
+	DISK_CHECK(pi_templates_rollback(t, NULL) == 0, 6);
 	DISK_CHECK(get(P("out/a.conf"))[0] == 'o' && strlen(get(P("out/a.conf"))) > 4000, 7);
 	pi_templates_free(t);
 	umount(P("out"));
@@ -889,7 +923,7 @@ static void test_symlink_output(void)
 	is_str(get(P("out/live.conf")), "new l\n", "a link's output rendered");
 	is_str(get(P("elsewhere/live.conf")), "old l\n", "... the file it led to untouched");
 
-	is_int(pi_templates_rollback(t), 0, "rollback");
+	is_int(pi_templates_rollback(t, NULL), 0, "rollback");
 	ok(lstat(P("out/dangling.conf"), &st) == 0 && S_ISLNK(st.st_mode),
 	   "the dangling link is back");
 	memset(target, 0, sizeof(target));
@@ -924,6 +958,7 @@ int main(void)
 	test_fifo_output();
 	test_stream_compare();
 	test_removed_template();
+	test_stale_alias_of_an_output();
 	test_long_output_name();
 	test_full_disk();
 	test_link_chain();
