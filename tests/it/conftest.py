@@ -20,13 +20,12 @@ def _need_root():
         pytest.skip("test beds need root (namespaces and mounts)")
 
 
-@pytest.fixture
-def bed(request):
-    """A fresh bed with the six stub upstreams under peerprep-prod.internal.
+def started_bed(request, **opts):
+    """A fresh bed (testbed.Bed(**opts)) for a fixture to yield from.
     Everything in it is killed at teardown, pass or fail; on failure the
     holder's and dnsmasq's logs are printed."""
     _need_root()
-    b = testbed.Bed().start()
+    b = testbed.Bed(**opts).start()
     try:
         yield b
     finally:
@@ -34,6 +33,12 @@ def bed(request):
         if rep is not None and rep.failed:
             sys.stderr.write("\n" + b.logs() + "\n")
         b.stop()
+
+
+@pytest.fixture
+def bed(request):
+    """A fresh bed with the six stub upstreams under peerprep-prod.internal."""
+    yield from started_bed(request)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -5,6 +5,7 @@ about it (SPEC §3, §5, §6, §7). Every test runs the init as PID 1 of a fresh
 pid namespace, polls with deadlines, and kills what it started even when it
 fails; mounts are made only inside private mount namespaces, so nothing is
 left in the host's mount table."""
+import calendar
 import json
 import os
 import signal
@@ -247,6 +248,134 @@ def test_rejected_reload_never_shows_the_config_tests_output_on_health(tmp_path)
             "config test failed (status 1); the log has the reason", doc
         assert body(site.port) == "v1"
         assert stop(init) == 0
+
+
+def reload_check(port):
+    """/health as (HTTP status, Content-Type, parsed report); None while it
+    does not answer. A body that is not JSON fails the test."""
+    r = try_get(port, "/health")
+    if r is None:
+        return None
+    return r[0], r[1].get("Content-Type"), json.loads(r[2])
+
+
+def utc_seconds(stamp):
+    """Seconds since the epoch of a /health "time" (YYYY-MM-DDTHH:MM:SSZ)."""
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+
+def test_health_goes_warn_and_back_to_pass_across_reloads(site):
+    """/health's config:reload through a run of reloads (SPEC §5 SIGHUP,
+    §6): a reload whose render fails (an unset NGINX_ variable) and one
+    whose config test fails (a bogus directive) each turn it `warn` and say
+    which step failed, while nginx keeps serving the last good config from
+    the same files; the next good reload turns it `pass` with no output
+    left over and a newer time, and a second good reload, which starts
+    from the state a success left, does so again. Then SIGTERM: exit 0."""
+    ok, rejected = 'msg="reloaded nginx"', "reload rejected"
+    with site.start() as init:
+        master = site.nginx_master(init)
+        last = {"time": None, "served": "v1"}
+
+        def report(expect):
+            """Polls /health until config:reload says `expect`; checks what
+            every answer must hold and returns (report, config:reload)."""
+            code, ctype, doc = wait_for(
+                lambda: (lambda r: r if r and r[2]["checks"]["config:reload"][0]["status"]
+                         == expect else None)(reload_check(site.health_port)),
+                10, what="/health config:reload %s" % expect)
+            assert ctype == "application/health+json"
+            assert code == 200, doc  # warn and pass are both 200
+            assert len(doc["checks"]["config:reload"]) == 1, doc
+            rl = doc["checks"]["config:reload"][0]
+            assert "time" in rl, doc
+            stamp = utc_seconds(rl["time"])
+            assert stamp <= time.time(), doc
+            if last["time"] is not None:
+                assert stamp >= last["time"], "time went back: %r" % doc
+            return doc, rl, stamp
+
+        def assert_serving(version):
+            # The same nginx master throughout, serving `version`.
+            assert init.proc.poll() is None, init.text()
+            assert master in children_of(init.pid), init.text()
+            assert body(site.port) == version, init.text()
+
+        # Start: pass, with the start's time.
+        doc, rl, last["time"] = report("pass")
+        assert doc["status"] == "pass" and "output" not in doc, doc
+        assert rl == {"status": "pass", "time": rl["time"]}, doc
+        good_output = site.output.read_text()
+        assert '"v1\\n"' in good_output
+
+        def reload(template, outcome):
+            # The check's time has a resolution of a second: reload only
+            # once the clock is past the second shown now (50 ms more for a
+            # coarse time(2) in a glibc build), so that a good reload that
+            # did not record its time is caught by `>` below.
+            wait_for(lambda: time.time() >= last["time"] + 1.05, 10, interval=0.02,
+                     what="the next second")
+            before = (count(init, ok), count(init, rejected))
+            site.template.write_text(template)
+            init.signal(signal.SIGHUP)
+            wait_for(lambda: count(init, outcome) == before[outcome == rejected] + 1, 15,
+                     what="the reload's outcome %r" % outcome)
+            log = init.text()
+            assert (count(init, ok), count(init, rejected)) == (
+                before[0] + (outcome == ok), before[1] + (outcome == rejected)), log
+
+        def good(version):
+            nonlocal good_output
+            old_workers = set(children_of(master))
+            reload((SITE % site.port).replace("${NGINX_GREETING}", version), ok)
+            wait_for(lambda: body(site.port) == version, 10, what="nginx serving " + version)
+            # Until the old workers have left, one may still take a new
+            # connection and answer with the old config.
+            wait_for(lambda: (lambda w: w and not w & old_workers)(set(children_of(master))),
+                     10, what="the old nginx workers to exit")
+            doc, rl, stamp = report("pass")
+            assert doc["status"] == "pass" and "output" not in doc, doc
+            assert rl == {"status": "pass", "time": rl["time"]}, "output left over: %r" % doc
+            assert stamp > last["time"], "the reload's time was not updated: %r" % doc
+            last["time"] = stamp
+            good_output = site.output.read_text()
+            assert '"%s\\n"' % version in good_output
+            assert_serving(version)
+            last["served"] = version
+
+        def bad(template, step):
+            reload(template, rejected)
+            doc, rl, stamp = report("warn")
+            assert doc["status"] == "warn", doc
+            assert "config reload rejected" in doc["output"], doc
+            for needle in step:
+                assert needle in rl.get("output", ""), "step %r not named: %r" % (needle, doc)
+            last["time"] = stamp
+            # Nothing of the rejected config reached nginx or stayed on disk.
+            assert site.output.read_text() == good_output
+            assert_serving(last["served"])
+            return rl["output"]
+
+        assert_serving("v1")
+        # 1. The render fails: NGINX_NOT_SET_IN_THIS_TEST is in no environment.
+        why = bad((SITE % site.port).replace("${NGINX_GREETING}",
+                                             "v2 ${NGINX_NOT_SET_IN_THIS_TEST}"),
+                  ["site.conf.template", "NGINX_NOT_SET_IN_THIS_TEST is not set"])
+        assert "config test" not in why, "a failed render reported as the test: " + why
+        # 2. The render passes, nginx's config test does not.
+        bad((SITE % site.port).replace("${NGINX_GREETING}", "v3") + "bogus_directive_x on;\n",
+            ["config test failed (status 1)"])
+        # 3. and 4. Good reloads: pass again, the new config served.
+        good("v5")
+        good("v6")
+        rc = stop(init)  # closes init's log: read the file
+        log = init.log_path.read_text(errors="replace")
+        assert rc == 0, log  # the init sends QUIT; nginx exits 0 on it
+        for needle in SANITIZER_REPORTS:
+            assert needle not in log, log
 
 
 # ---------------------------------------------------------------------------

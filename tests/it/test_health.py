@@ -98,17 +98,49 @@ class Init:
     def url(self, path="/health"):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
-    def close(self):
+    def stop_status(self):
+        """The init's exit status after a SIGTERM: it sends the child
+        nginx.stop_signal (README "Signals"), which `sleep` dies of, and
+        exits with 128+N (README "Exit codes")."""
+        name = self.env.get("PEERPREP_INIT_NGINX_STOP_SIGNAL", "QUIT").strip().upper()
+        if name.isdigit():
+            return 128 + int(name)
+        return 128 + signal.Signals["SIG" + name.removeprefix("SIG")]
+
+    def kill(self):
+        """Cleanup only: SIGKILL whatever is left (not PID 1 here: what it
+        started too, or `sleep` outlives it)."""
         if self.proc.poll() is None:
-            # Not PID 1 here: kill what it started too, or `sleep` outlives it.
             for pid in [self.proc.pid] + descendants(self.proc.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
         self.proc.wait(10)
-        self.log.close()
-        self.tmp.cleanup()
+
+    def close(self):
+        """Stops the init the way the orchestrator does (SIGTERM, unless the
+        test already stopped it) and requires a clean end: the exit status
+        for the child's death by the stop signal, no sanitizer report.
+        Whatever traffic the test sent, the init must still stop cleanly.
+        SIGKILL is only the cleanup when that fails."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the init did not exit within 15 s of SIGTERM:\n"
+                                     + self.stderr()[-3000:])
+            log = self.stderr()
+            assert rc == self.stop_status(), "exit status %r, expected %d:\n%s" % (
+                rc, self.stop_status(), log[-3000:])
+            for needle in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                assert needle not in log, "sanitizer report:\n" + log[-6000:]
+        finally:
+            self.kill()
+            self.log.close()
+            self.tmp.cleanup()
 
 
 @pytest.fixture
@@ -256,6 +288,31 @@ def closed_by_peer(s):
         return True
 
 
+def keepalive_live(s):
+    """Sends a keep-alive GET /health/live on s and reads the whole answer
+    (head and Content-Length body); returns its status, or None when the
+    connection ends or is reset first."""
+    try:
+        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)\r?$", head).group(1))
+        while len(rest) < length:
+            chunk = s.recv(4096)
+            if not chunk:
+                return None
+            rest += chunk
+        assert len(rest) == length, "more than one answer: %r" % data
+        return int(head.split(b" ", 2)[1])
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
 def test_connection_limit(init):
     conns = []
     try:
@@ -265,15 +322,15 @@ def test_connection_limit(init):
             conns.append(s)
         wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 44, 5,
                  what="44 connections closed")
-        time.sleep(0.2)  # give a wrong 45th close the chance to show
         closed = [s for s in conns if closed_by_peer(s)]
         held = [s for s in conns if s not in closed]
         assert len(closed) == 44 and len(held) == 256
-        s = held[0]
-        s.setblocking(True)
-        s.settimeout(3)
-        s.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+        # Every one of the 256 is served: a 45th the server closed (now or
+        # while these run) answers with EOF or a reset, not a 200.
+        for n, s in enumerate(held):
+            s.setblocking(True)
+            s.settimeout(5)
+            assert keepalive_live(s) == 200, "held connection %d got no answer" % n
         for s in held[1:50]:
             s.close()
         # The server may still be at the limit until it has seen those go.
@@ -299,7 +356,9 @@ def test_sigterm_turns_503_while_child_runs(nginx):
         assert report["status"] == "fail" and "stopping" in report["output"]
         assert os.path.exists(f"/proc/{child}"), "the child must still run during the delay"
         assert http(i.port, "/health/live")[0] == 200
-        i.proc.wait(15)
+        # The stop signal (QUIT) only after the delay; `sleep` dies of it.
+        assert i.proc.wait(15) == i.stop_status() == 128 + signal.SIGQUIT, i.stderr()
+        assert time.monotonic() - t0 >= 2.9, "stopped before nginx.stop_delay"
     finally:
         i.close()
 

@@ -75,6 +75,167 @@ def test_removed_template_output_comes_back_when_the_test_fails(site):
         assert stop(init) == 0
 
 
+# ---------------------------------------------------------------------------
+# a rejected reload after a successful one: the rollback goes back to what
+# the successful reload committed, not to what the start rendered
+# ---------------------------------------------------------------------------
+
+THIRD = """server {
+    listen 127.0.0.1:%d;
+    location / { return 200 "third\\n"; }
+}
+"""
+
+BROKEN_SITE = SITE.replace("return 200", "bogus_directive; return 200")
+# Served after the fix: a body no earlier config gives, so seeing it proves
+# nginx runs the config of the reload after the rejected one.
+FIXED_SITE = SITE.replace("${NGINX_GREETING}", "${NGINX_GREETING}-fixed")
+
+
+def outcomes(init):
+    """Every reload outcome logged so far, in order: "ok" or "rejected"."""
+    out = []
+    for line in init.text().splitlines():
+        if 'msg="reloaded nginx"' in line:
+            out.append("ok")
+        elif 'msg="reload rejected' in line:
+            out.append("rejected")
+    return out
+
+
+def nth_outcome(init, n):
+    """Waits for the n-th reload outcome and returns it; exactly n so far
+    (each SIGHUP of these tests makes one reload, nothing else reloads)."""
+    wait_for(lambda: len(outcomes(init)) >= n, 15, what="reload outcome %d" % n)
+    got = outcomes(init)
+    assert len(got) == n, (got, init.text())
+    return got[-1]
+
+
+def hidden(folder):
+    return [f for f in os.listdir(folder) if f.startswith(".")]
+
+
+def reload_status(port):
+    """(overall status, config:reload status) from /health."""
+    h = health(port)
+    if not h or not h[1]:
+        return None
+    return h[1]["status"], h[1]["checks"]["config:reload"][0]["status"]
+
+
+def rejected_by_the_test(init):
+    """The last reject line: the config test failed on the bogus directive
+    (not some other step, which would prove nothing about the rollback)."""
+    line = [l for l in init.text().splitlines() if 'msg="reload rejected' in l][-1]
+    assert 'step="config test failed"' in line and "bogus_directive" in line, line
+
+
+def test_rejected_reload_after_one_that_removed_a_template(site):
+    """Reload 1 removes extra's template (ok: extra.conf goes); reload 2
+    adds third's and breaks site (rejected). The rollback must restore the
+    state of reload 1, not of the start: extra.conf stays gone, third.conf
+    is never left, site.conf is reload 1's file. Reload 3 fixes site."""
+    extra_port, third_port = free_port(), free_port()
+    extra_tpl = site.templates / "extra.conf.template"
+    extra_tpl.write_text(EXTRA % extra_port)
+    extra_out = site.conf_d / "extra.conf"
+    third_out = site.conf_d / "third.conf"
+    with site.start() as init:
+        wait_for(lambda: body(extra_port) == "extra", 10, what="the extra server")
+
+        # 1: ok, extra goes.
+        os.unlink(extra_tpl)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 1) == "ok", init.text()
+        assert not extra_out.exists(), "the removed template's output stayed"
+        wait_for(lambda: try_get(extra_port) is None, 10, what="the extra server gone")
+        assert body(site.port) == "v1"
+        site_after_1 = site.output.read_text()
+        site_ino = os.stat(site.output).st_ino
+        assert sorted(os.listdir(site.conf_d)) == ["site.conf"]
+
+        # 2: rejected by nginx -t; a new template and a broken one.
+        (site.templates / "third.conf.template").write_text(THIRD % third_port)
+        site.template.write_text(BROKEN_SITE % site.port)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 2) == "rejected", init.text()
+        rejected_by_the_test(init)
+        assert not extra_out.exists(), "the rollback brought back an output reload 1 removed"
+        assert not third_out.exists(), "the rejected reload's new output stayed"
+        assert site.output.read_text() == site_after_1, "site.conf is not reload 1's"
+        assert os.stat(site.output).st_ino == site_ino, "site.conf is not the very same file"
+        assert hidden(site.conf_d) == [], "hidden file left: %s" % hidden(site.conf_d)
+        assert sorted(os.listdir(site.conf_d)) == ["site.conf"]
+        assert try_get(extra_port) is None, "extra's port is open again"
+        assert try_get(third_port) is None
+        assert body(site.port) == "v1"
+        assert wait_for(lambda: reload_status(site.health_port), 10,
+                        what="/health") == ("warn", "warn")
+
+        # 3: ok again, and everything the templates now say is live.
+        site.template.write_text(FIXED_SITE % site.port)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 3) == "ok", init.text()
+        assert sorted(os.listdir(site.conf_d)) == ["site.conf", "third.conf"], \
+            os.listdir(site.conf_d)
+        assert third_out.read_text() == THIRD % third_port
+        assert site.output.read_text() == (FIXED_SITE % site.port).replace(
+            "${NGINX_GREETING}", "v1")
+        wait_for(lambda: body(site.port) == "v1-fixed", 10, what="nginx on the fixed site")
+        wait_for(lambda: body(third_port) == "third", 10, what="the third server")
+        assert try_get(extra_port) is None
+        assert wait_for(lambda: reload_status(site.health_port), 10,
+                        what="/health") == ("pass", "pass")
+        assert stop(init) == 0
+
+
+def test_rejected_reload_after_one_that_added_a_template(site):
+    """The mirror: reload 1 adds extra's template (ok); reload 2 breaks
+    site (rejected). extra.conf was committed by reload 1, so the rollback
+    must leave it: the very same file, still served; reload 3 keeps it."""
+    extra_port = free_port()
+    extra_out = site.conf_d / "extra.conf"
+    with site.start() as init:
+        assert try_get(extra_port) is None
+
+        # 1: ok, extra comes.
+        (site.templates / "extra.conf.template").write_text(EXTRA % extra_port)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 1) == "ok", init.text()
+        assert extra_out.read_text() == EXTRA % extra_port
+        extra_ino = os.stat(extra_out).st_ino
+        wait_for(lambda: body(extra_port) == "extra", 10, what="the extra server")
+        site_after_1 = site.output.read_text()
+
+        # 2: rejected by nginx -t.
+        site.template.write_text(BROKEN_SITE % site.port)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 2) == "rejected", init.text()
+        rejected_by_the_test(init)
+        assert extra_out.exists(), "the rollback removed an output reload 1 committed"
+        assert extra_out.read_text() == EXTRA % extra_port
+        assert os.stat(extra_out).st_ino == extra_ino, "extra.conf is not the very same file"
+        assert site.output.read_text() == site_after_1
+        assert hidden(site.conf_d) == [], "hidden file left: %s" % hidden(site.conf_d)
+        assert sorted(os.listdir(site.conf_d)) == ["extra.conf", "site.conf"]
+        assert body(extra_port) == "extra" and body(site.port) == "v1"
+        assert wait_for(lambda: reload_status(site.health_port), 10,
+                        what="/health") == ("warn", "warn")
+
+        # 3: ok; the new config (the fixed site answers) still has extra.
+        site.template.write_text(FIXED_SITE % site.port)
+        init.signal(signal.SIGHUP)
+        assert nth_outcome(init, 3) == "ok", init.text()
+        wait_for(lambda: body(site.port) == "v1-fixed", 10, what="nginx on the fixed site")
+        assert body(extra_port) == "extra"
+        assert extra_out.read_text() == EXTRA % extra_port
+        assert sorted(os.listdir(site.conf_d)) == ["extra.conf", "site.conf"]
+        assert wait_for(lambda: reload_status(site.health_port), 10,
+                        what="/health") == ("pass", "pass")
+        assert stop(init) == 0
+
+
 def test_fifo_at_an_output_path_is_refused_without_stalling(site):
     with site.start() as init:
         (site.templates / "pipe.conf.template").write_text("# nothing\n")

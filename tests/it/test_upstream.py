@@ -2,9 +2,9 @@
 dnsmasq authoritative for the zone, stub upstreams on 127.0.0.x:8000, the
 init as PID 1 of a pid namespace inside the bed."""
 import datetime
-import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -15,6 +15,7 @@ import time
 import pytest
 
 import testbed
+from conftest import started_bed
 from pi import BIN, nginx_prefix, wait_for
 
 ZONE = testbed.DEFAULT_ZONE
@@ -81,8 +82,8 @@ def site_env(tmp_path, **over):
     return env
 
 
-@pytest.fixture
-def setup(bed, tmp_path):
+def starter(bed, tmp_path):
+    """The `setup` fixture's generator, for any bed."""
     env = site_env(tmp_path)
     started = []
 
@@ -94,6 +95,11 @@ def setup(bed, tmp_path):
     yield start
     for init in started:
         init.stop()
+
+
+@pytest.fixture
+def setup(bed, tmp_path):
+    yield from starter(bed, tmp_path)
 
 
 def service_of(bed):
@@ -124,10 +130,12 @@ def test_host_that_never_appears_exits_4(bed, setup):
     out of the line) and no resolved one."""
     long_hosts = {"NGINX_L%d_HOST" % i: ".".join(["l%d" % i + "x" * 58] * 3) + "." + "y" * 40
                   + "." + ZONE for i in range(6)}
+    # Resolvable before the init starts: set after it, on a loaded machine
+    # the name could appear only after the deadline and be listed.
+    bed.set_host("other." + ZONE, "127.0.0.12")
+    t0 = time.monotonic()  # before the init's own start: elapsed >= its wait
     init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1500ms", NGINX_OTHER_HOST="other." + ZONE,
                  **long_hosts)
-    bed.set_host("other." + ZONE, "127.0.0.12")
-    t0 = time.monotonic()
     assert init.wait(10) == 4
     assert 1.4 < time.monotonic() - t0 < 5
     log = init.text()
@@ -342,6 +350,12 @@ def silent_nameserver(bed, tmp_path):
     return sock
 
 
+def query_waiting(sock):
+    """True once a DNS question has reached the silent nameserver's socket
+    (and sits there unanswered): a lookup is then blocked in the resolver."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 def log_times(text, needle):
     """The ts of every log line holding needle, as seconds."""
     out = []
@@ -353,10 +367,12 @@ def log_times(text, needle):
 
 
 def test_exit_4_at_the_deadline_with_a_silent_nameserver(bed, setup, tmp_path):
-    """A getaddrinfo blocked for 20 s must not hold the exit: 4 comes
-    within 200 ms of upstreams.wait (it once came after 21 s)."""
+    """A getaddrinfo blocked for 20 s must not hold the exit: 4 comes at
+    upstreams.wait (it once came after 21 s). The bounds leave 4 s for a
+    loaded machine and stay far below the resolver's 20 s."""
     sock = silent_nameserver(bed, tmp_path)
     try:
+        assert not query_waiting(sock)  # what arrives below is the init's
         t0 = time.monotonic()
         init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1s")
         assert init.wait(15) == 4
@@ -364,9 +380,11 @@ def test_exit_4_at_the_deadline_with_a_silent_nameserver(bed, setup, tmp_path):
         text = init.text()
         waited = log_times(text, "waiting for upstream hosts")[0]
         gave_up = log_times(text, "did not resolve in time")[0]
-        assert 0.99 <= gave_up - waited < 1.2, text  # log times are to the ms
+        assert 0.99 <= gave_up - waited < 1.0 + 4.0, text  # log times are to the ms
         # Process start (nsenter, unshare) and exit around it, generously.
-        assert elapsed < 1.0 + 0.2 + 1.0, elapsed
+        assert elapsed < 1.0 + 4.0, elapsed
+        # The premise: a lookup did hang on the silent nameserver.
+        assert query_waiting(sock), "no question reached the silent nameserver"
     finally:
         sock.close()
 
@@ -376,13 +394,17 @@ def test_stop_during_a_lookup_is_prompt(bed, setup, tmp_path):
     resolver's 20 s."""
     sock = silent_nameserver(bed, tmp_path)
     try:
+        assert not query_waiting(sock)  # what arrives below is the init's
         init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="30s")
         init.wait_log("waiting for upstream hosts")
-        time.sleep(0.1)  # the lookup is in flight inside getaddrinfo
+        # The lookup is in flight inside getaddrinfo once its question
+        # reached the nameserver that never answers.
+        wait_for(lambda: query_waiting(sock), 10, what="a question at the silent nameserver")
         t0 = time.monotonic()
         init.proc.send_signal(signal.SIGTERM)
         assert init.wait(15) == 0
-        assert time.monotonic() - t0 < 0.5
+        # A loaded machine's slack; the bug waits out the resolver's 20 s.
+        assert time.monotonic() - t0 < 5.0
     finally:
         sock.close()
 
@@ -497,10 +519,24 @@ def failing_test_command(tmp_path, test):
     return str(script)
 
 
-def test_rejected_address_reload_is_retried_until_applied(bed, setup, tmp_path):
+@pytest.fixture
+def logged_bed(request):
+    """What the `bed` fixture (conftest.py) gives, with dnsmasq logging every
+    question (dns_queries counts them): the rechecks become observable."""
+    yield from started_bed(request, log_queries=True)
+
+
+@pytest.fixture
+def logged_setup(logged_bed, tmp_path):
+    """`setup` in logged_bed."""
+    yield from starter(logged_bed, tmp_path)
+
+
+def test_rejected_address_reload_is_retried_until_applied(logged_bed, logged_setup, tmp_path):
     """The comparison is with the set nginx last loaded: a reload rejected
     by the config test is tried again at each recheck until it succeeds,
     and /health never shows the unapplied set as nginx's."""
+    bed, setup = logged_bed, logged_setup
     bed.set_host("api." + ZONE, "127.0.0.11")
     _, test = nginx_prefix(tmp_path, 80)
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
@@ -520,13 +556,21 @@ def test_rejected_address_reload_is_retried_until_applied(bed, setup, tmp_path):
 
     (tmp_path / "fail-test").unlink()
     init.wait_log("reloaded nginx")
-    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new address")
+    wait_for(lambda: service_of(bed) == "question-service", 10, what="nginx on the new address")
     up = health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
     assert up["observedValue"] == ["127.0.0.12"] and "output" not in up, up
-    # Applied now: no further reloads.
+    # Applied now: no further reloads. nginx looked the name up when it
+    # loaded the new config (it answers from it now), so every question
+    # from here on is the init's recheck; when the third arrives, the
+    # answers of the two before it have been judged.
     n = init.text().count("msg=reloading")
-    time.sleep(1.0)  # three rechecks that must not reload
-    assert init.text().count("msg=reloading") == n
+    assert n >= 3, init.text()  # the rejected tries and the applied one
+    start = dns_queries(bed, "api." + ZONE)
+    wait_for(lambda: dns_queries(bed, "api." + ZONE) >= start + 3, 10,
+             what="three rechecks after the applied reload")
+    text = init.text()
+    assert text.count("msg=reloading") == n, text
+    assert text.count('msg="upstream addresses changed"') == 1, text
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
@@ -548,7 +592,7 @@ def test_address_change_pending_at_a_failed_render_still_runs(bed, setup, tmp_pa
     init.proc.send_signal(signal.SIGHUP)
     (tmp_path / "fail-test").unlink()
     init.wait_log("reloaded nginx")
-    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new address")
+    wait_for(lambda: service_of(bed) == "question-service", 10, what="nginx on the new address")
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
@@ -582,7 +626,7 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_NEW_HOST"][0]
              .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
     # nginx's reload is asynchronous: old workers answer for a moment.
-    wait_for(lambda: service_of(bed) == "question-service", 5, what="nginx on the new host")
+    wait_for(lambda: service_of(bed) == "question-service", 10, what="nginx on the new host")
 
     # The new host is watched, the old one not.
     bed.set_host("api." + ZONE, "127.0.0.13")
@@ -590,7 +634,7 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     init.wait_log("upstream addresses changed")
     line = [l for l in init.text().splitlines() if "upstream addresses changed" in l][0]
     assert "var=NGINX_NEW_HOST" in line and "host=other." + ZONE in line, line
-    wait_for(lambda: service_of(bed) == "user-service", 5, what="nginx on the new address")
+    wait_for(lambda: service_of(bed) == "user-service", 10, what="nginx on the new address")
     assert "var=NGINX_OLD_HOST" not in init.text().split("reloaded nginx")[1]
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
@@ -618,10 +662,10 @@ def test_a_host_added_by_a_reload_after_a_start_without_hosts_is_followed(bed, s
     # nginx's reload is asynchronous: the old worker answers 'static' (not
     # JSON) for a moment.
     r = lambda: bed.http_get("http://127.0.0.1:80/api/who?x=1", timeout=5).body
-    wait_for(lambda: b"question-service" in r(), 5, what="nginx on the new host")
+    wait_for(lambda: b"question-service" in r(), 10, what="nginx on the new host")
     bed.set_host("other." + ZONE, "127.0.0.11")
     init.wait_log("upstream addresses changed", 10)
-    wait_for(lambda: service_of(bed) == "user-service", 5, what="nginx on the new address")
+    wait_for(lambda: service_of(bed) == "user-service", 10, what="nginx on the new address")
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
