@@ -79,13 +79,16 @@ out:
 /* Waits for the config test pid: at most timeout_ms (0: no limit), and
  * only until a SIGTERM, SIGINT or SIGHUP (all blocked by the caller, as
  * SIGCHLD is) asks us to stop; then its process group is killed. Returns
- * 0 with *st set, -ETIMEDOUT, or the stop signal's number. */
+ * 0 with *st set, -ETIMEDOUT, the stop signal's number, or another
+ * negative errno when it cannot be waited for (a launcher that left
+ * SIGCHLD ignored: the kernel reaps it itself). */
 static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 {
 	sigset_t set;
 	struct timespec now, end = {0}, left;
 	siginfo_t si;
 	int stop = 0;
+	pid_t r;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
@@ -99,7 +102,7 @@ static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 		end.tv_sec++;
 		end.tv_nsec -= 1000000000L;
 	}
-	while (waitpid(pid, st, WNOHANG) == 0) {
+	while ((r = waitpid(pid, st, WNOHANG)) == 0) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		left.tv_sec = end.tv_sec - now.tv_sec;
 		left.tv_nsec = end.tv_nsec - now.tv_nsec;
@@ -117,6 +120,8 @@ static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 			break;
 		}
 	}
+	if (r < 0)
+		return -errno;
 	if (stop == 0)
 		return 0;
 	kill(-pid, SIGKILL);
@@ -152,9 +157,9 @@ static int check_config(const struct pi_config *cfg, char **envp)
 	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno, PI_SPAWN_NO_STOPS);
 	rc = pid < 0 ? (int)pid : check_wait(pid, cfg->nginx_test_timeout_ms, &st);
 	pi_signals_thread_restore(mask);
-	if (pid < 0 || exec_errno) {
+	if (pid < 0 || exec_errno || (rc < 0 && rc != -ETIMEDOUT)) {
 		printf("config test: FAIL cannot run %s: %s\n", argv[0],
-		       strerror(exec_errno ? exec_errno : (int)-pid));
+		       strerror(exec_errno ? exec_errno : pid < 0 ? (int)-pid : -rc));
 		pi_config_argv_free(argv);
 		return 5;
 	}
