@@ -14,6 +14,17 @@ BIN = os.path.abspath(BIN)
 NGINX = "/usr/sbin/nginx"
 
 
+def log_time(text, needle):
+    """The ts of the first log line (text format) holding needle, in
+    seconds of the day by the init's own clock; fails when there is none."""
+    for line in text.splitlines():
+        if needle in line:
+            hms = line.split("ts=", 1)[1].split()[0].split("T")[1].rstrip("Z")
+            h, m, sec = hms.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+    raise AssertionError("no log line holding %r:\n%s" % (needle, text))
+
+
 def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
     """Polls cond() until it returns a true value; fails after timeout."""
     deadline = time.monotonic() + timeout

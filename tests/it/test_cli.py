@@ -167,3 +167,59 @@ def test_log_lines_cannot_be_forged_and_stay_valid_json(tmp_path):
     assert p.returncode == 0, p.stderr
     [line] = [o for o in json_lines(p.stderr) if o["msg"] == "no templates to render"]
     assert line["dir"] == "007", p.stderr
+
+
+def test_render_twice_leaves_an_unchanged_output_untouched(tmp_path):
+    """`render` (no --stdout) run twice and then after a template change:
+    exit 0 each time, the exact outputs (sub-folders mirrored, a stream
+    template in its own folder), no hidden temporary file left in any
+    output folder, an operator's file never touched. An output whose
+    contents would not change is not touched at all (README "Templates"):
+    the second run leaves each file the very same (inode) and unwritten
+    (mtime, set far in the past after the first run, so that any write
+    shows whatever the clock's granularity); a changed template's output is
+    replaced by a new file renamed over it, and only that one."""
+    tdir = tmp_path / "templates"
+    (tdir / "sub").mkdir(parents=True)
+    (tdir / "a.conf.template").write_text("x ${NGINX_A} $host;\n")
+    (tdir / "sub" / "b.conf.template").write_text("y ${NGINX_B:-dflt} ${uri};\n")
+    (tdir / "s.conf.stream-template").write_text("s ${NGINX_A};\n")
+    conf_d, stream_d = tmp_path / "conf.d", tmp_path / "stream-conf.d"
+    conf_d.mkdir()
+    notes = conf_d / "notes.txt"
+    notes.write_text("an operator's file\n")
+    env = base_env(tmp_path, NGINX_A="one")
+    outs = {"a": conf_d / "a.conf", "b": conf_d / "sub" / "b.conf", "s": stream_d / "s.conf"}
+    old = 1_000_000_000 * 10**9  # 2001, in ns
+
+    def render():
+        p = subprocess.run([BIN, "render"], env=env, capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0, p.stderr
+        hidden = [os.path.join(d, f) for top in (conf_d, stream_d)
+                  for d, dirs, files in os.walk(top) for f in dirs + files if f.startswith(".")]
+        assert hidden == [], "left behind: %r" % hidden
+        assert notes.read_text() == "an operator's file\n"
+        assert sorted(os.listdir(conf_d)) == ["a.conf", "notes.txt", "sub"]
+        assert os.listdir(conf_d / "sub") == ["b.conf"] and os.listdir(stream_d) == ["s.conf"]
+        return {k: f.read_text() for k, f in outs.items()}
+
+    def stamp():
+        st = {k: os.stat(f) for k, f in outs.items()}
+        return {k: (s.st_ino, s.st_mtime_ns) for k, s in st.items()}
+
+    want = {"a": "x one $host;\n", "b": "y dflt ${uri};\n", "s": "s one;\n"}
+    assert render() == want
+    for f in outs.values():
+        os.utime(f, ns=(old, old))
+    first = stamp()
+    assert all(m == old for _, m in first.values())
+
+    assert render() == want
+    assert stamp() == first, "an unchanged output was written"
+
+    (tdir / "a.conf.template").write_text("x ${NGINX_A} v2;\n")
+    assert render() == dict(want, a="x one v2;\n")
+    third = stamp()
+    assert third["a"][0] != first["a"][0], "not replaced by a new file"
+    assert third["a"][1] != old, "mtime not updated"
+    assert {k: third[k] for k in "bs"} == {k: first[k] for k in "bs"}, "others touched"

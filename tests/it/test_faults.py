@@ -109,16 +109,28 @@ def stop(init, timeout=10):
 # nginx dying
 # ---------------------------------------------------------------------------
 
-def test_master_killed_init_exits_nonzero_within_a_second(site):
+def test_master_killed_init_exits_nonzero_at_once(site):
+    """The master dies; its worker is left. The init sends it SIGTERM, reaps
+    it and exits as soon as nothing is left: not after the 2 s grace for
+    leftovers (SPEC §5), whether or not it then needs SIGKILL."""
     with site.start() as init:
         master = site.nginx_master(init)
+        workers = wait_for(lambda: children_of(master), 5, what="an nginx worker")
         t0 = time.monotonic()
         os.kill(master, signal.SIGKILL)
-        rc = init.wait(5)
+        rc = init.wait(10)
         elapsed = time.monotonic() - t0
-        assert rc == 128 + signal.SIGKILL, init.text()
-        assert elapsed < 1.0, "exited %.2fs after the master died" % elapsed
-        assert "exited unexpectedly" in init.text()
+        log = init.text()
+        assert rc == 128 + signal.SIGKILL, log
+        assert "exited unexpectedly" in log
+        # The leftover worker went of the init's SIGTERM (nginx logs who
+        # sent it), not of a SIGKILL after the grace ran out.
+        assert "signal 15 (SIGTERM) received from 1," in log, log
+        assert "sent SIGKILL" not in log, log
+        assert count(init, "reaped an orphan") == len(workers), log
+        # Any path through the grace timer takes 2 s or more from the kill
+        # (the timer starts after it); the init's own work here is a few ms.
+        assert elapsed < 1.9, "exited %.2fs after the master died" % elapsed
 
 
 def test_worker_killed_nginx_respawns_and_init_stays(site):
@@ -485,7 +497,8 @@ def start_waiting(bed, tmp_path, child):
     assert p.pid is not None, "the init did not start"
     read = lambda: log_path.read_text(errors="replace")
     wait_for(lambda: "waiting for upstream hosts" in read(), 10, what="the upstream wait")
-    time.sleep(0.3)  # in the wait for real: a lookup has failed once
+    # In the wait for real: a lookup has failed once (logged once).
+    wait_for(lambda: "upstream host does not resolve" in read(), 10, what="a failed lookup")
     return p, read
 
 
@@ -495,8 +508,10 @@ def test_term_during_upstream_wait_exits_without_starting(bed, tmp_path):
     try:
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        rc = p.wait(5)
-        assert time.monotonic() - t0 < 1.0, read()
+        rc = p.wait(10)
+        # The wait has 30 s to run (exit 4 at its end), and no backoff is
+        # over 5 s: well under either, with a loaded machine's slack.
+        assert time.monotonic() - t0 < 5.0, read()
         assert rc == 0, read()
         assert not marker.exists(), "the command was started"
         assert "stop requested before the child started" in read()

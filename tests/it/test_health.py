@@ -212,6 +212,52 @@ def test_health_command_default_url(init):
     assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
 
 
+def test_custom_health_path(nginx, tmp_path):
+    """health.path = /ready: the report is served there (and HEAD too),
+    <path>/live is the liveness check, the default /health and
+    /health/live are unknown paths (404), and the `health` command without
+    --url probes the configured path, from the environment or from an INI
+    file, and passes: the same probe of /health fails with the 404."""
+    i = Init(nginx.addr, {"PEERPREP_INIT_HEALTH_PATH": "/ready"})
+    try:
+        status, headers, body = http(i.port, "/ready")
+        assert status == 200, body
+        assert headers["Content-Type"] == "application/health+json"
+        report = json.loads(body)
+        assert report["status"] == "pass", report
+        assert report["checks"]["nginx:listen"] == [{"status": "pass",
+                                                     "componentId": nginx.addr}]
+        status, headers, body = http(i.port, "/ready", method="HEAD")
+        assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
+        status, _, body = http(i.port, "/ready/live")
+        assert status == 200 and json.loads(body) == {"status": "pass"}, body
+        for path in ("/health", "/health/live", "/ready/", "/readyz"):
+            assert http(i.port, path)[0] == 404, path
+
+        # The command, configured like the init (environment) ...
+        p = subprocess.run([BINARY, "health"], capture_output=True, timeout=10, env=i.env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+        # ... or by an INI file alone.
+        ini = tmp_path / "pi.ini"
+        ini.write_text("[health]\nlisten = 127.0.0.1:%d\npath = /ready\n" % i.port)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        p = subprocess.run([BINARY, "health", "-c", str(ini)], capture_output=True,
+                           timeout=10, env=env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+        # What the command would get at the default path: a failure.
+        code, out, err, _ = health_cmd("--url", i.url("/health"))
+        assert code == 1 and out == "" and "404" in err, err
+        ini.write_text("[health]\nlisten = 127.0.0.1:%d\n" % i.port)
+        p = subprocess.run([BINARY, "health", "-c", str(ini)], capture_output=True,
+                           timeout=10, env=env)
+        assert p.returncode == 1 and b"404" in p.stderr, p.stderr
+        # Still serving after all that.
+        assert http(i.port, "/ready")[0] == 200
+        assert i.proc.poll() is None, i.stderr()
+    finally:
+        i.close()
+
+
 def test_health_command_503():
     i = Init("127.0.0.1:%d" % free_port())
     try:

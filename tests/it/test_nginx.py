@@ -2,9 +2,9 @@
 reload and graceful stop)."""
 import http.server
 import signal
+import socket
 import socketserver
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -146,35 +146,65 @@ def test_start_runs_no_separate_config_test_and_reload_does(site):
         init.stop()
 
 
-class Slow(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(1.0)
-        data = b"slow ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def slow_handler():
+    """A backend handler class whose requests are held until .release is
+    set; .entered counts the requests that reached it."""
+    class Slow(http.server.BaseHTTPRequestHandler):
+        lock = threading.Lock()
+        entered = 0
+        release = threading.Event()
 
-    def log_message(self, *a):
-        pass
+        def do_GET(self):
+            with Slow.lock:
+                Slow.entered += 1
+            Slow.release.wait(30)
+            data = b"slow ok\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    return Slow
+
+
+class Backend(socketserver.ThreadingTCPServer):
+    request_queue_size = 64  # 20 connections at once, none waiting for a SYN retry
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_graceful_stop_finishes_requests_in_flight(site):
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", site["slow"]), Slow)
+    slow = slow_handler()
+    srv = Backend(("127.0.0.1", site["slow"]), slow)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     init = start(site)
     try:
         with ThreadPoolExecutor(20) as pool:
-            futs = [pool.submit(http_get, site["port"], "/slow/x", timeout=10) for _ in range(20)]
-            # Every request is with nginx before the stop begins.
-            time.sleep(0.3)
+            futs = [pool.submit(http_get, site["port"], "/slow/x", timeout=20) for _ in range(20)]
+            # Every request is with nginx (and held by the backend) before
+            # the stop begins.
+            wait_for(lambda: slow.entered == 20, 10, what="20 requests in flight")
             init.signal(signal.SIGTERM)
+            # nginx has taken its graceful stop: it no longer accepts.
+            wait_for(lambda: not port_open(site["port"]), 10, what="nginx to stop accepting")
+            assert not any(f.done() for f in futs), "a request ended before its answer"
+            slow.release.set()
             results = [f.result() for f in futs]
         assert [r[0] for r in results] == [200] * 20
         assert all(r[2] == b"slow ok\n" for r in results)
-        assert init.wait(10) == 0
+        assert slow.entered == 20
+        assert init.wait(10) == 0, init.text()
+        assert 'msg="stopping the child" signal=QUIT' in init.text(), init.text()
         assert try_get(site["port"]) is None
     finally:
+        slow.release.set()
         init.stop()
         srv.shutdown()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pi import Init, base_env, failing_nginx_env, wait_for
+from pi import Init, base_env, failing_nginx_env, wait_for, log_time
 
 PY = "/usr/bin/python3"
 RECORD = os.path.join(os.path.dirname(__file__), "sigrecord.py")
@@ -124,7 +124,10 @@ def test_term_during_the_config_test_rolls_back_and_stops_at_once(tmp_path):
         assert "reason=stopping files=restored" in log, log
         assert s.output.read_text() == "# v1\n"
         assert not alive(s.runs()[0])
-        assert elapsed < 1.0, elapsed
+        # At once: not after the hanging test ends (300 s) or is killed at
+        # nginx.test_timeout (30 s), and below the 2 s grace the init gives
+        # processes left at its exit before SIGKILL.
+        assert elapsed < 1.8, elapsed
     finally:
         init.stop()
 
@@ -191,6 +194,26 @@ def test_hup_with_a_templates_folder_that_never_existed_still_reloads(tmp_path):
     assert "reload rejected" not in log, log
 
 
+WAITS = "reload waits until the child has run 1 s"
+
+
+def hup_in_the_first_second(init):
+    """Sends SIGHUP as soon as the child is started. Returns True when the
+    init took it inside the child's first second (it says it waits); when
+    a loaded machine delayed it past that second, checks from the init's
+    own log that the reload still came no sooner, and returns False."""
+    init.wait_log("msg=started", 10)
+    init.signal(signal.SIGHUP)
+    wait_for(lambda: WAITS in init.text() or "msg=reloading" in init.text(), 10,
+             what="the SIGHUP taken")
+    text = init.text()
+    if WAITS in text:
+        return True
+    ran = log_time(text, "msg=reloading") - log_time(text, "msg=started")
+    assert ran >= 0.99, "a reload in the child's first second:\n" + text
+    return False
+
+
 def test_a_hup_in_the_childs_first_second_waits_and_a_failed_start_comes_first(tmp_path):
     """nginx installs its signal handlers only once its config is parsed: a
     SIGHUP sent earlier ends it. A reload asked for in the child's first
@@ -203,40 +226,73 @@ def test_a_hup_in_the_childs_first_second_waits_and_a_failed_start_comes_first(t
     output.write_text("# before the start\n")
     template.write_text("# v1\n")
     go = tmp_path / "go"
+    # The stand-in nginx is a shell: started in milliseconds, it exits 1
+    # as soon as `go` exists.
     init = Init([], failing_nginx_env(tmp_path, go, "true"), tmp_path / "init.log",
                 pid1=False)
     try:
         init.wait_log("msg=started")
         assert output.read_text() == "# v1\n"
         template.write_text("# v2\n")
-        init.signal(signal.SIGHUP)
-        init.wait_log("reload waits until the child has run 1 s")
-        go.touch()  # nginx exits 1 well inside its first second
-        assert init.wait(10) == 5, init.text()
-        assert output.read_text() == "# before the start\n", init.text()
-        assert "msg=reloading" not in init.text(), init.text()
+        if not hup_in_the_first_second(init):
+            pytest.skip("the SIGHUP reached the init after the child's first second "
+                        "(a loaded machine): nothing to wait for")
+        go.touch()  # nginx exits 1 inside its first second
+        rc = init.wait(10)
+        text = init.text()
+        reloading, ended = text.find("msg=reloading"), text.find("the child exited")
+        if rc != 5 and reloading >= 0 and (ended < 0 or reloading < ended):
+            # The premise is the end read inside the first second; the init's
+            # log says the second ran out first (it waited the whole second).
+            ran = log_time(text, "msg=reloading") - log_time(text, "msg=started")
+            assert ran >= 0.99, "a reload in the child's first second:\n" + text
+            pytest.skip("nginx's end reached the init after its first second (a loaded "
+                        "machine): no longer a failed start")
+        assert rc == 5, text
+        assert "config test failed: nginx exited before it served" in text, text
+        assert output.read_text() == "# before the start\n", text
+        assert "msg=reloading" not in text, text
+        assert text.count(WAITS) == 1, text
     finally:
         init.stop()
 
 
 def test_a_hup_in_the_childs_first_second_reloads_once_it_has_run_1_s(tmp_path):
+    # The child is a shell, ready in milliseconds (its traps are set long
+    # before a correct init would send it SIGHUP; a SIGHUP sooner ends it).
     rec = tmp_path / "sig"
+    script = ("trap 'echo hup >> {r}' HUP; trap 'exit 0' TERM; echo ready >> {r}; "
+              "while :; do sleep 1 & wait $!; done").format(r=rec)
     env = base_env(tmp_path, PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
-    init = Init(["--", PY, RECORD, str(rec)], env, tmp_path / "init.log", pid1=False)
+    init = Init(["--", "sh", "-c", script], env, tmp_path / "init.log", pid1=False)
     try:
-        t0 = time.monotonic()
-        wait_for(lambda: rec.exists() and "ready" in rec.read_text(), what="child ready")
+        if not hup_in_the_first_second(init):
+            pytest.skip("the SIGHUP reached the init after the child's first second "
+                        "(a loaded machine): nothing to wait for")
+        # A second SIGHUP once the first waits (the kernel would merge two
+        # sent together), then a WINCH: signals are read lowest number
+        # first, so when the WINCH is forwarded before the reload starts,
+        # the second SIGHUP was taken inside the first second too.
         init.signal(signal.SIGHUP)
-        init.signal(signal.SIGHUP)  # merged into the one that waits
-        wait_for(lambda: str(int(signal.SIGHUP)) in rec.read_text().split(), 5,
+        init.signal(signal.SIGWINCH)
+        wait_for(lambda: rec.exists() and "hup" in rec.read_text().split(), 5,
                  what="the child's SIGHUP")
-        assert time.monotonic() - t0 >= 1.0
-        log = init.text()
-        assert log.count("reload waits until the child has run 1 s") == 1, log
-        assert log.count("msg=reloading") == 1, log
+        init.wait_log('msg="reloaded nginx"')
+        wait_for(lambda: "forwarding a signal" in init.text(), 5, what="the WINCH forwarded")
+        text = init.text()
+        ran = log_time(text, "msg=reloading") - log_time(text, "msg=started")
+        assert ran >= 0.99, "a reload in the child's first second:\n" + text
+        assert text.count(WAITS) == 1, text
+        merged = text.find("forwarding a signal") < text.find("msg=reloading")
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0, init.text()
-        assert rec.read_text().split().count(str(int(signal.SIGHUP))) == 1
+        text = init.text()
+        assert rec.read_text().split()[0] == "ready"
+        if not merged:
+            pytest.skip("the second SIGHUP may have reached the init after the child's "
+                        "first second (a loaded machine): merging not tested")
+        assert text.count("msg=reloading") == 1, text
+        assert rec.read_text().split().count("hup") == 1, rec.read_text()
     finally:
         init.stop()
 

@@ -6,11 +6,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
-from pi import BIN, Init, base_env, children_of, descendants, failing_nginx_env, wait_for
+from pi import (BIN, Init, base_env, descendants, failing_nginx_env, log_time, proc_status,
+                wait_for)
 
 PY = "/usr/bin/python3"
 RECORD = os.path.join(os.path.dirname(__file__), "sigrecord.py")
@@ -104,21 +104,38 @@ def launcher_blocks(*sigs):
 
 
 def test_a_launcher_that_blocks_term_and_chld_changes_nothing(tmp_path):
-    # An orphan exits while the launcher's mask blocks SIGCHLD: it must be
-    # reaped; SIGTERM blocked by the launcher must still stop the init.
-    flag = tmp_path / "orphan"
-    script = "(sh -c 'sleep 0.2; touch %s' &); exec sleep 100" % flag
+    # Not PID 1, the init is the child subreaper (SPEC §5): an orphan (its
+    # parent, a subshell, exits at once) becomes the init's child, and when
+    # it exits while the launcher's mask blocks SIGCHLD the init reaps it;
+    # SIGTERM blocked by the launcher must still stop the init. (Without
+    # the subreaper the orphan goes to some other reaper and no count of
+    # the init's descendants would notice.)
+    pidf, go = tmp_path / "orphan", tmp_path / "go"
+    orphan_script = "echo $$ > %s.tmp; mv %s.tmp %s; while [ ! -e %s ]; do sleep 0.01; done" % (
+        pidf, pidf, pidf, go)
+    script = "(sh -c '%s' &); exec sleep 100" % orphan_script
     env = base_env(tmp_path, PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
     log = open(tmp_path / "init.log", "wb")
     p = subprocess.Popen([BIN, "--", "sh", "-c", script], env=env, stdout=log, stderr=log,
                          stdin=subprocess.DEVNULL,
                          preexec_fn=launcher_blocks(signal.SIGTERM, signal.SIGCHLD))
+    read = lambda: (tmp_path / "init.log").read_text(errors="replace")
     try:
-        wait_for(flag.exists, 10, what="the orphan to run")
-        wait_for(lambda: len(descendants(p.pid)) == 1, 5, what="the orphan reaped")
+        orphan = int(wait_for(lambda: pidf.exists() and pidf.read_text().strip(), 10,
+                              what="the orphan to run"))
+        wait_for(lambda: proc_status(orphan)["PPid"] == str(p.pid), 5,
+                 what="the orphan to be the init's child (subreaper)")
+        go.touch()
+        wait_for(lambda: re.search(r'msg="reaped an orphan" pid=%d status=0\b' % orphan, read()),
+                 5, what="the init to reap the orphan")
+        assert not os.path.exists("/proc/%d" % orphan)
+        left = descendants(p.pid)
+        assert len(left) == 1 and proc_status(left[0])["Name"] == "sleep", left
         p.send_signal(signal.SIGTERM)
         assert p.wait(5) == 128 + signal.SIGTERM  # sleep dies of the TERM it was sent
     finally:
+        if not go.exists():
+            go.touch()
         if p.poll() is None:
             for pid in descendants(p.pid) + [p.pid]:
                 os.kill(pid, signal.SIGKILL)
@@ -254,7 +271,20 @@ def test_a_failed_start_and_a_term_read_together_is_still_exit_5(tmp_path):
         wait_for(lambda: proc_state(child) == "Z", 5, what="the child ended")
         init.signal(signal.SIGTERM)
         init.signal(signal.SIGCONT)
-        assert init.wait(10) == 5, init.text()
-        assert "config test failed" in init.text(), init.text()
+        rc = init.wait(10)
+        text = init.text()
+        # Whatever the timing, the stop is never decided before the end.
+        assert "graceful stop requested" not in text, text
+        if rc != 5:
+            # The premise is the init reading both inside nginx's first
+            # second. Only when its own log says it handled the end later
+            # (a loaded machine kept it from running) is another status
+            # right: an exit after the first second is no failed start.
+            ran = log_time(text, "the child exited") - log_time(text, "msg=started")
+            assert ran >= 0.99, "an end inside the first second must be exit 5:\n" + text
+            pytest.skip("the init handled nginx's end %.3f s after its start, past its first "
+                        "second (a loaded machine): the failed-start premise does not hold" % ran)
+        assert "config test failed" in text, text
+        assert not os.path.exists("/proc/%d" % child), "the child was not reaped"
     finally:
         init.stop()

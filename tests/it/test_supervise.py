@@ -3,12 +3,11 @@ namespace, real signals, real exit statuses, real orphans."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from pi import (BIN, Init, base_env, wait_for, descendants, proc_state, proc_status,
+from pi import (BIN, Init, base_env, wait_for, descendants, log_time, proc_state, proc_status,
                 children_of, free_port)
 
 PY = "/usr/bin/python3"
@@ -163,6 +162,27 @@ def test_stop_delay_holds_the_stop_signal(tmp_path):
         init.stop()
 
 
+def test_second_term_during_the_stop_delay_sends_the_stop_signal_at_once(tmp_path):
+    # SPEC §5: a second SIGTERM/SIGINT moves to the next step at once; during
+    # nginx.stop_delay the next step is the stop signal (QUIT), not SIGTERM.
+    init, out = start_recorder(tmp_path, PEERPREP_INIT_NGINX_STOP_DELAY="10s")
+    try:
+        init.signal(signal.SIGTERM)
+        init.wait_log("draining before stop")
+        assert received(out) == [], "the stop signal did not wait for the delay"
+        t0 = time.monotonic()
+        init.signal(signal.SIGTERM)
+        wait_for(lambda: received(out) == ["SIGQUIT"], 3, what="QUIT at once")
+        assert init.wait(5) == 0, init.text()
+        assert time.monotonic() - t0 < 3
+        assert received(out) == ["SIGQUIT"]
+        log = init.text()
+        assert log.count("stopping the child") == 1, log
+        assert "the child stopped" in log, log
+    finally:
+        init.stop()
+
+
 def test_hundreds_of_orphans_are_reaped(tmp_path):
     # The child makes 500 orphans that exit at about the same moment (SIGCHLD
     # coalesces), then waits; none may stay a zombie.
@@ -184,17 +204,32 @@ def test_hundreds_of_orphans_are_reaped(tmp_path):
         init.stop()
 
 
-def test_leftovers_are_terminated_when_the_child_exits(tmp_path):
-    # The child leaves a background process behind that ignores nothing.
-    script = "sleep 300 & echo $! > " + str(tmp_path / "bg") + "; exit 7"
-    init = Init(["--", "sh", "-c", script], base_env(tmp_path), tmp_path / "log")
+@pytest.mark.parametrize("pid1", [True, False], ids=["pid1", "not-pid1"])
+def test_leftovers_are_terminated_when_the_child_exits(tmp_path, pid1):
+    # The child leaves a background process behind that marks the SIGTERM it
+    # gets and then exits. As PID 1 the namespace's end would kill it
+    # anyway (SIGKILL: no mark); not PID 1 it would outlive the init.
+    ready, mark, bg = tmp_path / "ready", tmp_path / "term", tmp_path / "bg"
+    leftover = ("trap 'echo term >> %s; exit 0' TERM; echo $$ > %s; touch %s; "
+                "while :; do sleep 1 & wait $!; done" % (mark, bg, ready))
+    script = ("sh -c \"%s\" & while [ ! -e %s ]; do sleep 0.01; done; exit 7"
+              % (leftover, ready))
+    init = Init(["--", "sh", "-c", script], base_env(tmp_path), tmp_path / "log", pid1=pid1)
     try:
-        t0 = time.monotonic()
-        assert init.wait(10) == 7
-        assert time.monotonic() - t0 < 3, "a leftover that obeys SIGTERM is not waited on"
-        assert "exited unexpectedly" in init.text()
+        assert init.wait(10) == 7, init.text()
+        log = init.text()
+        assert "exited unexpectedly" in log
+        assert mark.exists() and mark.read_text() == "term\n", "no SIGTERM for the leftover:\n" + log
+        # It obeyed the SIGTERM: no SIGKILL was needed after the grace.
+        assert "sent SIGKILL" not in log, log
+        if not pid1:
+            assert not os.path.exists("/proc/" + bg.read_text().strip()), "the leftover lives"
     finally:
         init.stop()
+        # Not PID 1, the pid it wrote is a host pid (as PID 1, a pid of the
+        # namespace, gone with it).
+        if not pid1 and bg.exists() and os.path.exists("/proc/" + bg.read_text().strip()):
+            os.kill(int(bg.read_text()), signal.SIGKILL)
 
 
 def test_term_during_startup_exits_without_starting(tmp_path):
@@ -314,16 +349,6 @@ def test_signals_the_inits_parent_ignored_are_default_in_the_child(tmp_path, hos
         assert_default_signals(child)
     finally:
         kill_tree(proc)
-
-
-def log_time(text, needle):
-    """The ts of the first log line holding needle, in seconds."""
-    for line in text.splitlines():
-        if needle in line:
-            hms = line.split("ts=", 1)[1].split()[0].split("T")[1].rstrip("Z")
-            h, m, sec = hms.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(sec)
-    raise AssertionError("no log line holding %r:\n%s" % (needle, text))
 
 
 def test_a_stop_in_nginxs_first_second_waits_until_it_can_take_it(tmp_path):

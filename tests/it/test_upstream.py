@@ -698,3 +698,81 @@ def test_fast_nxdomain_from_a_second_nameserver_is_not_an_outage(tmp_path):
             assert set(statuses) == {"pass"}, statuses
         finally:
             init.stop()
+
+
+# ---- no rechecks at 0; the backoff of the wait at start ----------------------
+
+def test_recheck_zero_turns_rechecks_off(logged_bed, tmp_path):
+    """upstreams.recheck = 0: after the start's lookup, the name is never
+    asked again. A control init with recheck=300ms runs beside it in the
+    same bed at the same time (another name): its 8 rechecks (2.4 s at
+    least) are the clock, so the quiet one has had the time to recheck
+    several times over had 0 meant "soon" or "at once". (0 read as the
+    30 s default would need a 30 s test to tell apart.) No
+    nginx takes part (the child is `sleep`, no template names the host):
+    every question for the name is the init's, so the count is exact: the
+    one lookup of the wait (A and AAAA asked together)."""
+    bed = logged_bed
+    off, ctl = "off." + ZONE, "ctl." + ZONE
+    bed.set_host(off, "127.0.0.11")
+    bed.set_host(ctl, "127.0.0.12")
+
+    def asked(qtype):
+        with open(os.path.join(bed.dir, "dnsmasq.log"), errors="replace") as f:
+            return f.read().count("query[%s] %s " % (qtype, off))
+    # set_host's own check asked the name: count from here.
+    before = asked("A"), asked("AAAA")
+    inits = {}
+    for name, recheck in ((off, "0"), (ctl, "300ms")):
+        d = tmp_path / name.split(".")[0]
+        d.mkdir()
+        env = {"PEERPREP_INIT_CONFIG": "",
+               "PEERPREP_INIT_TEMPLATES_DIR": str(d / "templates"),  # absent: nothing rendered
+               "PEERPREP_INIT_TEMPLATES_OUTPUT_DIR": str(d / "conf.d"),
+               "PEERPREP_INIT_HEALTH_LISTEN": "",  # both in one network namespace
+               "PEERPREP_INIT_NGINX_TEST": "",
+               "PEERPREP_INIT_LOG_LEVEL": "debug",
+               "PEERPREP_INIT_UPSTREAMS_RECHECK": recheck,
+               "NGINX_API_HOST": name}
+        inits[name] = InBed(bed, d, ("--", "sleep", "600"), **env)
+    try:
+        for init in inits.values():
+            init.wait_log("msg=started")
+        once = before[0] + 1, before[1] + 1
+        assert (asked("A"), asked("AAAA")) == once, "the start's lookup: %r" % (
+            (asked("A"), asked("AAAA")),)
+        c0 = dns_queries(bed, ctl)
+        wait_for(lambda: dns_queries(bed, ctl) >= c0 + 8, 30,
+                 what="eight rechecks of the control init")
+        assert (asked("A"), asked("AAAA")) == once, "recheck=0 still rechecked"
+        text = inits[off].text()
+        assert inits[off].proc.poll() is None, text  # still running, still quiet
+        assert "does not resolve" not in text and "upstream lookup failed" not in text, text
+        inits[off].proc.send_signal(signal.SIGTERM)
+        assert inits[off].wait(15) == 128 + signal.SIGQUIT, inits[off].text()
+        assert (asked("A"), asked("AAAA")) == once
+    finally:
+        for init in inits.values():
+            init.stop()
+
+
+def test_start_wait_retries_back_off(logged_bed, logged_setup):
+    """A name that never resolves, upstreams.wait 2.9 s: the retries start
+    at 100 ms and double (README "Upstreams"), so lookups start at 0, 0.1,
+    0.3, 0.7 and 1.5 s, and the next would be at 3.1 s, past the deadline:
+    at most 5 lookups, each one A question (and one AAAA) at the bed's DNS
+    server. A retry every 100 ms would be about 29. Load only delays
+    lookups (each retry waits its backoff after the failure before it), so
+    5 is a hard ceiling; the floor of 3 leaves a loaded machine over a
+    second per lookup."""
+    bed, setup = logged_bed, logged_setup
+    name = "never." + ZONE
+    init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="2900ms", NGINX_API_HOST=name)
+    assert init.wait(15) == 4, init.text()
+    text = init.text()
+    assert "did not resolve in time" in text and "msg=started" not in text, text
+    assert text.count("upstream host does not resolve") == 1, text
+    with open(os.path.join(bed.dir, "dnsmasq.log"), errors="replace") as f:
+        log = f.read()
+    n_a = log.count("query[A] " + name + " ")
+    assert 3 <= n_a <= 5, "%d lookups in 2.9 s:\n%s" % (n_a, log[-3000:])
