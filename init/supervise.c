@@ -229,6 +229,22 @@ static void sup_log_unresolved(struct sup *s)
 	       PI_UINT("count", (unsigned long long)n), PI_STR("unresolved", list));
 }
 
+/* libuv aborts when it cannot make its process-wide signal pipe inside
+ * uv_loop_init: ask first, while nothing else can take a descriptor. */
+static int sup_fds_available(int n)
+{
+	int fds[8], got = 0, rc = 0;
+
+	for (; got < n && got < 8; got++)
+		if ((fds[got] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)) < 0) {
+			rc = errno == EMFILE ? UV_EMFILE : -errno;
+			break;
+		}
+	while (got-- > 0)
+		close(fds[got]);
+	return rc;
+}
+
 static int sup_start_health(struct sup *s)
 {
 	const struct pi_config *cfg = s->cfg;
@@ -247,6 +263,18 @@ static int sup_start_health(struct sup *s)
 	if (pi_health_server_start(s->loop, &ho, &s->health, why, sizeof(why)) < 0) {
 		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
 		       PI_STR("error", why));
+		return -1;
+	}
+	/* With no descriptor left once the listener is up, libuv answers
+	 * EMFILE by accepting and closing every connection: /health would
+	 * never answer while the init looked well. One descriptor for a
+	 * connection, one for the probe of nginx. */
+	if (sup_fds_available(1 + (*cfg->health_probe != '\0')) < 0) {
+		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
+		       PI_STR("error", "too many open files: no descriptor left to accept a "
+					"connection (RLIMIT_NOFILE)"));
+		pi_health_server_stop(s->health);
+		s->health = NULL;
 		return -1;
 	}
 	return 0;
@@ -450,22 +478,6 @@ static int sup_loop_run(struct sup *s)
 		_exit(code);
 	}
 	return code;
-}
-
-/* libuv aborts when it cannot make its process-wide signal pipe inside
- * uv_loop_init: ask first, while nothing else can take a descriptor. */
-static int sup_fds_available(int n)
-{
-	int fds[8], got = 0, rc = 0;
-
-	for (; got < n && got < 8; got++)
-		if ((fds[got] = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0)) < 0) {
-			rc = errno == EMFILE ? UV_EMFILE : -errno;
-			break;
-		}
-	while (got-- > 0)
-		close(fds[got]);
-	return rc;
 }
 
 int pi_supervise_loop_init(uv_loop_t *loop)

@@ -219,26 +219,18 @@ def _io_uring_ring():
 # loop its epoll, libuv's ring, two pipes and an eventfd (3-9); `run` then
 # the signal reader (10), the health listener and libuv's reserve
 # descriptor for EMFILE (11-12), and /health one more to accept a
-# connection (13). Without a ring, each step from the event loop on needs
-# one descriptor less.
+# connection (13: without it libuv accepts and closes every connection, so
+# the init refuses to start, as it does below 13). Without a ring, each
+# step from the event loop on needs one descriptor less.
 RING = _io_uring_ring()
 RUNS_OUT_AT = [(5, "cannot read template"), (9 + RING, "cannot start the event loop"),
-               (10 + RING, "cannot read signals"), (12 + RING, "cannot serve health")]
+               (10 + RING, "cannot read signals"), (13 + RING, "cannot serve health")]
 RUNS_FROM = {"run": 13 + RING, "check": 9 + RING, "render": 5}
 
 
 @pytest.mark.parametrize("cmd", ["run", "check", "render"])
 @pytest.mark.parametrize("nofile", range(4, 15))  # 3: the ASan build cannot load
 def test_few_descriptors_is_a_message_and_exit_2_never_a_crash(request, tmp_path, nofile, cmd):
-    if cmd == "run" and nofile == RUNS_FROM["run"] - 1:
-        # Found by this test: with the listener bound on the last
-        # descriptor, libuv's EMFILE reserve accepts and closes every
-        # connection. The init runs (exit 0) and logs nothing, but /health
-        # never answers: an orchestrator's health check fails for ever.
-        # Strict: once that is fixed (exit 2, or an answer) this XPASSes
-        # and the table above needs the new outcome.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="health listener on the last descriptor cannot accept"))
     port = free_port()
     probed = tmp_path / "health-seen-by-the-child"
     # For `run` the child asks /health itself (the listener comes up after
@@ -259,7 +251,7 @@ def test_few_descriptors_is_a_message_and_exit_2_never_a_crash(request, tmp_path
     # Whatever the outcome, no temp file (.a.conf.XXXXXX) or kept link is
     # left behind.
     assert not out.exists() or sorted(os.listdir(out)) in ([], ["a.conf"]), os.listdir(out)
-    if nofile >= RUNS_FROM[cmd] - (cmd == "run"):
+    if nofile >= RUNS_FROM[cmd]:
         assert p.returncode == 0, (p.returncode, err)
         assert "too many open files" not in err.lower(), err
         assert (out / "a.conf").read_text() == "x y\n"
