@@ -177,8 +177,8 @@ int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err);
  * its output (no disk space needed), removes outputs that did not exist
  * before and the folders commit created. Keeps going past failures;
  * returns 0 or the first negative errno, and err (may be NULL) says which
- * output and where its previous file was left (a hidden link beside it,
- * the only copy once its rename back failed). A second call, or one
+ * output and the name of the hidden link beside it that holds its
+ * previous file (the only copy once its rename back failed). A second call, or one
  * without a commit or after pi_templates_settle, does nothing. */
 int pi_templates_rollback(struct pi_templates *t, struct pi_templates_error *err);
 

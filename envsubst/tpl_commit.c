@@ -69,6 +69,14 @@ static char *commit_dir_of(const char *path)
 	return strndup(path, slash == path ? 1 : (size_t)(slash - path));
 }
 
+/* The last part of a path. */
+static const char *commit_base(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
 /* Creates dir and its missing parents (0755), remembering each one made so
  * a failed commit or a rollback can remove them again. */
 static int commit_mkdirs(struct pi_templates *t, const char *dir)
@@ -456,8 +464,9 @@ static int commit_undo_item(struct pi_tpl_item *it, struct pi_templates_error *e
 		 * leave it on disk for the operator, never unlink it, and say
 		 * where it is. */
 		if (err && !err->msg[0] && it->keep)
-			pi_tpl_seterr(err, "cannot restore %s: %s; the previous file is kept as %s",
-				      it->output, strerror(-rc), it->keep);
+			pi_tpl_seterr(err,
+				      "cannot restore %s: %s; the previous file is kept beside it as %s",
+				      it->output, strerror(-rc), commit_base(it->keep));
 		else if (err && !err->msg[0])
 			pi_tpl_seterr(err, "cannot remove %s: %s", it->output, strerror(-rc));
 		free(it->keep);
@@ -488,17 +497,49 @@ static int commit_undo(struct pi_templates *t, struct pi_templates_error *err)
 /* Whether path is one of the set's own outputs, now in place, under
  * another name: an output folder reached through a symbolic link, or a
  * case-insensitive mount (Api.conf then api.conf). Removing it as stale
- * would remove the file just committed. */
-static int commit_is_output(const struct pi_templates *t, const char *path)
+ * would remove the file just committed. outs holds each output's lstat
+ * (st_ino 0 when it failed), taken once for all stale paths. */
+static int commit_is_output(const struct stat *outs, size_t n, const char *path)
 {
-	struct stat a, b;
+	struct stat a;
 
 	if (lstat(path, &a) < 0)
 		return 0;
-	for (size_t i = 0; i < t->n; i++)
-		if (lstat(t->items[i].output, &b) == 0 && a.st_dev == b.st_dev &&
-		    a.st_ino == b.st_ino)
+	for (size_t i = 0; i < n; i++)
+		if (outs[i].st_ino && a.st_dev == outs[i].st_dev && a.st_ino == outs[i].st_ino)
 			return 1;
+	return 0;
+}
+
+/* Removes the stale outputs still ours (step 2's second half). */
+static int commit_remove_stale(struct pi_templates *t, struct pi_templates_error *err)
+{
+	struct stat *outs = NULL;
+
+	if (t->nstale && !(outs = calloc(t->n ? t->n : 1, sizeof(*outs)))) {
+		pi_tpl_seterr(err, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; t->nstale && i < t->n; i++)
+		if (lstat(t->items[i].output, &outs[i]) < 0)
+			outs[i].st_ino = 0;
+	for (size_t i = 0; i < t->nstale; i++) {
+		struct pi_tpl_item *it = &t->stale[i];
+
+		if (!it->unchanged && commit_is_output(outs, t->n, it->output))
+			it->unchanged = 1; /* its kept link goes at settle or undo */
+		if (it->unchanged)
+			continue;
+		if (unlink(it->output) < 0 && errno != ENOENT) {
+			int rc = -errno;
+
+			pi_tpl_seterr(err, "cannot remove %s: %s", it->output, strerror(-rc));
+			free(outs);
+			return rc;
+		}
+		it->renamed = 1;
+	}
+	free(outs);
 	return 0;
 }
 
@@ -520,22 +561,7 @@ static int commit_swap(struct pi_templates *t, struct pi_templates_error *err)
 		free(it->temp);
 		it->temp = NULL;
 	}
-	for (size_t i = 0; i < t->nstale; i++) {
-		struct pi_tpl_item *it = &t->stale[i];
-
-		if (!it->unchanged && commit_is_output(t, it->output))
-			it->unchanged = 1; /* its kept link goes at settle or undo */
-		if (it->unchanged)
-			continue;
-		if (unlink(it->output) < 0 && errno != ENOENT) {
-			int rc = -errno;
-
-			pi_tpl_seterr(err, "cannot remove %s: %s", it->output, strerror(-rc));
-			return rc;
-		}
-		it->renamed = 1;
-	}
-	return 0;
+	return commit_remove_stale(t, err);
 }
 
 int pi_templates_commit(struct pi_templates *t, struct pi_templates_error *err)

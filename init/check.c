@@ -76,12 +76,25 @@ out:
 	return code;
 }
 
+/* The signals that stop check: SIGTERM, SIGINT and SIGHUP, but not one
+ * the launcher left ignored (nohup, a background job without job
+ * control): blocked, the kernel would queue it all the same. */
+static void check_stop_signals(sigset_t *set)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa;
+
+	sigemptyset(set);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
+			sigaddset(set, sigs[i]);
+}
+
 /* Waits for the config test pid: at most timeout_ms (0: no limit), and
- * only until a SIGTERM, SIGINT or SIGHUP (all blocked by the caller, as
- * SIGCHLD is) asks us to stop; then its process group is killed. Returns
- * 0 with *st set, -ETIMEDOUT, the stop signal's number, or another
- * negative errno when it cannot be waited for (a launcher that left
- * SIGCHLD ignored: the kernel reaps it itself). */
+ * only until one of the stop signals (blocked by the caller, as SIGCHLD
+ * is) asks us to stop; then its process group is killed. Returns 0 with
+ * *st set, -ETIMEDOUT, the stop signal's number, or another negative
+ * errno when it cannot be waited for. */
 static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 {
 	sigset_t set;
@@ -90,11 +103,8 @@ static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 	int stop = 0;
 	pid_t r;
 
-	sigemptyset(&set);
+	check_stop_signals(&set);
 	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
 	clock_gettime(CLOCK_MONOTONIC, &end);
 	end.tv_sec += (time_t)(timeout_ms / 1000);
 	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -115,7 +125,7 @@ static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 			break;
 		}
 		int sig = sigtimedwait(&set, &si, timeout_ms ? &left : NULL);
-		if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+		if (sig > 0 && sig != SIGCHLD) {
 			stop = sig;
 			break;
 		}
@@ -135,7 +145,6 @@ static int check_config(const struct pi_config *cfg, char **envp)
 {
 	char **argv = NULL;
 	int exec_errno, st;
-	uint64_t mask;
 
 	if (!*cfg->nginx_test) {
 		printf("config test: skipped (nginx.test is empty)\n");
@@ -147,16 +156,8 @@ static int check_config(const struct pi_config *cfg, char **envp)
 		return 2;
 	}
 	fflush(stdout);
-	/* Blocked from before the fork, so no signal slips between it and the
-	 * wait; the test itself starts with nothing blocked. */
-	if ((rc = pi_signals_thread_block(&mask)) < 0) {
-		printf("config test: FAIL cannot block signals: %s\n", strerror(-rc));
-		pi_config_argv_free(argv);
-		return 5;
-	}
 	pid_t pid = pi_proc_spawn(argv, envp, -1, -1, &exec_errno, PI_SPAWN_NO_STOPS);
 	rc = pid < 0 ? (int)pid : check_wait(pid, cfg->nginx_test_timeout_ms, &st);
-	pi_signals_thread_restore(mask);
 	if (pid < 0 || exec_errno || (rc < 0 && rc != -ETIMEDOUT)) {
 		printf("config test: FAIL cannot run %s: %s\n", argv[0],
 		       strerror(exec_errno ? exec_errno : pid < 0 ? (int)-pid : -rc));
@@ -189,6 +190,7 @@ int pi_supervise_check(const struct pi_config *cfg, char **envp)
 	struct pi_templates_opts o;
 	struct pi_templates_error err;
 	struct pi_templates *t = NULL;
+	uint64_t mask;
 	int first = 0, rc;
 
 	pi_supervise_template_opts(cfg, envp, &o);
@@ -208,12 +210,25 @@ int pi_supervise_check(const struct pi_config *cfg, char **envp)
 	fflush(stdout);
 	rc = check_hosts(t);
 	first = rc;
-	rc = check_config(cfg, envp);
+	/* Blocked from before the config test's fork until its files are put
+	 * back and everything is said: a stop signal then ends the wait
+	 * (check_wait), never the process half-way. One still pending at the
+	 * end takes its course after that. The test starts with nothing
+	 * blocked (pi_proc_spawn). */
+	int blocked = (rc = pi_signals_thread_block(&mask)) == 0;
+	if (!blocked) {
+		printf("config test: FAIL cannot block signals: %s\n", strerror(-rc));
+		rc = 5;
+	} else {
+		rc = check_config(cfg, envp);
+	}
 	if (rc != 0 && pi_templates_rollback(t, &err) < 0)
 		printf("template FAIL %s\n", err.msg);
-	if (!first)
+	if (!first || rc > 128) /* asked to stop: that is the answer */
 		first = rc;
 	pi_templates_free(t);
 	fflush(stdout);
+	if (blocked)
+		pi_signals_thread_restore(mask);
 	return first;
 }

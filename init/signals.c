@@ -43,6 +43,12 @@ int pi_signals_block_all(void)
 	sigemptyset(&nothing.sa_mask);
 	if (sigaction(SIGWINCH, &nothing, &before) == 0)
 		sigaction(SIGWINCH, &before, NULL);
+	/* A launcher that left SIGCHLD ignored would have the kernel reap our
+	 * children itself and send no SIGCHLD: nginx's end, or a config
+	 * test's, would never be seen. waitpid needs the default. */
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigemptyset(&dfl.sa_mask);
+	sigaction(SIGCHLD, &dfl, NULL);
 	return pi_signals_thread_block(&sig_before);
 }
 

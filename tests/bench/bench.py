@@ -661,10 +661,14 @@ def hload(port):
     cmd = ["taskset", "-c", "1", HLOAD, "127.0.0.1", str(port), "/health", str(OPEN_RATE),
            str(WRK_SECONDS), "50"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=WRK_SECONDS + 30)
-    m = re.search(r" p50 (\d+) .* p99 (\d+) ", r.stdout)
+    m = re.search(r" sent (\d+) .* missed (\d+) p50 (\d+) .* p99 (\d+) ", r.stdout)
     if r.returncode != 0 or not m:
         raise RuntimeError("hload: " + (r.stderr.strip() or r.stdout.strip()))
-    return int(m.group(1)), int(m.group(2))
+    sent, missed = int(m.group(1)), int(m.group(2))
+    if missed > 0.01 * (sent + missed):
+        raise RuntimeError("hload fell behind: %d of %d requests never sent" % (missed,
+                                                                               sent + missed))
+    return int(m.group(3)), int(m.group(4))
 
 
 def row_health_open():

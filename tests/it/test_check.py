@@ -77,7 +77,41 @@ def test_check_names_the_output_it_cannot_restore_and_where_the_old_one_is(tmp_p
     assert p.returncode == 5, p.stdout + p.stderr
     fails = [l for l in p.stdout.splitlines() if l.startswith("template FAIL")]
     assert len(fails) == 1, p.stdout
-    assert "cannot restore %s: Is a directory; the previous file is kept as " % out in fails[0]
-    keep = fails[0].split("the previous file is kept as ", 1)[1]
+    assert ("cannot restore %s: Is a directory; the previous file is kept beside it as .a.conf.keep-"
+            % out) in fails[0]
+    keep = out.parent / fails[0].split("the previous file is kept beside it as ", 1)[1]
     with open(keep) as f:
         assert f.read() == "# before\n"
+
+
+def ignoring(*sigs):
+    return lambda: [signal.signal(s, signal.SIG_IGN) for s in sigs]
+
+
+def test_check_under_a_launcher_that_ignores_sigchld_still_sees_its_test_end(tmp_path):
+    # With SIGCHLD ignored the kernel reaps children itself and sends no
+    # SIGCHLD: a wait for one would last the whole timeout (here: none).
+    env = check_env(tmp_path, "true", PEERPREP_INIT_NGINX_TEST_TIMEOUT="0")
+    p = subprocess.run([BIN, "check"], env=env, capture_output=True, text=True, timeout=30,
+                       preexec_fn=ignoring(signal.SIGCHLD))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "config test: ok" in p.stdout
+
+
+def test_check_keeps_ignoring_what_its_launcher_ignored(tmp_path):
+    # Under nohup a hang-up must not stop the check: its verdict stands.
+    marker = tmp_path / "testing"
+    env = check_env(tmp_path, "sh -c 'touch %s; sleep 1; exit 0'" % marker)
+    p = subprocess.Popen([BIN, "check"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, preexec_fn=ignoring(signal.SIGHUP))
+    try:
+        wait_for(marker.exists, 10, what="the config test to run")
+        p.send_signal(signal.SIGHUP)
+        out = p.communicate(timeout=30)[0]
+        assert p.returncode == 0, out
+        assert "config test: ok" in out
+        assert (tmp_path / "conf.d" / "a.conf").read_text() == "# new\n"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

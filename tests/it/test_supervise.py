@@ -351,16 +351,23 @@ def test_signals_the_inits_parent_ignored_are_default_in_the_child(tmp_path, hos
         kill_tree(proc)
 
 
+def start_quit_taker(tmp_path, **env):
+    """The init with, as nginx.command, a stand-in that exits 0 on QUIT from
+    its first instruction; returns once the init logged its start."""
+    cmd = "sh -c 'trap \"exit 0\" QUIT; while :; do sleep 0.01; done'"
+    init = Init([], base_env(tmp_path, PEERPREP_INIT_NGINX_COMMAND=cmd, **env),
+                tmp_path / "init.log")
+    init.wait_log("started")
+    return init
+
+
 def test_a_stop_in_nginxs_first_second_waits_until_it_can_take_it(tmp_path):
     # nginx installs its handlers only once its config is parsed: a QUIT
     # sooner ends it with a core (exit 131). The stand-in takes QUIT from
     # its first instruction, so it exits 0 either way; what is checked is
     # when the init sent it.
-    cmd = "sh -c 'trap \"exit 0\" QUIT; while :; do sleep 0.01; done'"
-    env = base_env(tmp_path, PEERPREP_INIT_NGINX_COMMAND=cmd, PEERPREP_INIT_LOG_FORMAT="text")
-    init = Init([], env, tmp_path / "init.log")
+    init = start_quit_taker(tmp_path)
     try:
-        init.wait_log("started")
         init.signal(signal.SIGTERM)
         assert init.wait(10) == 0, init.text()
         text = init.text()
@@ -371,3 +378,27 @@ def test_a_stop_in_nginxs_first_second_waits_until_it_can_take_it(tmp_path):
     finally:
         init.stop()
 
+
+def test_a_launcher_that_ignores_sigchld_does_not_hide_the_childs_end(tmp_path):
+    # The kernel would reap the child itself and send no SIGCHLD: the init
+    # would wait for ever for a child long gone.
+    p = subprocess.run([BIN, "--", "sh", "-c", "exit 3"], env=base_env(tmp_path),
+                       capture_output=True, timeout=30,
+                       preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert p.returncode == 3, p.stderr
+
+
+def test_a_second_sigterm_in_nginxs_first_second_does_not_wait(tmp_path):
+    # With stop_delay set, the first SIGTERM starts the drain; a second one
+    # asks for haste, so the stop signal goes at once, first second or not.
+    init = start_quit_taker(tmp_path, PEERPREP_INIT_NGINX_STOP_DELAY="5s")
+    try:
+        init.signal(signal.SIGTERM)
+        init.wait_log("draining before stop")
+        init.signal(signal.SIGTERM)
+        assert init.wait(10) == 0, init.text()
+        text = init.text()
+        assert "stop waits until nginx has run 1 s" not in text, text
+        assert text.count("stopping the child") == 1, text
+    finally:
+        init.stop()
