@@ -288,6 +288,20 @@ def test_check_config_test_failure_is_5_and_restores(bed, setup, tmp_path):
     assert (out_dir / "api.conf").read_text() == "# before\n"
 
 
+def test_check_stopped_after_a_host_failure_says_it_was_stopped(bed, setup, tmp_path):
+    # An unresolved host alone is exit 4; a stop during the config test that
+    # follows is the answer that counts (128+N).
+    marker = tmp_path / "testing"
+    init = setup(["check"], PEERPREP_INIT_NGINX_TEST="sh -c 'touch %s; exec sleep 60'" % marker)
+    wait_for(marker.exists, 20, what="the config test to run")
+    init.proc.send_signal(signal.SIGTERM)
+    rc = init.wait(20)
+    out = init.text()
+    assert "host NGINX_API_HOST api.%s: FAIL" % ZONE in out, out
+    assert "config test: FAIL stopped by SIGTERM; killed" in out, out
+    assert rc == 128 + signal.SIGTERM, out
+
+
 def test_check_template_error_is_3(bed, setup):
     rc, out = check(bed, setup, NGINX_API_HOST="api_service")
     assert rc == 3, out
