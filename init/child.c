@@ -94,29 +94,32 @@ void sup_child_stop_step(struct sup *s)
 
 	uv_timer_stop(&s->stop_timer);
 	switch (s->stop_step) {
-	case 0:
+	case 0: {
+		/* The delay is stop_delay, and for nginx at least the rest of its
+		 * first second: it takes its stop signal only once its config is
+		 * parsed (sup.h), and sooner QUIT's default action ends it with
+		 * a core and exit 131 instead of a graceful stop. A second
+		 * SIGTERM/SIGINT ends the delay, whichever it was. */
+		uint64_t delay = c->nginx_stop_delay_ms, first = 0;
+
+		if (s->cmd_is_nginx && uv_is_active((uv_handle_t *)&s->settle_timer))
+			first = uv_timer_get_due_in(&s->settle_timer);
 		s->stop_step = 1;
-		if (c->nginx_stop_delay_ms > 0) {
+		if (first > delay) {
+			PI_LOG(PI_INFO, "stop waits until nginx has run 1 s",
+			       PI_UINT("delay_ms", (unsigned long long)first));
+			delay = first;
+		} else if (delay > 0) {
 			PI_LOG(PI_INFO, "draining before stop",
-			       PI_UINT("delay_ms", (unsigned long long)c->nginx_stop_delay_ms));
-			sup_stop_after(s, c->nginx_stop_delay_ms);
+			       PI_UINT("delay_ms", (unsigned long long)delay));
+		}
+		if (delay > 0) {
+			sup_stop_after(s, delay);
 			return;
 		}
+	}
 		/* fall through */
 	case 1:
-		/* nginx takes its stop signal only once its config is parsed
-		 * (sup.h): sooner, QUIT's default action ends it with a core
-		 * and exit 131 instead of a graceful stop. Waited for once, and
-		 * not by a second SIGTERM/SIGINT, which asks for haste. */
-		if (s->cmd_is_nginx && !s->stop_waited &&
-		    uv_is_active((uv_handle_t *)&s->settle_timer)) {
-			uint64_t ran_ms = uv_hrtime() / 1000000 - s->child_start_ms;
-
-			s->stop_waited = 1;
-			PI_LOG(PI_INFO, "stop waits until nginx has run 1 s");
-			sup_stop_after(s, ran_ms < SUP_SERVED_MS ? SUP_SERVED_MS - ran_ms : 0);
-			return;
-		}
 		s->stop_step = 2;
 		PI_LOG(PI_INFO, "stopping the child",
 		       PI_STR("signal", pi_config_signal_name(c->nginx_stop_signal)));

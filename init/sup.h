@@ -76,7 +76,6 @@ struct sup {
 	uint64_t child_start_ms; /* uv_hrtime() in ms */
 	int child_exec_failed;	 /* exec failed: its 127/126 is no config test */
 	int stop_step;		 /* 0 none, 1 delaying, 2 stop signal sent, 3 TERM, 4 KILL */
-	int stop_waited;	 /* the stop waited for nginx's first second once */
 	int killed_left;	 /* leftovers got SIGKILL */
 	int exit_code;
 

@@ -156,8 +156,6 @@ static void sup_stop_requested(struct sup *s, int sig)
 		PI_LOG(PI_INFO, "graceful stop requested", PI_STR("signal", name));
 		s->state = SUP_STOPPING;
 		sup_reload_close(s);
-	} else {
-		s->stop_waited = 1; /* a second request asks for haste */
 	}
 	sup_child_stop_step(s);
 }
