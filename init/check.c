@@ -97,34 +97,27 @@ static void check_stop_signals(sigset_t *set)
  * errno when it cannot be waited for. */
 static int check_wait(pid_t pid, uint64_t timeout_ms, int *st)
 {
+	uint64_t end = uv_hrtime() + timeout_ms * 1000000u; /* at most a week */
 	sigset_t set;
-	struct timespec now, end = {0}, left;
-	siginfo_t si;
 	int stop = 0;
 	pid_t r;
 
 	check_stop_signals(&set);
 	sigaddset(&set, SIGCHLD);
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += (time_t)(timeout_ms / 1000);
-	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
 	while ((r = waitpid(pid, st, WNOHANG)) == 0) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left.tv_sec = end.tv_sec - now.tv_sec;
-		left.tv_nsec = end.tv_nsec - now.tv_nsec;
-		if (left.tv_nsec < 0) {
-			left.tv_sec--;
-			left.tv_nsec += 1000000000L;
+		struct timespec left, *until = NULL;
+
+		if (timeout_ms) {
+			uint64_t now = uv_hrtime();
+			if (now >= end) {
+				stop = -ETIMEDOUT;
+				break;
+			}
+			left.tv_sec = (time_t)((end - now) / 1000000000u);
+			left.tv_nsec = (long)((end - now) % 1000000000u);
+			until = &left;
 		}
-		if (timeout_ms && left.tv_sec < 0) {
-			stop = -ETIMEDOUT;
-			break;
-		}
-		int sig = sigtimedwait(&set, &si, timeout_ms ? &left : NULL);
+		int sig = sigtimedwait(&set, NULL, until);
 		if (sig > 0 && sig != SIGCHLD) {
 			stop = sig;
 			break;
@@ -166,7 +159,7 @@ static int check_config(const struct pi_config *cfg, char **envp)
 	}
 	pi_config_argv_free(argv);
 	if (rc == -ETIMEDOUT) {
-		printf("config test: FAIL still running after %llu ms; killed\n",
+		printf("config test: FAIL did not finish within %llu ms; killed\n",
 		       (unsigned long long)cfg->nginx_test_timeout_ms);
 		return 5;
 	}
