@@ -16,6 +16,7 @@ a fresh pid namespace (unshare --pid --fork --mount-proc); servers listen on
 loopback only; every load loop is bounded in count and in time.
 """
 import filecmp
+import functools
 import json
 import os
 import re
@@ -593,43 +594,59 @@ def health_server_argv(name, site):
     return [BIN], site.health_port
 
 
-def row_health_rps():
-    rerun = "bench.py BIN health_rps   (BENCH_WRK_SECONDS=%d)" % WRK_SECONDS
-    if os.cpu_count() < 2:
-        unavailable("/health req/s", "needs 2 cores", rerun)
-        return
-    results = {"init": {}, "init+probe": {}, "nginx": {}}  # round -> (req/s, p99 ms, wake-ups/1k req)
-    # A p99 moves with the VM from one run to the next (0.4 to 4 ms when the
-    # host steals time): the median of RUNS short runs, taking turns.
-    rounds = RUNS
-    broken = set()
-    names = list(results)
-    for i in range(rounds):
+HEALTH_SERVERS = ("init", "init+probe", "nginx")
+
+
+def health_rounds(measure):
+    """RUNS rounds in which each /health server (HEALTH_SERVERS) starts
+    pinned to core 0 and measure(port) runs against it, the servers taking
+    turns in an order that rotates each round. Returns {name: {round:
+    measure's result}}; a server that never answers 200 is warned about
+    and left out of the later rounds."""
+    results = {name: {} for name in HEALTH_SERVERS}
+    names = list(HEALTH_SERVERS)
+    for i in range(RUNS):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            if name in broken:
-                continue
+            if i > 0 and not results[name]:
+                continue  # it never answered
             site = Site()
             try:
                 argv, port = health_server_argv(name, site)
                 p = Pid1(argv, site.env, cpus="0")
                 try:
-                    if not wait_status(port, "/health"):
+                    if wait_status(port, "/health"):
+                        results[name][i] = measure(port)
+                    else:
                         print("  warning: %s never answered 200 on /health" % name)
-                        broken.add(name)
-                        continue
-                    before = wake_ipis(0)
-                    rps, p99 = wrk("http://127.0.0.1:%d/health" % port)
-                    wakes = (wake_ipis(0) - before) / (rps * WRK_SECONDS) * 1000
-                    results[name][i] = (rps, p99, wakes)
                 finally:
                     p.stop()
             finally:
                 site.cleanup()
+    return results
+
+
+def round_column(results, name, k):
+    """{round: the k-th figure} of one server, from health_rounds."""
+    return {i: v[k] for i, v in results[name].items()}
+
+
+def row_health_rps():
+    rerun = "bench.py BIN health_rps   (BENCH_WRK_SECONDS=%d)" % WRK_SECONDS
+    if os.cpu_count() < 2:
+        unavailable("/health req/s", "needs 2 cores", rerun)
+        return
+    # A p99 moves with the VM from one run to the next (0.4 to 4 ms when the
+    # host steals time): the median of RUNS short runs, taking turns.
+    def measure(port):
+        before = wake_ipis(0)
+        rps, p99 = wrk("http://127.0.0.1:%d/health" % port)
+        return rps, p99, (wake_ipis(0) - before) / (rps * WRK_SECONDS) * 1000
+
+    results = health_rounds(measure)  # round -> (req/s, p99 ms, wake-ups/1k req)
     if not results["nginx"] or not results["init"]:
         unavailable("/health req/s", "a server never answered", rerun)
         return
-    def column(name, k):
-        return {i: v[k] for i, v in results[name].items()}
+    column = functools.partial(round_column, results)
     n_rps = median(list(column("nginx", 0).values()))
     n_p99 = median(list(column("nginx", 1).values()))
     n_wakes = median(list(column("nginx", 2).values()))
@@ -682,26 +699,11 @@ def row_health_open():
     if os.cpu_count() < 2 or not os.access(HLOAD, os.X_OK):
         unavailable("/health open loop", "needs 2 cores and %s (make bench)" % HLOAD, rerun)
         return
-    names = ["init", "init+probe", "nginx"]
-    results = {name: {} for name in names}  # round -> (p50 us, p99 us)
-    for i in range(RUNS):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            site = Site()
-            try:
-                argv, port = health_server_argv(name, site)
-                p = Pid1(argv, site.env, cpus="0")
-                try:
-                    if wait_status(port, "/health"):
-                        results[name][i] = hload(port)
-                finally:
-                    p.stop()
-            finally:
-                site.cleanup()
+    results = health_rounds(hload)  # round -> (p50 us, p99 us)
     if not all(results.values()):
         unavailable("/health open loop", "a server never answered", rerun)
         return
-    def column(name, k):
-        return {i: v[k] for i, v in results[name].items()}
+    column = functools.partial(round_column, results)
     for name in ("init", "init+probe"):
         label = "" if name == "init" else " (probing)"
         for k, what in ((0, "p50"), (1, "p99")):
