@@ -308,6 +308,12 @@ def test_sighup_applies_a_changed_template_and_rejects_a_broken_one(images, back
         c.kill("HUP")
         engine.poll("the changed template to be served",
                     lambda: get(c, "/hup-probe").body == b"v2\n", timeout=20)
+        # Until the old workers have gone, one may still take a connection
+        # and answer from the old config (nginx's reload, not the init's).
+        engine.poll("the old workers to exit",
+                    lambda: "is shutting down" not in engine.podman("top", c.name, "args").stdout,
+                    timeout=30)
+        assert get(c, "/hup-probe").body == b"v2\n"
         with open(tpl + ".tmp", "w") as f:
             f.write(changed.replace("location = /hup-probe {", "location = /hup-probe { no_such_directive on;"))
         os.replace(tpl + ".tmp", tpl)
