@@ -178,7 +178,9 @@ void sup_child_exited(struct sup *s, int wstatus)
 			PI_LOG(PI_ERROR, "cannot restore the previous output files",
 			       PI_STR("error", err.msg));
 		code = 5;
-	} else if (code == 0) {
+	} else if (code == 0 && !s->cmd_is_nginx) {
+		/* A -- COMMAND that ran to completion (a one-shot job) did
+		 * what it was for; nginx ending by itself never is. */
 		PI_LOG(PI_INFO, "the child exited", PI_STR("status", "0"));
 	} else {
 		PI_LOG(PI_ERROR, "the child exited unexpectedly", PI_INT("status", code));
