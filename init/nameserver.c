@@ -375,20 +375,31 @@ static int ns_ask(struct ns_round *r, const char *name, long long deadline, stru
 	return out->n > 0;
 }
 
+/* A family's set is known from a NOERROR answer, records or none. An
+ * error (SERVFAIL, REFUSED, or NXDOMAIN beside the other family's
+ * addresses) says nothing about it: counted as whole and empty, it would
+ * drop the family's addresses for one bad answer, and reload twice. */
+static int ns_known(int rcode)
+{
+	return rcode == 0;
+}
+
 /* After ns_ask gave addresses: the family none of the nameservers that
- * gave addresses answered for (its question went unanswered until the
- * deadline), or 0 when one of them answered both questions. */
+ * gave addresses made known (its question went unanswered until the
+ * deadline, or got an error), or 0 when one of them made both known. */
 static int ns_missing(const struct ns_round *r)
 {
 	int a = 0, aaaa = 0;
 
 	for (size_t i = 0; i < r->rc->n_ns; i++) {
+		int ka = ns_known(r->rcode[i][0]), kaaaa = ns_known(r->rcode[i][1]);
+
 		if (!r->positive[i])
 			continue;
-		a |= r->rcode[i][0] != NS_UNANSWERED;
-		aaaa |= r->rcode[i][1] != NS_UNANSWERED;
-		if (ns_answered(r, i) && r->fd[i] >= 0)
+		if (ka && kaaaa)
 			return 0;
+		a |= ka;
+		aaaa |= kaaaa;
 	}
 	return !aaaa ? AF_INET6 : !a ? AF_INET : 0;
 }

@@ -175,8 +175,10 @@ class DelayedDNS:
     def __init__(self, addr, hosts_file, delay_ms):
         self.hosts_file = hosts_file
         # While the file drop-aaaa exists beside the hosts file, AAAA
-        # questions go unanswered (a line is added to dropped-aaaa for
-        # each): a nameserver that loses one family's answers.
+        # questions go unanswered, or get the error code it holds (2
+        # SERVFAIL, 5 REFUSED) with no records; a line is added to
+        # dropped-aaaa for each: a nameserver that loses one family's
+        # answers.
         self.drop_flag = os.path.join(os.path.dirname(hosts_file), "drop-aaaa")
         self.dropped = os.path.join(os.path.dirname(hosts_file), "dropped-aaaa")
         self.delay = delay_ms / 1000.0
@@ -203,8 +205,16 @@ class DelayedDNS:
         question = query[12:off + 4]
         if qtype == 28 and os.path.exists(self.drop_flag):
             with open(self.dropped, "a") as f:
-                f.write(name + "\n")
-            return None
+                f.write("%.3f %s\n" % (time.monotonic(), name))
+            try:
+                with open(self.drop_flag) as f:
+                    code = f.read().strip()
+            except FileNotFoundError:
+                code = ""
+            if not code:
+                return None
+            rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | int(code)
+            return struct.pack("!HHHHHH", qid, rflags, 1, 0, 0, 0) + question
         with self.lock:
             addrs = self.table.get(name.lower().rstrip("."))
         answers = []
@@ -918,12 +928,16 @@ class Bed:
         self._write_hosts()
         self._reload_dns(name, ips, wait)
 
-    def drop_aaaa(self, on):
+    def drop_aaaa(self, on, rcode=None):
         """With dns_delay_ms > 0 (the bed's own responder): leave every AAAA
-        question unanswered while on."""
+        question unanswered while on, or answer it with the error rcode
+        (2 SERVFAIL, 5 REFUSED) and no records."""
         flag = os.path.join(self.dir, "drop-aaaa")
         if on:
-            open(flag, "w").close()
+            tmp = flag + ".tmp"
+            with open(tmp, "w") as f:
+                f.write("" if rcode is None else str(rcode))
+            os.rename(tmp, flag)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(flag)
@@ -935,6 +949,15 @@ class Bed:
                 return sum(1 for _ in f)
         except FileNotFoundError:
             return 0
+
+    def dropped_aaaa_span(self):
+        """Seconds from the first AAAA question dropped to the last."""
+        try:
+            with open(os.path.join(self.dir, "dropped-aaaa")) as f:
+                times = [float(line.split()[0]) for line in f]
+        except FileNotFoundError:
+            return 0.0
+        return times[-1] - times[0] if times else 0.0
 
     def remove_host(self, name, wait=True):
         """Make name stop resolving (NXDOMAIN)."""

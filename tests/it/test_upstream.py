@@ -116,7 +116,11 @@ def test_host_appearing_late_starts_nginx(bed, setup):
     time.sleep(0.5)  # the host is absent for a while: the init keeps waiting
     bed.set_host("api." + ZONE, "127.0.0.11")
     init.wait_serving(bed)
-    assert time.monotonic() - t0 < 7
+    # Retries come 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 s after the first failure:
+    # the next one after the change, then nginx's start, with a loaded
+    # machine's room (a slow set_host can miss one retry); far below the
+    # 60 s of a wait that never retries.
+    assert time.monotonic() - t0 < 10
     assert service_of(bed) == "user-service"
     log = init.text()
     assert log.count("upstream host does not resolve") == 1, "a failure is logged once"
@@ -137,7 +141,9 @@ def test_host_that_never_appears_exits_4(bed, setup):
     init = setup(PEERPREP_INIT_UPSTREAMS_WAIT="1500ms", NGINX_OTHER_HOST="other." + ZONE,
                  **long_hosts)
     assert init.wait(10) == 4
-    assert 1.4 < time.monotonic() - t0 < 5
+    # The 1.5 s wait plus the start (nsenter, unshare, the ASan build's
+    # slower start) and exit, with a loaded machine's room.
+    assert 1.4 < time.monotonic() - t0 < 1.5 + 5
     log = init.text()
     assert "did not resolve in time" in log
     last = log.split("did not resolve in time")[1].splitlines()[0]
@@ -174,7 +180,7 @@ def test_address_change_is_followed_without_failed_requests(bed, setup):
         time.sleep(0.3)
         changed = time.monotonic()
         bed.set_host("api." + ZONE, "127.0.0.12")
-        wait_for(lambda: results and results[-1] == "question-service", 3,
+        wait_for(lambda: results and results[-1] == "question-service", 10,
                  what="nginx to follow the new address")
         followed = time.monotonic() - changed
         time.sleep(0.3)
@@ -183,7 +189,10 @@ def test_address_change_is_followed_without_failed_requests(bed, setup):
         t.join(10)
     failures = [r for r in results if isinstance(r, Exception)]
     assert failures == []
-    assert followed < 0.5 + 1.0 + 0.5, followed  # recheck + 1 s (+ polling slack)
+    # The 500 ms recheck, up to 1 s for nginx's first second, then the
+    # config test and nginx's reload: 3 s of room for a loaded machine,
+    # still far below the 30 s of a recheck setting that was not read.
+    assert followed < 0.5 + 1.0 + 3.0, followed
     log = init.text()
     assert "upstream addresses changed" in log and "old=127.0.0.11 new=127.0.0.12" in log
     assert "reloaded nginx" in log
@@ -231,13 +240,13 @@ def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
     init.wait_serving(bed)
-    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass")
     status, doc = health(bed)
     up = doc["checks"]["upstream:NGINX_API_HOST"][0]
     assert up["componentId"] == "api." + ZONE and up["observedValue"] == ["127.0.0.11"]
 
     bed.remove_host("api." + ZONE)
-    wait_for(lambda: health(bed)[1]["status"] == "warn", 5, what="health warn")
+    wait_for(lambda: health(bed)[1]["status"] == "warn", 15, what="health warn")
     status, doc = health(bed)
     assert status == 200
     up = doc["checks"]["upstream:NGINX_API_HOST"][0]
@@ -250,7 +259,7 @@ def test_dns_gone_keeps_nginx_serving_and_health_warns(bed, setup):
     assert "reloaded nginx" not in init.text()
 
     bed.set_host("api." + ZONE, "127.0.0.11")
-    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass again")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass again")
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
@@ -326,7 +335,7 @@ def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
     bed.set_host("api." + ZONE, "127.0.0.11")
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms")
     init.wait_serving(bed)
-    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass")
     for i in range(3):
         init.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: init.text().count("reloaded nginx") >= i + 1, 10,
@@ -341,7 +350,7 @@ def test_health_and_upstream_logs_after_successful_reloads(bed, setup):
     line = [l for l in init.text().splitlines() if "upstream addresses changed" in l][0]
     assert "var=NGINX_API_HOST" in line and "host=api." + ZONE in line, line
     wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
-             ["observedValue"] == ["127.0.0.12"], 5, what="new address on /health")
+             ["observedValue"] == ["127.0.0.12"], 15, what="new address on /health")
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
@@ -395,8 +404,9 @@ def test_exit_4_at_the_deadline_with_a_silent_nameserver(bed, setup, tmp_path):
         waited = log_times(text, "waiting for upstream hosts")[0]
         gave_up = log_times(text, "did not resolve in time")[0]
         assert 0.99 <= gave_up - waited < 1.0 + 4.0, text  # log times are to the ms
-        # Process start (nsenter, unshare) and exit around it, generously.
-        assert elapsed < 1.0 + 4.0, elapsed
+        # Process start (nsenter, unshare, the ASan build's slower start) and
+        # exit around it, generously: still far below the resolver's 20 s.
+        assert elapsed < 1.0 + 9.0, elapsed
         # The premise: a lookup did hang on the silent nameserver.
         assert query_waiting(sock), "no question reached the silent nameserver"
     finally:
@@ -418,7 +428,7 @@ def test_stop_during_a_lookup_is_prompt(bed, setup, tmp_path):
         init.proc.send_signal(signal.SIGTERM)
         assert init.wait(15) == 0
         # A loaded machine's slack; the bug waits out the resolver's 20 s.
-        assert time.monotonic() - t0 < 5.0
+        assert time.monotonic() - t0 < 10.0
     finally:
         sock.close()
 
@@ -470,11 +480,14 @@ def test_many_addresses_in_any_order_cause_no_reload(tmp_path, n):
                     reason="the shipped static musl binary's path: glibc's getaddrinfo (the "
                     "sanitizer build's) returns the A half when AAAA times out, where musl "
                     "fails the lookup and the init asks the nameservers itself")
-def test_lost_aaaa_answers_keep_the_ipv6_addresses(tmp_path):
-    """The nameserver stops answering AAAA questions for a while (A is still
-    answered): the host's IPv6 addresses are then unknown, not gone. No
-    change is logged, nginx is not reloaded (it was twice: once to drop
-    them, once to take them back), and /health keeps both."""
+@pytest.mark.parametrize("rcode", [None, 2, 5], ids=["unanswered", "SERVFAIL", "REFUSED"])
+def test_lost_aaaa_answers_keep_the_ipv6_addresses(tmp_path, rcode):
+    """The nameserver stops answering AAAA questions for a while, or
+    answers them SERVFAIL or REFUSED (A is still answered): the host's IPv6
+    addresses are then unknown, not gone. No change is logged, nginx is not
+    reloaded (it was twice: once to drop them, once to take them back; an
+    error answer counted as a whole, empty AAAA set), and /health keeps
+    both."""
     name = "api." + ZONE
     with testbed.Bed(dns_delay_ms=1, extra_hosts={name: ["127.0.0.11", "fd00::11"]},
                      resolv_options="timeout:1 attempts:1") as b:
@@ -482,8 +495,10 @@ def test_lost_aaaa_answers_keep_the_ipv6_addresses(tmp_path):
         init = InBed(b, tmp_path, (), **env)
         try:
             init.wait_log("msg=started")
-            b.drop_aaaa(True)
-            wait_for(lambda: b.dropped_aaaa() >= 6, 30,
+            b.drop_aaaa(True, rcode)
+            # musl asks again at once after SERVFAIL: count rechecks by
+            # time (300 ms each), not by questions.
+            wait_for(lambda: b.dropped_aaaa() >= 6 and b.dropped_aaaa_span() >= 1.5, 30,
                      what="AAAA questions left unanswered over several rechecks")
             text = init.text()
             assert "upstream addresses changed" not in text, text
@@ -559,7 +574,7 @@ def test_rejected_address_reload_is_retried_until_applied(logged_bed, logged_set
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
                  PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
     init.wait_serving(bed)
-    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass")
 
     (tmp_path / "fail-test").write_text("")
     bed.set_host("api." + ZONE, "127.0.0.12")
@@ -607,6 +622,10 @@ def test_address_change_pending_at_a_failed_render_still_runs(bed, setup, tmp_pa
     init.wait_log("reload rejected")
     (tmp_path / "templates" / "api.conf.template").write_text(TEMPLATE + "# ${NGINX_UNSET}\n")
     init.proc.send_signal(signal.SIGHUP)
+    # The config test may pass again only once the SIGHUP's render has
+    # failed: sooner, a recheck's retry could apply the change before the
+    # SIGHUP is taken, and the case would not be tested.
+    init.wait_log("NGINX_UNSET is not set")
     (tmp_path / "fail-test").unlink()
     init.wait_log("reloaded nginx")
     wait_for(lambda: service_of(bed) == "question-service", 10, what="nginx on the new address")
@@ -626,7 +645,7 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
         TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_OLD_HOST:-api.%s}" % ZONE))
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=None)
     init.wait_serving(bed)
-    wait_for(lambda: health(bed)[1]["status"] == "pass", 5, what="health pass")
+    wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass")
     assert "upstream:NGINX_OLD_HOST" in health(bed)[1]["checks"]
 
     (tmp_path / "templates" / "api.conf.template").write_text(
@@ -636,12 +655,12 @@ def test_reload_adds_and_removes_hosts(bed, setup, tmp_path):
     text = init.text()
     assert re.search(r"upstream host added.*var=NGINX_NEW_HOST", text), text
     assert re.search(r"upstream host removed.*var=NGINX_OLD_HOST", text), text
-    wait_for(lambda: "upstream:NGINX_NEW_HOST" in health(bed)[1]["checks"], 5,
+    wait_for(lambda: "upstream:NGINX_NEW_HOST" in health(bed)[1]["checks"], 15,
              what="the new host on /health")
     checks = health(bed)[1]["checks"]
     assert "upstream:NGINX_OLD_HOST" not in checks
     wait_for(lambda: health(bed)[1]["checks"]["upstream:NGINX_NEW_HOST"][0]
-             .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
+             .get("observedValue") == ["127.0.0.12"], 15, what="the new host resolved")
     # nginx's reload is asynchronous: old workers answer for a moment.
     wait_for(lambda: service_of(bed) == "question-service", 10, what="nginx on the new host")
 
@@ -668,14 +687,14 @@ def test_a_host_added_by_a_reload_after_a_start_without_hosts_is_followed(bed, s
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=None)
     init.wait_log("msg=started")
     # nginx started first: /health listens once nginx has had its start.
-    wait_for(lambda: health_or_none(bed) and health(bed)[1]["status"] == "pass", 5,
+    wait_for(lambda: health_or_none(bed) and health(bed)[1]["status"] == "pass", 15,
              what="health pass")
     (tmp_path / "templates" / "api.conf.template").write_text(
         TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_NEW_HOST:-other.%s}" % ZONE))
     init.proc.send_signal(signal.SIGHUP)
     init.wait_log("reloaded nginx")
     wait_for(lambda: health(bed)[1]["checks"].get("upstream:NGINX_NEW_HOST", [{}])[0]
-             .get("observedValue") == ["127.0.0.12"], 5, what="the new host resolved")
+             .get("observedValue") == ["127.0.0.12"], 15, what="the new host resolved")
     # nginx's reload is asynchronous: the old worker answers 'static' (not
     # JSON) for a moment.
     r = lambda: bed.http_get("http://127.0.0.1:80/api/who?x=1", timeout=5).body
