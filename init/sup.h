@@ -68,6 +68,7 @@ struct sup {
 	uv_timer_t test_timer;
 	uv_timer_t settle_timer; /* the end of the child's first second */
 	int settle_kind;	 /* the PI_RELOAD_* kinds asked for before it */
+	int rejected_kind;	 /* of the last reload, when it was rejected */
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */
@@ -107,6 +108,9 @@ void sup_child_exited(struct sup *s, int wstatus);
 void sup_reload_request(struct sup *s, int kind);
 void sup_reload_test_exited(struct sup *s, int wstatus);
 void sup_reload_close(struct sup *s);
+/* The addresses are back to the ones nginx runs with: a rejected reload
+ * of addresses alone is no longer owed (/health passes again). */
+void sup_reload_moot(struct sup *s);
 
 /* supervise.c */
 void sup_begin_exit(struct sup *s, int code);

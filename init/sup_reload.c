@@ -287,6 +287,7 @@ static void sup_reload_commit(struct sup *s)
 	}
 	s->view.reload_ok = 1;
 	s->view.reload_error[0] = '\0';
+	s->rejected_kind = 0;
 	PI_LOG(PI_INFO, "reloaded nginx");
 }
 
@@ -319,6 +320,7 @@ static void sup_reload_reject(struct sup *s)
 	}
 	s->view.reload_ok = 0;
 	s->view.reload_time = time(NULL);
+	s->rejected_kind = s->reload.kind;
 	if (s->ups) /* the address sets stay pending: a later recheck retries */
 		pi_upstreams_applied(s->ups, 0);
 }
@@ -381,6 +383,18 @@ void sup_reload_request(struct sup *s, int kind)
 	if (!act)
 		PI_LOG(PI_DEBUG, "reload pending: one is in flight");
 	sup_reload_apply(s, act);
+}
+
+void sup_reload_moot(struct sup *s)
+{
+	if (s->view.reload_ok || s->rejected_kind != PI_RELOAD_ADDRESSES || s->reload.busy ||
+	    s->settle_kind)
+		return;
+	s->rejected_kind = 0;
+	s->view.reload_ok = 1;
+	s->view.reload_error[0] = '\0';
+	PI_LOG(PI_INFO, "upstream addresses are back to the ones nginx runs with; the rejected "
+			"reload is no longer needed");
 }
 
 void sup_reload_close(struct sup *s)

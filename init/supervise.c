@@ -213,10 +213,13 @@ static int sup_signal_waiting(void)
 	return pi_signals_pending(decide, sizeof(decide) / sizeof(decide[0]));
 }
 
-static void on_sup_upstream_change(struct pi_upstreams *u, void *data)
+static void on_sup_upstream_change(struct pi_upstreams *u, int stale, void *data)
 {
 	(void)u;
-	sup_reload_request(data, PI_RELOAD_ADDRESSES);
+	if (stale)
+		sup_reload_request(data, PI_RELOAD_ADDRESSES);
+	else
+		sup_reload_moot(data);
 }
 
 static void sup_log_unresolved(struct sup *s)

@@ -33,8 +33,9 @@ struct pi_templates;
  * resolved, 0 when the deadline passed (wait) or some failed (round). */
 typedef void (*pi_upstreams_done_cb)(struct pi_upstreams *u, int ok, void *data);
 /* Called after a recheck round when some host's addresses differ from the
- * ones nginx last loaded. */
-typedef void (*pi_upstreams_change_cb)(struct pi_upstreams *u, void *data);
+ * ones nginx last loaded (stale 1), and once with stale 0 when, after a
+ * rejected reload, they are back to those: nothing waits any more. */
+typedef void (*pi_upstreams_change_cb)(struct pi_upstreams *u, int stale, void *data);
 
 /* Makes a module with no hosts that publishes into view (which must
  * outlive it). Returns 0 or a negative errno. */

@@ -564,20 +564,26 @@ def logged_setup(logged_bed, tmp_path):
     yield from starter(logged_bed, tmp_path)
 
 
-def test_rejected_address_reload_is_retried_until_applied(logged_bed, logged_setup, tmp_path):
-    """The comparison is with the set nginx last loaded: a reload rejected
-    by the config test is tried again at each recheck until it succeeds,
-    and /health never shows the unapplied set as nginx's."""
-    bed, setup = logged_bed, logged_setup
+def start_then_move_with_a_failing_test(bed, setup, tmp_path):
+    """The init serving api at .11 (rechecks every 300 ms, /health pass),
+    then the config test made to fail and api moved to .12."""
     bed.set_host("api." + ZONE, "127.0.0.11")
     _, test = nginx_prefix(tmp_path, 80)
     init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms",
                  PEERPREP_INIT_NGINX_TEST=failing_test_command(tmp_path, test))
     init.wait_serving(bed)
     wait_for(lambda: health(bed)[1]["status"] == "pass", 15, what="health pass")
-
     (tmp_path / "fail-test").write_text("")
     bed.set_host("api." + ZONE, "127.0.0.12")
+    return init
+
+
+def test_rejected_address_reload_is_retried_until_applied(logged_bed, logged_setup, tmp_path):
+    """The comparison is with the set nginx last loaded: a reload rejected
+    by the config test is tried again at each recheck until it succeeds,
+    and /health never shows the unapplied set as nginx's."""
+    bed = logged_bed
+    init = start_then_move_with_a_failing_test(bed, logged_setup, tmp_path)
     wait_for(lambda: init.text().count("reload rejected") >= 2, 10,
              what="the rejected reload tried again")
     up = health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
@@ -603,6 +609,44 @@ def test_rejected_address_reload_is_retried_until_applied(logged_bed, logged_set
     text = init.text()
     assert text.count("msg=reloading") == n, text
     assert text.count('msg="upstream addresses changed"') == 1, text
+    init.proc.send_signal(signal.SIGTERM)
+    assert init.wait(15) == 0
+
+
+def test_rejected_address_reload_is_moot_once_the_addresses_come_back(logged_bed, logged_setup,
+                                                                       tmp_path):
+    """A reload of addresses alone is rejected, then the host's set comes
+    back to the one nginx runs with: nothing is owed any more, so /health
+    passes again with no reload (it said warn until some later reload).
+    A rejected SIGHUP reload is not cleared that way: nginx runs the old
+    templates."""
+    bed = logged_bed
+    init = start_then_move_with_a_failing_test(bed, logged_setup, tmp_path)
+    wait_for(lambda: init.text().count("reload rejected") >= 1, 10, what="a rejected reload")
+    assert health(bed)[1]["status"] == "warn"
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    init.wait_log("the rejected reload is no longer needed")
+    body = health(bed)[1]
+    assert body["status"] == "pass", body
+    up = body["checks"]["upstream:NGINX_API_HOST"][0]
+    assert up["observedValue"] == ["127.0.0.11"] and "output" not in up, up
+    assert service_of(bed) == "user-service"
+    # Nothing is retried: three rechecks later no reload has started.
+    n = init.text().count("msg=reloading")
+    start = dns_queries(bed, "api." + ZONE)
+    wait_for(lambda: dns_queries(bed, "api." + ZONE) >= start + 3, 10, what="three rechecks")
+    assert init.text().count("msg=reloading") == n, init.text()
+    assert health(bed)[1]["status"] == "pass"
+
+    # A rejected SIGHUP reload stays warn although the addresses are current.
+    rejected = init.text().count("reload rejected")
+    init.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: init.text().count("reload rejected") > rejected, 10,
+             what="the SIGHUP reload rejected")
+    start = dns_queries(bed, "api." + ZONE)
+    wait_for(lambda: dns_queries(bed, "api." + ZONE) >= start + 3, 10, what="three rechecks")
+    assert health(bed)[1]["status"] == "warn"
+    assert init.text().count("no longer needed") == 1, init.text()
     init.proc.send_signal(signal.SIGTERM)
     assert init.wait(15) == 0
 
