@@ -93,6 +93,20 @@ int pi_addrset_equal(const struct pi_addrset *x, const struct pi_addrset *y)
 	return x->n == 0 || memcmp(x->a, y->a, x->n * sizeof(*x->a)) == 0;
 }
 
+int pi_addrset_subset(const struct pi_addrset *x, const struct pi_addrset *y)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < x->n; i++) {
+		int c = 1;
+		while (j < y->n && (c = strcmp(y->a[j], x->a[i])) < 0)
+			j++;
+		if (c != 0)
+			return 0;
+	}
+	return 1;
+}
+
 int pi_addrset_copy(struct pi_addrset *dst, const struct pi_addrset *src)
 {
 	struct pi_addrset c = {0};

@@ -33,6 +33,9 @@ int pi_addrset_from_addrinfo(struct pi_addrset *s, const struct addrinfo *res);
 /* 1 when both finished sets hold the same addresses, else 0. */
 int pi_addrset_equal(const struct pi_addrset *x, const struct pi_addrset *y);
 
+/* 1 when every address of the finished set x is in the finished set y. */
+int pi_addrset_subset(const struct pi_addrset *x, const struct pi_addrset *y);
+
 /* Makes dst a copy of src (dst's old content freed). Returns 0 or -ENOMEM
  * (dst unchanged then). */
 int pi_addrset_copy(struct pi_addrset *dst, const struct pi_addrset *src);

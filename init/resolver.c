@@ -75,20 +75,24 @@ static void resolver_lookup(struct resolver_job *j)
 			j->res.gai = EAI_NONAME;
 		freeaddrinfo(res);
 	}
+	j->res.maybe_cut = j->res.gai == 0 && j->res.set.n >= RESOLVER_MAYBE_CUT;
 	if (j->res.gai == EAI_MEMORY || pi_ns_read_conf("/etc/resolv.conf", &rc) < 0)
 		return;
 	if (j->res.gai == 0) {
 		/* Many addresses: the answer may have been cut to what 512
-		 * bytes hold; ask for the whole set. The larger set wins. */
+		 * bytes hold; ask for the whole set. A whole answer wins. */
 		struct pi_addrset whole;
 		char ignored[8];
 		int missing;
-		if (j->res.set.n < RESOLVER_MAYBE_CUT ||
+		if (!j->res.maybe_cut ||
 		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, &missing, ignored,
 				 sizeof(ignored)) <= 0)
 			return;
-		if (whole.n > j->res.set.n && !missing)
-			pi_addrset_move(&j->res.set, &whole);
+		if (!missing) {
+			j->res.maybe_cut = 0;
+			if (whole.n > j->res.set.n)
+				pi_addrset_move(&j->res.set, &whole);
+		}
 		pi_addrset_free(&whole);
 		return;
 	}

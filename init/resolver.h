@@ -22,6 +22,10 @@ struct pi_lookup_result {
 	/* 0, or AF_INET6 (AF_INET) when the set came without an answer to
 	 * the AAAA (A) question: those addresses are unknown, not gone. */
 	int missing;
+	/* 1 when the set is one answer's worth of many addresses and the
+	 * whole set could not be had (asked with EDNS0, then TCP): it may be
+	 * a part, cut to fit, and another part next time. */
+	int maybe_cut;
 	char diag[128]; /* what a nameserver did, after a failure; or "" */
 };
 

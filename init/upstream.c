@@ -298,6 +298,12 @@ static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
 	 * (nor two reloads, one to drop them and one to take them back). */
 	if (r->gai == 0 && r->missing && pi_addrset_add_family(&r->set, &h->current, r->missing) < 0)
 		r->gai = EAI_MEMORY;
+	/* Part of a large set, cut to fit one answer, when the whole could
+	 * not be had: a part of the known set is no change (each part
+	 * would be one, and a reload); new addresses are. */
+	if (r->gai == 0 && r->maybe_cut && pi_addrset_subset(&r->set, &h->current) &&
+	    pi_addrset_copy(&r->set, &h->current) < 0)
+		r->gai = EAI_MEMORY;
 	if (r->gai == 0)
 		ups_resolved(u, h, &r->set);
 	else

@@ -38,6 +38,7 @@ import http.client
 import ipaddress
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -181,6 +182,11 @@ class DelayedDNS:
         # answers.
         self.drop_flag = os.path.join(os.path.dirname(hosts_file), "drop-aaaa")
         self.dropped = os.path.join(os.path.dirname(hosts_file), "dropped-aaaa")
+        # While the file cut-answers exists (holding N), answers to plain
+        # questions hold N of the name's records, picked at random and
+        # flagged as truncated, and questions with EDNS0 go unanswered: a
+        # nameserver whose whole set cannot be had.
+        self.cut_flag = os.path.join(os.path.dirname(hosts_file), "cut-answers")
         self.delay = delay_ms / 1000.0
         self.table = read_hosts_file(hosts_file)
         self.lock = threading.Lock()
@@ -225,6 +231,19 @@ class DelayedDNS:
                     answers.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, 0, len(ip.packed)) + ip.packed)
         rcode = 0 if addrs is not None else 3
         rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode  # QR AA RD(copied) RA
+        try:
+            with open(self.cut_flag) as f:
+                cut = int(f.read())
+        except (FileNotFoundError, ValueError):
+            cut = None
+        if cut is not None:
+            if struct.unpack("!H", query[10:12])[0]:  # an OPT record: EDNS0
+                return None
+            if len(answers) > cut:
+                answers = random.sample(answers, cut)
+                rflags |= 0x0200  # TC
+                with open(self.cut_flag + "-given", "a") as f:
+                    f.write(name + "\n")
         head = struct.pack("!HHHHHH", qid, rflags, 1, len(answers), 0, 0)
         return head + question + b"".join(answers)
 
@@ -946,6 +965,27 @@ class Bed:
         """How many AAAA questions went unanswered so far."""
         try:
             with open(os.path.join(self.dir, "dropped-aaaa")) as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def cut_answers(self, n):
+        """With dns_delay_ms > 0: answer plain questions with n records at
+        random, flagged as truncated, and drop EDNS0 questions (None: whole
+        answers again)."""
+        flag = os.path.join(self.dir, "cut-answers")
+        if n is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(flag)
+            return
+        with open(flag + ".tmp", "w") as f:
+            f.write(str(n))
+        os.rename(flag + ".tmp", flag)
+
+    def cut_given(self):
+        """How many cut answers were given so far."""
+        try:
+            with open(os.path.join(self.dir, "cut-answers-given")) as f:
                 return sum(1 for _ in f)
         except FileNotFoundError:
             return 0

@@ -213,6 +213,34 @@ static void test_add_family(void)
 	pi_addrset_free(&got);
 }
 
+static void test_subset(void)
+{
+	size_t perm[40];
+	struct pi_addrset all, part, empty = {0, NULL};
+
+	fill(&all, 40, NULL);
+	/* Every other address, in reverse: 29 of them would be a cut answer. */
+	for (size_t i = 0; i < 20; i++)
+		perm[i] = 38 - 2 * i;
+	fill(&part, 20, perm);
+	ok(pi_addrset_subset(&part, &all), "20 of 40 in another order are a subset");
+	ok(!pi_addrset_subset(&all, &part), "... and the 40 are not theirs");
+	ok(pi_addrset_subset(&all, &all), "a set is its own subset");
+	pi_addrset_free(&part);
+	perm[0] = 45; /* 10.0.0.46: not one of all */
+	fill(&part, 1, perm);
+	ok(!pi_addrset_subset(&part, &all), "an address past every known one is new");
+	pi_addrset_free(&part);
+	for (size_t i = 0; i < 3; i++)
+		perm[i] = i == 1 ? 41 : i; /* one new address between known ones */
+	fill(&part, 3, perm);
+	ok(!pi_addrset_subset(&part, &all), "one new address among known ones");
+	ok(pi_addrset_subset(&empty, &all), "the empty set is everyone's");
+	ok(!pi_addrset_subset(&part, &empty), "nothing is the empty set's");
+	pi_addrset_free(&part);
+	pi_addrset_free(&all);
+}
+
 int main(void)
 {
 	test_rotations_compare_equal();
@@ -222,5 +250,6 @@ int main(void)
 	test_dns_packets();
 	test_resolv_conf();
 	test_add_family();
+	test_subset();
 	return done_testing();
 }
