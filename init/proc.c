@@ -176,26 +176,21 @@ int pi_proc_exit_code(int wstatus)
 	return 1;
 }
 
-int pi_proc_signal_leftovers(int sig, pid_t pgid)
+/* Calls fn for every live (not zombie) process whose parent is parent,
+ * read from /proc; returns how many there were. */
+static size_t proc_each_child(pid_t parent, void (*fn)(pid_t pid, size_t i, void *arg), void *arg)
 {
-	int n = 0;
-
-	if (getpid() == 1)
-		return kill(-1, sig) == 0 ? 1 : 0;
-	if (pgid > 0 && kill(-pgid, sig) == 0)
-		n++;
-	/* As a subreaper, orphans of ours are the processes whose parent we
-	 * now are; /proc is the only place that says so. */
 	DIR *d = opendir("/proc");
-	if (!d)
-		return n;
-	pid_t self = getpid();
 	struct dirent *de;
+	size_t n = 0;
+
+	if (!d)
+		return 0;
 	while ((de = readdir(d)) != NULL) {
 		char path[64], buf[512];
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
-		if (*end || pid <= 0 || pid == self)
+		if (*end || pid <= 0 || pid == parent)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -210,10 +205,59 @@ int pi_proc_signal_leftovers(int sig, pid_t pgid)
 		char *rp = strrchr(buf, ')');
 		long ppid = 0;
 		char state;
-		if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == self &&
-		    state != 'Z' && kill((pid_t)pid, sig) == 0)
-			n++;
+		if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent &&
+		    state != 'Z')
+			fn((pid_t)pid, n++, arg);
 	}
 	closedir(d);
 	return n;
+}
+
+struct proc_into {
+	pid_t *out;
+	size_t max;
+};
+
+static void proc_keep(pid_t pid, size_t i, void *arg)
+{
+	struct proc_into *into = arg;
+
+	if (i < into->max)
+		into->out[i] = pid;
+}
+
+size_t pi_proc_children(pid_t parent, pid_t *out, size_t max)
+{
+	struct proc_into into = {out, max};
+
+	return proc_each_child(parent, proc_keep, &into);
+}
+
+struct proc_kill {
+	int sig;
+	int n;
+};
+
+static void proc_kill_one(pid_t pid, size_t i, void *arg)
+{
+	struct proc_kill *k = arg;
+
+	(void)i;
+	if (kill(pid, k->sig) == 0)
+		k->n++;
+}
+
+int pi_proc_signal_leftovers(int sig, pid_t pgid)
+{
+	int n = 0;
+
+	if (getpid() == 1)
+		return kill(-1, sig) == 0 ? 1 : 0;
+	if (pgid > 0 && kill(-pgid, sig) == 0)
+		n++;
+	/* As a subreaper, orphans of ours are the processes whose parent we
+	 * now are; /proc is the only place that says so. */
+	struct proc_kill k = {sig, 0};
+	proc_each_child(getpid(), proc_kill_one, &k);
+	return n + k.n;
 }

@@ -59,4 +59,8 @@ int pi_proc_exit_code(int wstatus);
  * how many were signalled. */
 int pi_proc_signal_leftovers(int sig, pid_t pgid);
 
+/* The live processes whose parent is parent (from /proc): up to max pids
+ * into out; returns how many there are (more than max: some left out). */
+size_t pi_proc_children(pid_t parent, pid_t *out, size_t max);
+
 #endif

@@ -37,6 +37,11 @@
  * the wait at once. */
 #define SUP_YIELD_MS 20
 
+/* nginx's worker and helper processes looked at to confirm a reload. */
+#define SUP_WORKERS_MAX 64
+/* How often a reload's confirmation looks for nginx's new workers. */
+#define SUP_CONFIRM_POLL_MS 20
+
 enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };
 
 /* One config test's output pipe. Heap-allocated per test, so a test that is
@@ -69,6 +74,13 @@ struct sup {
 	uv_timer_t settle_timer; /* the end of the child's first second */
 	int settle_kind;	 /* the PI_RELOAD_* kinds asked for before it */
 	int rejected_kind;	 /* of the last reload, when it was rejected */
+	/* After a reload's SIGHUP, until nginx shows a new worker (it took
+	 * the config) or confirm_due_ms passes (it kept the old one). */
+	uv_timer_t confirm_timer;
+	pid_t workers[SUP_WORKERS_MAX]; /* nginx's children before the SIGHUP */
+	size_t nworkers;
+	uint64_t confirm_due_ms; /* uv_now */
+	int confirm_kind;
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */

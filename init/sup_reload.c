@@ -17,6 +17,13 @@
 
 static void sup_reload_apply(struct sup *s, int act);
 
+/* How long nginx may take to load a reload: its parse is the config
+ * test's, so the same bound (30 s when the test has none). */
+static uint64_t sup_confirm_ms(const struct sup *s)
+{
+	return s->cfg->nginx_test_timeout_ms ? s->cfg->nginx_test_timeout_ms : 30000;
+}
+
 /* ---- the config test's output ---------------------------------------- */
 
 static void on_sup_test_pipe_close(uv_handle_t *h)
@@ -270,12 +277,94 @@ static void sup_reload_start(struct sup *s)
 	}
 }
 
+/* nginx runs the new config: its address sets are the current ones. */
+static void sup_reload_taken(struct sup *s)
+{
+	if (s->ups)
+		pi_upstreams_applied(s->ups, 1);
+	s->view.reload_ok = 1;
+	s->view.reload_error[0] = '\0';
+	s->rejected_kind = 0;
+	PI_LOG(PI_INFO, "reloaded nginx");
+}
+
+static int sup_was_worker(const struct sup *s, pid_t pid)
+{
+	for (size_t i = 0; i < s->nworkers; i++)
+		if (s->workers[i] == pid)
+			return 1;
+	return 0;
+}
+
+/* The confirmation ends: nginx took the reload (ok) or kept its running
+ * config (its error log says why: a name that stopped resolving between
+ * the config test and nginx's own parse, say). A SIGHUP that came
+ * meanwhile starts now; addresses are judged again at the next recheck. */
+static void sup_confirm_end(struct sup *s, int ok)
+{
+	int deferred = s->settle_kind & PI_RELOAD_RERENDER;
+
+	uv_timer_stop(&s->confirm_timer);
+	s->settle_kind = 0;
+	if (ok) {
+		sup_reload_taken(s);
+	} else {
+		PI_LOG(PI_ERROR, "reload rejected; nginx keeps its running config",
+		       PI_STR("step", "nginx's own reload"),
+		       PI_STR("reason", "no new worker process after SIGHUP; nginx's error log "
+					"has the cause"),
+		       PI_UINT("waited_ms", (unsigned long long)sup_confirm_ms(s)));
+		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
+			 "nginx did not take the reload; the log has the reason");
+		s->view.reload_ok = 0;
+		s->rejected_kind = s->confirm_kind;
+		if (s->ups)
+			pi_upstreams_applied(s->ups, 0);
+	}
+	if (deferred)
+		sup_reload_request(s, deferred);
+}
+
+static void on_sup_confirm(uv_timer_t *t)
+{
+	struct sup *s = t->data;
+	pid_t now[SUP_WORKERS_MAX];
+	size_t n;
+
+	if (s->child <= 0) {
+		uv_timer_stop(t);
+		return;
+	}
+	n = pi_proc_children(s->child, now, SUP_WORKERS_MAX);
+	for (size_t i = 0; i < n && i < SUP_WORKERS_MAX; i++)
+		if (!sup_was_worker(s, now[i])) {
+			sup_confirm_end(s, 1);
+			return;
+		}
+	if (uv_now(s->loop) >= s->confirm_due_ms)
+		sup_confirm_end(s, 0);
+}
+
+/* SIGHUP to the child. nginx answers a reload it cannot load (its own
+ * parse failed where the config test's passed) by keeping its workers,
+ * and one it loads by starting new ones: the reload counts as done when
+ * a child of nginx's appears that was not there before the SIGHUP. A
+ * child with no children of its own (not nginx, or master_process off)
+ * took it with the signal. */
 static void sup_reload_commit(struct sup *s)
 {
+	/* A reload the state machine started right after the last one's
+	 * commit (asked for during its test) is confirmed with it: the
+	 * workers from before the first SIGHUP are the old ones. */
+	int confirming = uv_is_active((uv_handle_t *)&s->confirm_timer);
+	size_t n = 0;
+
+	if (confirming)
+		n = s->nworkers;
+	else if (s->cmd_is_nginx && s->child > 0)
+		n = pi_proc_children(s->child, s->workers, SUP_WORKERS_MAX);
 	s->view.reload_time = time(NULL);
 	sup_child_signal(s, SIGHUP);
-	if (s->ups) /* nginx now runs with the current address sets */
-		pi_upstreams_applied(s->ups, 1);
 	if (s->test_tpl) {
 		pi_templates_settle(s->test_tpl);
 		pi_templates_free(s->tpl);
@@ -285,10 +374,14 @@ static void sup_reload_commit(struct sup *s)
 		if (s->ups && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
 			PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
 	}
-	s->view.reload_ok = 1;
-	s->view.reload_error[0] = '\0';
-	s->rejected_kind = 0;
-	PI_LOG(PI_INFO, "reloaded nginx");
+	if (n == 0 || n > SUP_WORKERS_MAX) {
+		sup_reload_taken(s);
+		return;
+	}
+	s->nworkers = n;
+	s->confirm_kind = s->reload.kind | (confirming ? s->confirm_kind : 0);
+	s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
+	uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS, SUP_CONFIRM_POLL_MS);
 }
 
 /* What /health says is short and never quotes the test's output: nginx
@@ -379,6 +472,11 @@ void sup_reload_request(struct sup *s, int kind)
 		s->settle_kind |= kind;
 		return;
 	}
+	if (uv_is_active((uv_handle_t *)&s->confirm_timer)) {
+		/* The last reload is not confirmed yet (sup_confirm_end). */
+		s->settle_kind |= kind;
+		return;
+	}
 	int act = pi_reload_request(&s->reload, kind);
 	if (!act)
 		PI_LOG(PI_DEBUG, "reload pending: one is in flight");
@@ -388,7 +486,7 @@ void sup_reload_request(struct sup *s, int kind)
 void sup_reload_moot(struct sup *s)
 {
 	if (s->view.reload_ok || s->rejected_kind != PI_RELOAD_ADDRESSES || s->reload.busy ||
-	    s->settle_kind)
+	    s->settle_kind || uv_is_active((uv_handle_t *)&s->confirm_timer))
 		return;
 	s->rejected_kind = 0;
 	s->view.reload_ok = 1;

@@ -100,6 +100,7 @@ void sup_begin_exit(struct sup *s, int code)
 	s->view.child_pid = 0;
 	uv_timer_stop(&s->stop_timer);
 	uv_timer_stop(&s->settle_timer);
+	uv_timer_stop(&s->confirm_timer);
 	s->settle_kind = 0;
 	sup_reload_close(s);
 	if (s->health) {
@@ -431,11 +432,12 @@ static void on_sup_walk_close(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* The loop's handles: the signal reader and four timers. Returns 0, or
+/* The loop's handles: the signal reader and the timers. Returns 0, or
  * -1 after logging (the loop is then closed by the caller). */
 static int sup_loop_setup(struct sup *s)
 {
-	uv_timer_t *timers[] = {&s->stop_timer, &s->exit_timer, &s->test_timer, &s->settle_timer};
+	uv_timer_t *timers[] = {&s->stop_timer, &s->exit_timer, &s->test_timer, &s->settle_timer,
+				&s->confirm_timer};
 	int rc;
 
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {

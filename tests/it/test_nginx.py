@@ -1,6 +1,7 @@
 """The supervisor with the real nginx (SPEC §1 run, §3 all-or-nothing, §5
 reload and graceful stop)."""
 import http.server
+import json
 import signal
 import socket
 import socketserver
@@ -52,7 +53,7 @@ def serves(init, port, want, n=10):
 def start(site, **env):
     e = dict(site["env"], **env)
     init = Init([], e, site["tmp"] / "init.log")
-    wait_for(lambda: body(site["port"]) == "hello v1", 10, what="nginx serving v1")
+    wait_for(lambda: body(site["port"]) == "hello v1", 30, what="nginx serving v1")
     return init
 
 
@@ -87,6 +88,54 @@ def test_start_reload_good_and_bad(site):
         site["write"]("v5")
         init.signal(signal.SIGHUP)
         wait_for(lambda: serves(init, site["port"], "hello v5"), 10, what="v5")
+        init.signal(signal.SIGTERM)
+        assert init.wait(15) == 0
+    finally:
+        init.stop()
+
+
+def test_a_reload_nginx_itself_rejects_is_not_counted_as_done(site):
+    """The config test passes (here: `true`), nginx's own parse at SIGHUP
+    fails (in production: a name that stopped resolving in between):
+    nginx keeps its workers and its running config. The init sees no new
+    worker, says so and /health warns (it logged `reloaded nginx` and
+    passed, and addresses such a reload was for were never retried). A
+    good reload is counted only once nginx runs new workers."""
+    hport = free_port()
+    init = start(site, PEERPREP_INIT_NGINX_TEST="true", PEERPREP_INIT_NGINX_TEST_TIMEOUT="2s",
+                 PEERPREP_INIT_HEALTH_LISTEN="127.0.0.1:%d" % hport,
+                 PEERPREP_INIT_HEALTH_PROBE="127.0.0.1:%d" % site["port"])
+
+    def health():
+        r = try_get(hport, "/health")
+        return r and (r[0], json.loads(r[2]))
+
+    try:
+        wait_for(lambda: health() and health()[1]["status"] == "pass", 10, what="/health pass")
+        old = set(descendants(init.pid))
+        site["write"]("v2")
+        init.signal(signal.SIGHUP)
+        init.wait_log("reloaded nginx")
+        # Counted once a worker of the new config runs.
+        assert set(descendants(init.pid)) - old, "no new worker when 'reloaded nginx' was logged"
+        wait_for(lambda: serves(init, site["port"], "hello v2"), 10, what="v2 after SIGHUP")
+        assert health()[1]["status"] == "pass"
+
+        site["write"]("v3", extra="bogus_directive on;\n")
+        init.signal(signal.SIGHUP)
+        init.wait_log("step=\"nginx's own reload\"")
+        text = init.text()
+        assert text.count("reloaded nginx") == 1, text
+        status, doc = health()
+        assert status == 200 and doc["status"] == "warn", doc
+        assert "nginx did not take the reload" in json.dumps(doc), doc
+        assert serves(init, site["port"], "hello v2")
+
+        site["write"]("v4")
+        init.signal(signal.SIGHUP)
+        wait_for(lambda: init.text().count("reloaded nginx") == 2, 10, what="the good reload")
+        wait_for(lambda: serves(init, site["port"], "hello v4"), 10, what="v4 after SIGHUP")
+        assert health()[1]["status"] == "pass"
         init.signal(signal.SIGTERM)
         assert init.wait(15) == 0
     finally:
@@ -134,7 +183,7 @@ def test_start_runs_no_separate_config_test_and_reload_does(site):
         mark, site["env"]["PEERPREP_INIT_NGINX_TEST"]))
     init = Init([], env, site["tmp"] / "init.log")
     try:
-        wait_for(lambda: body(site["port"]) == "hello v1", 10, what="nginx serving v1")
+        wait_for(lambda: body(site["port"]) == "hello v1", 30, what="nginx serving v1")
         assert not mark.exists(), "the separate config test ran at start"
         site["write"]("v2")
         init.signal(signal.SIGHUP)
