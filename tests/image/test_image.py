@@ -6,6 +6,7 @@ on 127.0.0.1. Timings that the README quotes are recorded in
 build/image-metrics.json.
 """
 
+import calendar
 import configparser
 import json
 import os
@@ -52,6 +53,31 @@ def start_frontend(containers, backends, image, tag, env=None, args=(), healthy=
 
 def get(c, path, **kw):
     return request("127.0.0.1", c.port_no, "GET", path, **kw)
+
+
+def epoch(stamp):
+    """Seconds since the epoch of a time as the init logs it
+    (2026-12-02T11:19:00.123Z) or as podman shows one (Go's
+    2026-12-02 11:19:00.123456789 +0000 UTC)."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?\s*"
+                 r"(Z|[+-]\d\d:?\d\d)?", stamp.strip())
+    assert m, stamp
+    secs = calendar.timegm(tuple(int(x) for x in m.groups()[:6]))
+    secs += float("0." + m.group(7)) if m.group(7) else 0.0
+    off = m.group(8)
+    if off and off != "Z":
+        sign = -1 if off[0] == "-" else 1
+        secs -= sign * (int(off[1:3]) * 3600 + int(off[-2:]) * 60)
+    return secs
+
+
+def log_epoch(logs, needle):
+    """epoch() of the first of the init's log lines (text format) that
+    holds needle; fails when there is none."""
+    for line in logs.splitlines():
+        if needle in line and "ts=" in line:
+            return epoch(line.split("ts=", 1)[1].split()[0])
+    raise AssertionError("no log line holding %r:\n%s" % (needle, logs[-3000:]))
 
 
 # --------------------------------------------------------------------------
@@ -134,21 +160,26 @@ def test_workers_follow_the_cpu_quota(images, backends, containers):
     c = start_frontend(containers, backends, images["production"], "cpus", args=["--cpus", "1"])
     conf = engine.podman("exec", c.name, "cat", "/etc/nginx/conf.d/main/workers.conf").stdout
     assert "\nworker_processes 1;\n" in conf, conf
+    # An answer first: a worker has then started (healthy alone is nginx's
+    # master listening), and the master forks all its workers at once.
+    assert get(c, "/").status == 200
     ps = engine.podman("top", c.name, "args").stdout
     assert ps.count("nginx: worker process") == 1, ps
-    assert get(c, "/").status == 200
 
 
 def test_missing_backend_waits_then_exits_4_naming_the_variable(images, backends, containers):
     c = start_frontend(containers, backends, images["production"], "missing", healthy=False,
                        env={"NGINX_CHAT_SERVICE_HOST": "no-such-service",
                             "PEERPREP_INIT_UPSTREAMS_WAIT": "3s"})
-    t0 = time.monotonic()
     assert c.healthcheck()[0] != 0  # nothing serves while the init waits
     code = c.wait_exit(timeout=30)
     assert code == 4, c.logs()
-    assert time.monotonic() - t0 >= 2.0
     logs = c.logs()
+    # It waited its 3 s (0.1 s for the event loop's cached clock), by the
+    # init's own clock: a clock in this test would start only after
+    # `podman run` and `podman port` returned, seconds on a loaded machine.
+    waited = log_epoch(logs, "did not resolve in time") - log_epoch(logs, "waiting for upstream hosts")
+    assert waited >= 2.9, (waited, logs)
     assert "NGINX_CHAT_SERVICE_HOST" in logs and "no-such-service" in logs, logs
 
 
@@ -175,7 +206,9 @@ def test_stop_lets_a_slow_request_finish(images, backends, containers):
     assert c.exit_code() == 0, c.logs()
     # nginx's own notice (the stock error_log level) that PID 1 sent QUIT.
     assert re.search(r"signal 3 \(SIGQUIT\) received from 1\b", c.logs()), c.logs()
-    assert took < 10, took
+    # The request's 3 s and podman's own stop and clean-up (seconds on a
+    # loaded machine); a stop that waited out stop_timeout takes 25 s.
+    assert took < 20, took
     engine.record("stop_with_3s_request_seconds", round(took, 2))
 
 
@@ -234,18 +267,20 @@ def test_redeploy_under_load_loses_no_request(images, own_backends, containers):
         # discovery, and in nginx, before the old one goes.
         engine.poll("nginx to know both addresses",
                     lambda: sorted(health_addresses(c, var)) == sorted([old.addr, new.addr]),
-                    timeout=recheck + 5)
+                    timeout=recheck + 20)
         engine.poll("the new backend to take requests",
                     lambda: any(s == "user-service-v2" for _, _, s, _ in log[-20:]), timeout=10)
         with gate:
             t_gone = time.monotonic()
             engine.podman("network", "disconnect", backends.network.name, old.name)
         engine.podman("rm", "-f", "-t", "0", old.name)
+        # A recheck, the config test and the reload; podman's DNS update and
+        # a loaded machine's room.
         engine.poll("nginx to follow the redeploy",
-                    lambda: health_addresses(c, var) == [new.addr], timeout=recheck + 2)
+                    lambda: health_addresses(c, var) == [new.addr], timeout=recheck + 10)
         followed = time.monotonic() - t_gone
         n = len(log)
-        engine.poll("more load after the reload", lambda: len(log) >= n + 20, timeout=10)
+        engine.poll("more load after the reload", lambda: len(log) >= n + 20, timeout=30)
     finally:
         stop.set()
         t.join(30)
@@ -356,8 +391,15 @@ def test_development_target_serves_vite_and_stops_quickly(images, backends, cont
     assert procs[c.host_pid()][1] == "peerprep-init", procs
     assert not [p for p, (state, _) in procs.items() if state == "Z"], procs
     took = c.stop(timeout=10)
-    assert took < 2.0, took
-    assert c.exit_code() != 137, c.logs()
+    logs = c.logs()
+    assert c.exit_code() != 137, logs
+    # From the init's SIGTERM to the container's end, by the host's clock as
+    # the init and podman saw it: `podman stop` adds its own start and
+    # clean-up, seconds on a loaded machine. A stop that waits out the 5 s
+    # stop_timeout (or leftovers' 2 s grace) takes longer.
+    ran = epoch(c.inspect("{{.State.FinishedAt}}")) - log_epoch(logs, "graceful stop requested")
+    assert 0 <= ran < 2.0, (ran, logs)
+    assert took < 8.0, took  # podman's own kill comes at 10 s
     engine.record("dev_stop_seconds", round(took, 2))
 
 

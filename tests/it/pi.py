@@ -37,10 +37,23 @@ def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now, never one this
+    process handed out before: the kernel may give the port it just gave
+    again, and two free_port() calls of one test (nginx's and the health
+    port, a probe target and the health listener) would then be the same
+    port. (Another process can still take it before it is bound: a small
+    window, left as it is.)"""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def base_env(tmp_path, **over):
@@ -130,7 +143,7 @@ class Init:
             # at once); then there is nothing left to signal.
             self.pid = wait_for(
                 lambda: (children_of(self.proc.pid) or [None])[0]
-                or (self.proc.poll() is not None and -1), 5, what="the init to start")
+                or (self.proc.poll() is not None and -1), 10, what="the init to start")
         else:
             self.pid = self.proc.pid
 

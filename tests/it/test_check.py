@@ -100,18 +100,25 @@ def test_check_under_a_launcher_that_ignores_sigchld_still_sees_its_test_end(tmp
 
 def test_check_keeps_ignoring_what_its_launcher_ignored(tmp_path):
     # Under nohup a hang-up must not stop the check: its verdict stands.
-    marker = tmp_path / "testing"
-    env = check_env(tmp_path, "sh -c 'touch %s; sleep 1; exit 0'" % marker)
+    # The test ends only once the hang-up has been sent (the file go): a
+    # check that took it would have it pending before the test could end,
+    # whatever the machine's load (a fixed `sleep 1` in the test could end
+    # first, and the check then pass without having seen the signal).
+    marker, go = tmp_path / "testing", tmp_path / "go"
+    env = check_env(tmp_path, "sh -c 'touch %s; while [ ! -e %s ]; do sleep 0.01; done; exit 0'"
+                    % (marker, go))
     p = subprocess.Popen([BIN, "check"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, preexec_fn=ignoring(signal.SIGHUP))
     try:
         wait_for(marker.exists, 10, what="the config test to run")
         p.send_signal(signal.SIGHUP)
+        go.touch()
         out = p.communicate(timeout=30)[0]
         assert p.returncode == 0, out
         assert "config test: ok" in out
         assert (tmp_path / "conf.d" / "a.conf").read_text() == "# new\n"
     finally:
+        go.touch()  # the test's loop ends even when the check was killed
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -279,7 +279,7 @@ def test_graceful_stop_finishes_in_flight_request(pi_binary):
         t = threading.Thread(target=slow)
         t.start()
         testbed.deadline_poll("the slow request to reach the backend",
-                              lambda: s.bed.stub_stats("history-service")["inflight"] == 1, timeout=5)
+                              lambda: s.bed.stub_stats("history-service")["inflight"] == 1, timeout=15)
         t0 = time.monotonic()
         s.init.send_signal(signal.SIGTERM)
         # From the moment of SIGTERM (once the init has taken the signal)
@@ -294,7 +294,7 @@ def test_graceful_stop_finishes_in_flight_request(pi_binary):
         assert s.bed.stub_stats("history-service")["inflight"] == 1, \
             "/health turned 503 only after the in-flight request was done"
         # New connections are refused once nginx has closed its listeners.
-        testbed.deadline_poll("nginx to stop accepting", lambda: not s.bed.port_open("127.0.0.1", 80), 5)
+        testbed.deadline_poll("nginx to stop accepting", lambda: not s.bed.port_open("127.0.0.1", 80), 10)
         t.join(20)
         assert "exc" not in result, result.get("exc")
         assert result["r"].status == 200 and result["r"].json()["query"] == "sleep_ms=4000"
@@ -316,7 +316,7 @@ def test_address_change_reloads_nginx(pi_binary):
         s.bed.set_host("user-service.peerprep-prod.internal", "127.0.0.12")
         testbed.deadline_poll(
             "nginx to follow the new address",
-            lambda: s.http_get(ROUTES["user-service"]).json()["service"] == "question-service", 10)
+            lambda: s.http_get(ROUTES["user-service"]).json()["service"] == "question-service", 30)
         assert s.init.poll() is None
     finally:
         s.stop()

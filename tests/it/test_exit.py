@@ -124,9 +124,9 @@ def test_term_with_a_lookup_in_flight_exits_at_once(silent, tmp_path):
     assert rc == 0, log
     # An init that joins the resolver's threadpool at exit (or lets the
     # lookup finish) takes the 20 s of the resolver's timeout; one that
-    # ignores SIGTERM during the wait, the 60 s of the wait. 5 s leaves a
+    # ignores SIGTERM during the wait, the 60 s of the wait. 10 s leaves a
     # loaded VM and the ASan build's exit-time leak check room.
-    assert elapsed < 5.0, "%.2f s" % elapsed
+    assert elapsed < 10.0, "%.2f s" % elapsed
 
 
 def test_exit_4_comes_when_the_wait_ends(silent, tmp_path):
@@ -139,8 +139,9 @@ def test_exit_4_comes_when_the_wait_ends(silent, tmp_path):
     # event loop's cached clock, which can start the timer a little early).
     assert since_launch >= 0.9, "%.2f s" % since_launch
     # An init that waits for the hung lookup before it gives up exits only
-    # when the resolver's 20 s timeout ends it: 1 s of wait plus 4 s of room.
-    assert elapsed < 1.0 + 4.0, "%.2f s" % elapsed
+    # when the resolver's 20 s timeout ends it: 1 s of wait plus 9 s of room
+    # for a loaded machine.
+    assert elapsed < 1.0 + 9.0, "%.2f s" % elapsed
 
 
 def test_child_exit_with_a_recheck_in_flight_exits_at_once(silent, tmp_path):
@@ -171,8 +172,9 @@ def test_child_exit_with_a_recheck_in_flight_exits_at_once(silent, tmp_path):
         print("child exit with a recheck in flight: exit in %.0f ms" % (elapsed * 1000))
         assert rc == 3, read()
         # An init that waits for the recheck's lookup (joins the resolver's
-        # threadpool at exit) takes the resolver's 20 s timeout.
-        assert elapsed < 5.0, "%.2f s" % elapsed
+        # threadpool at exit) takes the resolver's 20 s timeout; 10 s is a
+        # loaded machine's room.
+        assert elapsed < 10.0, "%.2f s" % elapsed
         assert "the child exited unexpectedly" in read(), read()
     finally:
         p.kill()
@@ -311,13 +313,17 @@ def test_leftovers_in_the_childs_group_are_stopped_at_once(tmp_path):
                 pid1=False)
     pid = None
     try:
+        # Counted from the leftover's pid file, not from the launch: the
+        # leftover's Python start-up (a second or more on a loaded machine)
+        # comes before the child's exit and is no part of the init's wait.
+        wait_for(pidfile.exists, 20, what="the leftover to run")
         t0 = time.monotonic()
         assert init.wait(10) == 7, init.text()
         elapsed = time.monotonic() - t0
         pid = int(pidfile.read_text())
         # An init that does not signal the group waits out its 2 s grace
-        # period (then SIGKILL): 1.5 s leaves room and still tells them apart.
-        assert elapsed < 1.5, "waited %.2f s for leftovers" % elapsed
+        # period (then SIGKILL): 1.8 s leaves room and still tells them apart.
+        assert elapsed < 1.8, "waited %.2f s for leftovers" % elapsed
         assert "processes left" not in init.text(), init.text()
         # The init may be gone before the leftover ran its handler.
         wait_for(mark.exists, 5, what="the leftover's record of its signal")

@@ -124,13 +124,17 @@ def test_stubborn_child_is_killed_on_schedule(tmp_path):
     try:
         t0 = time.monotonic()
         init.signal(signal.SIGTERM)
-        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 4, what="QUIT then TERM")
+        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 8, what="QUIT then TERM")
         t_term = time.monotonic() - t0
-        rc = init.wait(10)
+        rc = init.wait(15)
         elapsed = time.monotonic() - t0
         assert rc == 128 + signal.SIGKILL
-        assert 0.8 <= t_term < 3, t_term
-        assert 5.5 <= elapsed < 9, elapsed
+        # Due: QUIT at once, TERM 1 s later, SIGKILL 5 s after that: TERM
+        # at 1 s, the end at 6 s. The upper bounds leave a loaded machine
+        # 3-4 s and stay far below the 25 s of a stop_timeout that was not
+        # read (TERM) and a kill that never came.
+        assert 0.8 <= t_term < 4, t_term
+        assert 5.5 <= elapsed < 10, elapsed
     finally:
         init.stop()
 
@@ -142,10 +146,13 @@ def test_second_term_escalates_at_once(tmp_path):
         wait_for(lambda: received(out) == ["SIGQUIT"], what="QUIT")
         t0 = time.monotonic()
         init.signal(signal.SIGTERM)
-        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 3, what="TERM at once")
+        wait_for(lambda: received(out) == ["SIGQUIT", "SIGTERM"], 4.5, what="TERM at once")
         init.signal(signal.SIGINT)
-        assert init.wait(5) == 128 + signal.SIGKILL
-        assert time.monotonic() - t0 < 3
+        assert init.wait(10) == 128 + signal.SIGKILL
+        # Without the escalations TERM comes after 60 s and SIGKILL 5 s
+        # after TERM: under 4.5 s tells "at once" from both, with a loaded
+        # machine's (and the ASan build's exit-time leak check's) slack.
+        assert time.monotonic() - t0 < 4.5
     finally:
         init.stop()
 
@@ -172,9 +179,12 @@ def test_second_term_during_the_stop_delay_sends_the_stop_signal_at_once(tmp_pat
         assert received(out) == [], "the stop signal did not wait for the delay"
         t0 = time.monotonic()
         init.signal(signal.SIGTERM)
-        wait_for(lambda: received(out) == ["SIGQUIT"], 3, what="QUIT at once")
-        assert init.wait(5) == 0, init.text()
-        assert time.monotonic() - t0 < 3
+        # At once; without the second SIGTERM, at the end of the 10 s
+        # delay: 6 s leaves a loaded machine room and still tells them
+        # apart.
+        wait_for(lambda: received(out) == ["SIGQUIT"], 6, what="QUIT at once")
+        assert init.wait(10) == 0, init.text()
+        assert time.monotonic() - t0 < 6
         assert received(out) == ["SIGQUIT"]
         log = init.text()
         assert log.count("stopping the child") == 1, log
@@ -190,7 +200,8 @@ def test_hundreds_of_orphans_are_reaped(tmp_path):
               "echo spawned > " + str(tmp_path / "flag") + "; exec sleep 60")
     init = Init(["--", "sh", "-c", script], base_env(tmp_path), tmp_path / "log")
     try:
-        wait_for(lambda: (tmp_path / "flag").exists(), 20, what="orphans spawned")
+        # 1000 forks and execs: seconds on a loaded 2-CPU machine.
+        wait_for(lambda: (tmp_path / "flag").exists(), 60, what="orphans spawned")
 
         def settled():
             d = descendants(init.pid)

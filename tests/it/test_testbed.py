@@ -140,8 +140,9 @@ def test_websocket_stubs_echo(bed, svc, ip):
 
 
 def test_stub_slow_requests_are_counted_in_flight(bed):
+    # 3 s in flight: time for the poll below to see it on a loaded machine.
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=bed.http_get("http://127.0.0.11:8000/x?sleep_ms=800")))
+    t = threading.Thread(target=lambda: result.update(r=bed.http_get("http://127.0.0.11:8000/x?sleep_ms=3000")))
     t.start()
     testbed.deadline_poll("the slow request to reach the stub",
                           lambda: bed.stub_stats("user-service")["inflight"] == 1, timeout=5)
@@ -180,14 +181,20 @@ def test_dns_delay_answers_late_but_concurrently(musl_resolve):
         t0 = time.monotonic()
         assert bed.resolve("chat-service.peerprep-prod.internal") == ["127.0.0.16"]
         assert time.monotonic() - t0 >= 0.19
+        # 16 questions at once: answered one after the other they would
+        # take 3.2 s; at once, 0.2 s and a loaded machine's room. Each one
+        # waits long enough for its answer (a timed-out question would end
+        # its thread early and hide a serialised responder).
+        answers = []
         t0 = time.monotonic()
-        threads = [threading.Thread(target=bed.resolve, args=("user-service.peerprep-prod.internal",))
-                   for _ in range(8)]
+        threads = [threading.Thread(target=lambda: answers.append(
+            bed.resolve("user-service.peerprep-prod.internal", timeout=10))) for _ in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert time.monotonic() - t0 < 1.5
+        assert answers == [["127.0.0.11"]] * 16, answers
+        assert time.monotonic() - t0 < 2.0
         assert musl_lookup(bed, musl_resolve, "user-service.peerprep-prod.internal") == (0, ["127.0.0.11"])
         assert bed.getent("history-service.peerprep-prod.internal") == ["127.0.0.14"]
         bed.set_host("history-service.peerprep-prod.internal", "127.0.0.40")

@@ -35,7 +35,7 @@ class OnTerminal:
         self.output = b""
         self.init = self.proc.pid
         if pid1:
-            self.init = wait_for(lambda: (children_of(self.proc.pid) or [None])[0], 5,
+            self.init = wait_for(lambda: (children_of(self.proc.pid) or [None])[0], 10,
                                  what="the init")
 
     def child(self):
@@ -78,8 +78,8 @@ def test_child_reads_the_terminal(tmp_path, pid1):
     got = tmp_path / "got"
     t = OnTerminal(["--", "sh", "-c", "head -1 > %s" % got], generic_env(tmp_path), pid1)
     try:
-        child = wait_for(t.child, 5, what="the child")
-        wait_for(lambda: t.foreground() == child, 5, what="the child in the foreground")
+        child = wait_for(t.child, 10, what="the child")
+        wait_for(lambda: t.foreground() == child, 10, what="the child in the foreground")
         os.write(t.master, b"hello\n")
         assert t.proc.wait(10) == 0, t.drain()
         assert got.read_text() == "hello\n"
@@ -90,8 +90,8 @@ def test_child_reads_the_terminal(tmp_path, pid1):
 def test_ctrl_c_reaches_the_child(tmp_path):
     t = OnTerminal(["--", "sleep", "100"], generic_env(tmp_path))
     try:
-        child = wait_for(t.child, 5, what="the child")
-        wait_for(lambda: t.foreground() == child, 5, what="the child in the foreground")
+        child = wait_for(t.child, 10, what="the child")
+        wait_for(lambda: t.foreground() == child, 10, what="the child in the foreground")
         os.write(t.master, b"\x03")
         assert t.proc.wait(10) == 128 + signal.SIGINT, t.drain()
         out = t.drain().decode(errors="replace")
@@ -108,7 +108,7 @@ def test_foreground_comes_back_when_the_child_exits(tmp_path):
     env = base_env(tmp_path, PEERPREP_INIT_NGINX_STOP_SIGNAL="TERM")
     t = OnTerminal(["--", "sh", "-c", script], env)
     try:
-        wait_for(lambda: "the child exited" in t.drain().decode(errors="replace"), 5,
+        wait_for(lambda: "the child exited" in t.drain().decode(errors="replace"), 10,
                  what="the child's exit")
         assert t.foreground() == t.init
         assert t.proc.wait(10) == 3
