@@ -54,6 +54,7 @@ struct pi_upstreams {
 	enum ups_mode mode;
 	int started;  /* a wait or round has run: new hosts are looked up */
 	int rejected; /* the last reload attempt was rejected */
+	int overrun;  /* this recheck round outlasted every_ms (logged) */
 	pi_upstreams_done_cb done_cb;
 	pi_upstreams_change_cb change_cb;
 	uint64_t every_ms;
@@ -624,9 +625,32 @@ int pi_upstreams_round(struct pi_upstreams *u, pi_upstreams_done_cb cb)
 static void ups_on_every(uv_timer_t *t)
 {
 	struct pi_upstreams *u = t->data;
-	/* A round still running (a slow resolver) is not stacked upon. */
-	if (u->mode == M_IDLE)
+	char slow[512];
+	size_t len = 0;
+
+	if (u->mode == M_IDLE) {
+		u->overrun = 0;
 		ups_start_round(u, M_RECHECK);
+		return;
+	}
+	/* A round still running (a slow resolver) is not stacked upon; the
+	 * other hosts' rechecks wait for it, so say which host holds them,
+	 * once per round. */
+	if (u->mode != M_RECHECK || u->overrun)
+		return;
+	u->overrun = 1;
+	slow[0] = '\0';
+	for (size_t i = 0; i < u->n && len < sizeof(slow); i++) {
+		const struct ups_host *h = u->hosts[i];
+		if (h->in_round && !h->done) {
+			int w = snprintf(slow + len, sizeof(slow) - len, "%s%s", len ? " " : "",
+					 h->var);
+			if (w > 0)
+				len += (size_t)w;
+		}
+	}
+	PI_LOG(PI_WARN, "an upstream recheck outlasts upstreams.recheck; the next waits for it",
+	       PI_UINT("recheck_ms", (unsigned long long)u->every_ms), PI_STR("waiting_for", slow));
 }
 
 int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams_change_cb cb)

@@ -476,6 +476,31 @@ def test_many_addresses_in_any_order_cause_no_reload(tmp_path, n):
             init.stop()
 
 
+def test_a_recheck_that_outlasts_its_interval_is_logged_once_per_round(tmp_path):
+    """Every answer takes 250 ms and rechecks are due every 100 ms: a round
+    outlasts the interval and the next waits for it (other hosts' changes
+    too), so the init says which host holds it - once per round, not at
+    each of the ticks it skips."""
+    name = "api." + ZONE
+    with testbed.Bed(dns_delay_ms=250, extra_hosts={name: ["127.0.0.11"]}) as b:
+        env = site_env(tmp_path, PEERPREP_INIT_UPSTREAMS_RECHECK="100ms", NGINX_API_HOST=name)
+        init = InBed(b, tmp_path, (), **env)
+        try:
+            init.wait_log("msg=started", 20)
+            wait_for(lambda: init.text().count("outlasts upstreams.recheck") >= 2, 20,
+                     what="two rounds that outlasted the interval")
+            lines = [line for line in init.text().splitlines()
+                     if "outlasts upstreams.recheck" in line]
+            assert all("waiting_for=NGINX_API_HOST" in line and "recheck_ms=100" in line
+                       for line in lines), lines
+            # A round (>= 250 ms) starts at a tick and is logged at the next:
+            # two lines are >= 300 ms apart, not one per 100 ms tick.
+            first, second = log_times(init.text(), "outlasts upstreams.recheck")[:2]
+            assert second - first >= 0.29, lines
+        finally:
+            init.stop()
+
+
 def test_answers_of_changing_parts_reload_only_when_every_address_is_gone(tmp_path):
     """A nameserver that answers 8 of a host's 10 addresses at random
     (Cloud Map's multivalue answer when more than 8 tasks are healthy): each answer
