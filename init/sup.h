@@ -39,8 +39,10 @@
 
 /* nginx's worker and helper processes looked at to confirm a reload. */
 #define SUP_WORKERS_MAX 64
-/* How often a reload's confirmation looks for nginx's new workers. */
-#define SUP_CONFIRM_POLL_MS 20
+/* How often a reload's confirmation looks for nginx's new workers: at
+ * first, and at most (doubling in between). */
+#define SUP_CONFIRM_POLL_MS	20
+#define SUP_CONFIRM_POLL_MAX_MS 500
 
 enum sup_state { SUP_START, SUP_RESOLVE, SUP_RUN, SUP_STOPPING, SUP_EXITING };
 

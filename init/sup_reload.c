@@ -341,8 +341,16 @@ static void on_sup_confirm(uv_timer_t *t)
 			sup_confirm_end(s, 1);
 			return;
 		}
-	if (uv_now(s->loop) >= s->confirm_due_ms)
+	if (uv_now(s->loop) >= s->confirm_due_ms) {
 		sup_confirm_end(s, 0);
+		return;
+	}
+	/* nginx's workers come within milliseconds; a long wait (a slow
+	 * parse, or none coming) reads /proc less and less often. */
+	uint64_t every = uv_timer_get_repeat(t);
+	if (every < SUP_CONFIRM_POLL_MAX_MS)
+		uv_timer_set_repeat(t, every * 2 < SUP_CONFIRM_POLL_MAX_MS ? every * 2
+								  : SUP_CONFIRM_POLL_MAX_MS);
 }
 
 /* SIGHUP to the child. nginx answers a reload it cannot load (its own
@@ -497,5 +505,7 @@ void sup_reload_moot(struct sup *s)
 
 void sup_reload_close(struct sup *s)
 {
+	/* Stopping: nginx's workers are ending, no new one will confirm. */
+	uv_timer_stop(&s->confirm_timer);
 	sup_reload_apply(s, pi_reload_close(&s->reload));
 }

@@ -100,7 +100,6 @@ void sup_begin_exit(struct sup *s, int code)
 	s->view.child_pid = 0;
 	uv_timer_stop(&s->stop_timer);
 	uv_timer_stop(&s->settle_timer);
-	uv_timer_stop(&s->confirm_timer);
 	s->settle_kind = 0;
 	sup_reload_close(s);
 	if (s->health) {
