@@ -324,7 +324,9 @@ static int ups_judge_second(struct ups_host *h, struct pi_lookup_result *r)
 		pi_addrset_move(&r->set, &h->first);
 		return 0;
 	}
-	if (!pi_addrset_equal(&r->set, &h->first)) {
+	/* Once a host's answers are known to vary, two that happen to be
+	 * the same part are no change either. */
+	if (h->varies || !pi_addrset_equal(&r->set, &h->first)) {
 		if (!h->varies) {
 			h->varies = 1;
 			PI_LOG(PI_WARN,

@@ -188,9 +188,11 @@ class DelayedDNS:
         # nameserver whose whole set cannot be had.
         self.cut_flag = os.path.join(os.path.dirname(hosts_file), "cut-answers")
         # While the file sample-answers exists (holding N), every answer
-        # holds N of the name's records picked at random, whole (not
-        # flagged): Cloud Map's multivalue answer when more than 8
-        # tasks are healthy.
+        # holds N of the name's records, whole (not flagged): Cloud Map's
+        # multivalue answer when more than 8 tasks are healthy. Cloud Map
+        # picks them at random; here each answer takes the next N in turn,
+        # so that two answers in a row always differ (random ones are the
+        # same now and then, and a test would pass or fail by chance).
         self.sample_flag = os.path.join(os.path.dirname(hosts_file), "sample-answers")
         self.delay = delay_ms / 1000.0
         self.table = read_hosts_file(hosts_file)
@@ -247,7 +249,10 @@ class DelayedDNS:
         except (FileNotFoundError, ValueError):
             sample = None
         if sample is not None and len(answers) > sample:
-            answers = random.sample(answers, sample)
+            with self.lock:
+                self.sample_seq = getattr(self, "sample_seq", -1) + 1
+                first = self.sample_seq % len(answers)
+            answers = (answers + answers)[first:first + sample]
             with open(self.sample_flag + "-given", "a") as f:
                 f.write(name + "\n")
         if cut is not None:
@@ -1011,8 +1016,8 @@ class Bed:
         return self._given("cut-answers")
 
     def sample_answers(self, n):
-        """With dns_delay_ms > 0: answer with n records at random, whole
-        (None: every record again)."""
+        """With dns_delay_ms > 0: answer with n records, the next n in turn
+        at each answer, whole (None: every record again)."""
         self._flag("sample-answers", n)
 
     def sample_given(self):

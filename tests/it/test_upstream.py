@@ -502,8 +502,8 @@ def test_a_recheck_that_outlasts_its_interval_is_logged_once_per_round(tmp_path)
 
 
 def test_answers_of_changing_parts_reload_only_when_every_address_is_gone(tmp_path):
-    """A nameserver that answers 8 of a host's 10 addresses at random
-    (Cloud Map's multivalue answer when more than 8 tasks are healthy): each answer
+    """A nameserver that answers 8 of a host's 10 addresses, another 8 each
+    time (Cloud Map's multivalue answer when more than 8 tasks are healthy): each answer
     is no change - it was a reload at every recheck, to no end - and the
     host is logged once as answering changing parts. When the whole set is
     replaced (a redeploy: none of nginx's addresses is answered any more)
