@@ -542,6 +542,11 @@ class OneAnswer:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", False,
      "malformed Content-Length"),
     (b"", False, "closed without a response"),
+    # A chunked body cut before its last chunk: read to the close it looked whole.
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", False,
+     "Transfer-Encoding in a 200 answer"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     False, "Transfer-Encoding in a 200 answer"),
 ])
 def test_health_command_judges_strictly(answer, hold, why):
     srv = OneAnswer(answer, hold)
