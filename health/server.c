@@ -108,7 +108,7 @@ static uint64_t srv_expire(struct pi_health_ring *l, uint64_t now)
 		struct pi_health_conn *c = srv_conn_of(l->next);
 		if (c->deadline > now)
 			return c->deadline;
-		pi_health_conn_close(c);
+		pi_health_conn_cut(c);
 	}
 	return 0;
 }
@@ -359,9 +359,9 @@ void pi_health_server_stop(struct pi_health_server *s)
 {
 	s->stopped = 1;
 	while (!pi_health_ring_empty(&s->open))
-		pi_health_conn_close(srv_conn_of(s->open.next));
+		pi_health_conn_cut(srv_conn_of(s->open.next));
 	while (!pi_health_ring_empty(&s->lingering))
-		pi_health_conn_close(srv_conn_of(s->lingering.next));
+		pi_health_conn_cut(srv_conn_of(s->lingering.next));
 	pi_health_probe_stop(s);
 	uv_close((uv_handle_t *)&s->conn_timer, srv_on_handle_closed);
 	uv_close((uv_handle_t *)&s->probe_timer, srv_on_handle_closed);

@@ -14,7 +14,10 @@
  * body, pipelined bytes, a malformed head), or part of it not yet
  * acknowledged by the client, the server half-closes and drains what the
  * client still sends for up to 2 s, so the client reads the answer instead
- * of a reset.
+ * of a reset. Each connection's send buffer is capped (64 KiB SO_SNDBUF):
+ * while the socket does not take the answers, nothing more is answered or
+ * read. A connection cut (a deadline, a stop) with output still queued is
+ * reset, so the kernel does not keep it as an orphan.
  *
  * The nginx probe: when `probe` is set, a /health request needs a TCP
  * connect to it no older than 1 s. With an older result the request waits

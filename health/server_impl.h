@@ -22,8 +22,9 @@
 #define PI_HEALTH_IDLE_MS    10000 /* to complete a request head, from accept or the last response */
 #define PI_HEALTH_LINGER_MS  2000  /* draining after a closing response */
 #define PI_HEALTH_MAX_CONNS  256
-#define PI_HEALTH_IN_SMALL   256 /* input bytes held in the connection itself */
-#define PI_HEALTH_BATCH_IOVS 48	 /* output pieces gathered before one write */
+#define PI_HEALTH_SNDBUF     (64 << 10) /* SO_SNDBUF of a connection (the kernel doubles it) */
+#define PI_HEALTH_IN_SMALL   256	/* input bytes held in the connection itself */
+#define PI_HEALTH_BATCH_IOVS 48		/* output pieces gathered before one write */
 
 /* A circular doubly-linked list, as libuv's queue: O(1) removal from
  * whichever list a connection is on when it closes. */
@@ -122,6 +123,9 @@ void pi_health_conn_start(struct pi_health_conn *c);
 /* Answers what the input holds and writes it. */
 void pi_health_conn_process(struct pi_health_conn *c);
 void pi_health_conn_close(struct pi_health_conn *c);
+/* Closes c as a cut (a deadline, the limit, a stop): with a reset when
+ * output is still queued, so the kernel drops it at once. */
+void pi_health_conn_cut(struct pi_health_conn *c);
 
 /* route.c */
 enum pi_health_route { PI_ROUTE_HEALTH, PI_ROUTE_LIVE, PI_ROUTE_NOT_FOUND, PI_ROUTE_METHOD };

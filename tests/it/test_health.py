@@ -421,13 +421,14 @@ def test_sigterm_turns_503_while_child_runs(nginx):
 
 
 def test_closing_answer_still_queued_survives_a_late_byte(init):
-    """The client reads slowly (a 4 KiB receive buffer) and pipelines 400
+    """The client reads slowly (a 4 KiB receive buffer) and pipelines 150
     keep-alive requests and a closing one, then sends a CRLF (which HTTP
     allows after a request) once the server is done with its side. Most of
-    the answers are still in the server's send queue then: closing the
-    socket there would make the kernel answer that byte with a reset and
-    drop them. Every answer must arrive."""
-    n = 400
+    the answers (54 KB, which the init's capped send buffer takes whole)
+    are still in the server's send queue then: closing the socket there
+    would make the kernel answer that byte with a reset and drop them.
+    Every answer must arrive."""
+    n = 150
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", init.port))
@@ -450,6 +451,57 @@ def test_closing_answer_still_queued_survives_a_late_byte(init):
         data += d
     s.close()
     assert data.count(b"HTTP/1.1 200 ") == n + 1, len(data)
+
+
+def server_side(port, local):
+    """The init's side of the connection from local port `local`, from
+    `ss`: (state, Send-Q bytes, send buffer bytes), or None once the kernel
+    holds no such socket (not even as an orphan)."""
+    out = subprocess.run(["ss", "-tnmH", "state", "all", "( sport = :%d and dport = :%d )"
+                          % (port, local)], capture_output=True, text=True).stdout
+    m = re.search(r"^(\S+)\s+\d+\s+(\d+)\s.*?tb(\d+)", out, re.S | re.M)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def test_client_that_never_reads_holds_bounded_kernel_memory_and_no_orphan(init):
+    """A client pipelines thousands of requests and reads nothing. The
+    kernel grew the init's send buffer to tcp_wmem's maximum (4 MiB on
+    loopback) and kept that output after the 10 s cut as an orphan, for
+    minutes. Now the buffer is capped, the init stops answering (and
+    reading) while its answers are not taken, and the cut resets the
+    connection, dropping them."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", init.port))
+    local = s.getsockname()[1]
+    s.setblocking(False)
+    # 20000 requests ask for 2.6 MB of answers; sent until the init stops
+    # taking them (a second without progress) or 5 s.
+    data = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 20000
+    sent, t0, progress = 0, time.monotonic(), time.monotonic()
+    while sent < len(data) and time.monotonic() - t0 < 5 and time.monotonic() - progress < 1:
+        try:
+            sent += s.send(data[sent:sent + 65536])
+            progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    try:
+        # Sampled for a second once the client is done: what the init's side holds.
+        most_queued = most_buf = 0
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            side = server_side(init.port, local)
+            assert side is not None and side[0] == "ESTAB", side
+            most_queued, most_buf = max(most_queued, side[1]), max(most_buf, side[2])
+            time.sleep(0.05)
+        # SO_SNDBUF 64 KiB, which the kernel doubles.
+        assert most_buf <= 256 << 10, "send buffer %d bytes" % most_buf
+        assert most_queued <= 256 << 10, "%d bytes queued for a client that reads nothing" % most_queued
+        # Cut 10 s after the last answer it took whole; gone from the kernel at once.
+        wait_for(lambda: server_side(init.port, local) is None, 15,
+                 what="the init's socket gone after the idle cut (no orphan)")
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("args", [
