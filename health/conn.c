@@ -32,6 +32,7 @@ void pi_health_conn_close(struct pi_health_conn *c)
 	if (c->state == PI_CONN_CLOSED)
 		return;
 	c->state = PI_CONN_CLOSED;
+	c->srv->nconns--; /* uv_close closes the descriptor at once */
 	pi_health_ring_del(&c->timed);
 	pi_health_ring_del(&c->wait);
 	uv_close((uv_handle_t *)&c->tcp, conn_on_closed);
@@ -314,6 +315,11 @@ static int conn_answer_one(struct pi_health_conn *c)
 		c->last = c->linger = 1;
 		return 0;
 	}
+	if (!c->served) {
+		/* The short deadline of a first head is over: now the idle one. */
+		c->served = 1;
+		pi_health_srv_deadline(s, c, PI_HEALTH_IDLE_MS);
+	}
 	enum pi_health_route rt = pi_health_route(s, &req);
 	if (rt != PI_ROUTE_HEALTH)
 		pi_health_fixed_answer(s, rt, &a);
@@ -389,7 +395,7 @@ int pi_health_conn_open(struct pi_health_server *s, struct pi_health_conn *c)
 	c->in_cap = sizeof(c->small);
 	c->in_len = c->scanned = 0;
 	c->state = PI_CONN_OPEN;
-	c->reading = c->last = c->eof = c->nodelay = c->linger = 0;
+	c->reading = c->last = c->eof = c->nodelay = c->linger = c->served = 0;
 	pi_health_ring_init(&c->timed);
 	pi_health_ring_init(&c->wait);
 	return 0;
@@ -406,6 +412,12 @@ void pi_health_conn_start(struct pi_health_conn *c)
 	 * `pending`, and nothing more is read or answered until it is out. */
 	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	pi_health_srv_deadline(c->srv, c, PI_HEALTH_IDLE_MS);
+	pi_health_srv_deadline(c->srv, c, PI_HEALTH_FIRST_MS);
 	conn_update_read(c);
+}
+
+int pi_health_conn_idle(const struct pi_health_conn *c)
+{
+	return c->state == PI_CONN_OPEN && c->in_len == 0 && !c->pending && !c->last &&
+	       pi_health_ring_empty(&c->wait);
 }
