@@ -4,17 +4,20 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "health/addr.h"
 #include "health/server_impl.h"
 
 #define SRV_BACKLOG   128
-#define SRV_SPARE_MAX 32 /* closed connection structs kept for reuse */
+#define SRV_SPARE_MAX 32    /* closed connection structs kept for reuse */
+#define SRV_FD_SCAN   65536 /* descriptors checked for being free, at most */
 
 void pi_health_ring_init(struct pi_health_ring *r)
 {
@@ -238,7 +241,7 @@ static int srv_make_room(struct pi_health_server *s)
 
 	if (!c)
 		c = srv_oldest_idle(&s->open);
-	snprintf(limit, sizeof(limit), "%d", PI_HEALTH_MAX_CONNS);
+	snprintf(limit, sizeof(limit), "%d", s->max_conns);
 	if (!c) {
 		srv_log_rarely(s, &s->refuse_logged_at,
 			       "health connection limit reached, none idle: refused a connection",
@@ -259,7 +262,7 @@ static int srv_make_room(struct pi_health_server *s)
 static void srv_accept_next(struct pi_health_server *s)
 {
 	s->accept_pending = 0;
-	if ((s->nconns < PI_HEALTH_MAX_CONNS || srv_make_room(s)) && srv_conn_accept(s) == 0)
+	if ((s->nconns < s->max_conns || srv_make_room(s)) && srv_conn_accept(s) == 0)
 		return;
 	for (size_t i = 0; i < sizeof(s->rejects) / sizeof(s->rejects[0]); i++) {
 		if (s->reject_busy[i])
@@ -291,6 +294,26 @@ static void srv_on_connection(uv_stream_t *listener, int status)
 }
 
 /* ---- start and stop ---- */
+
+/* How many connections the descriptors allow: those RLIMIT_NOFILE leaves
+ * free now, less the reserve, at most PI_HEALTH_MAX_CONNS and at least 1.
+ * Run out of descriptors, libuv 1.50 never reports EMFILE: it accepts and
+ * closes each connection with a spare one, silently; our limit comes first
+ * and is logged. Counted with F_GETFD, which opens nothing (a concurrent
+ * lookup must not meet a descriptor taken for the count). */
+static int srv_fd_limit(int reserve)
+{
+	long want = PI_HEALTH_MAX_CONNS + (long)reserve, room = 0, end;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= (rlim_t)SRV_FD_SCAN + want)
+		return PI_HEALTH_MAX_CONNS;
+	end = (long)rl.rlim_cur;
+	for (long fd = 0; fd < end && room < want; fd++)
+		room += fcntl((int)fd, F_GETFD) < 0 && errno == EBADF;
+	room -= reserve;
+	return room < 1 ? 1 : room > PI_HEALTH_MAX_CONNS ? PI_HEALTH_MAX_CONNS : (int)room;
+}
 
 __attribute__((format(printf, 4, 5))) static int srv_fail(char *err, size_t errlen, int code,
 							  const char *fmt, ...)
@@ -391,6 +414,14 @@ int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *
 	uv_timer_init(loop, &s->conn_timer);
 	s->probe_timer.data = s->conn_timer.data = s;
 	s->handles += 2;
+	if ((s->max_conns = srv_fd_limit(o->fd_reserve > 0 ? o->fd_reserve : 0)) <
+	    PI_HEALTH_MAX_CONNS) {
+		char limit[16];
+		snprintf(limit, sizeof(limit), "%d", s->max_conns);
+		pi_health_srv_log(s, PI_HEALTH_LOG_WARN,
+				  "health connection limit lowered to fit RLIMIT_NOFILE", "limit",
+				  limit);
+	}
 	pi_health_srv_log(s, PI_HEALTH_LOG_DEBUG, "health endpoint listening", "listen", o->listen);
 	*out = s;
 	return 0;

@@ -92,7 +92,8 @@ struct pi_health_server {
 	/* Deadline lists: connections yet to send a whole head (fresh), the
 	 * others (open), those draining after a closing answer (lingering). */
 	struct pi_health_ring fresh, open, lingering, waiters, spare;
-	int nconns; /* connections not closing: their descriptors are open */
+	int nconns;    /* connections not closing: their descriptors are open */
+	int max_conns; /* PI_HEALTH_MAX_CONNS, or what RLIMIT_NOFILE leaves */
 	int nspare;
 	int handles; /* open handles and connections; freed at 0 once stopped */
 	int stopped, oom_logged;

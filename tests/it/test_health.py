@@ -56,7 +56,7 @@ def http(port, path="/health", method="GET", timeout=3.0):
 
 
 class Init:
-    def __init__(self, probe, extra_env=None):
+    def __init__(self, probe, extra_env=None, nofile=None):
         self.tmp = tempfile.TemporaryDirectory()
         self.port = free_port()
         env = dict(os.environ)
@@ -73,7 +73,9 @@ class Init:
         env.update(extra_env or {})
         self.env = env
         self.log = open(os.path.join(self.tmp.name, "stderr"), "w+")
-        self.proc = subprocess.Popen([BINARY, "--", "sleep", "1000"], env=env,
+        # nofile: RLIMIT_NOFILE of the init, through prlimit(1), which execs it.
+        limit = ["prlimit", "--nofile=%d:%d" % (nofile, nofile)] if nofile else []
+        self.proc = subprocess.Popen(limit + [BINARY, "--", "sleep", "1000"], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
         # The ASan build starts several times slower, a loaded machine more.
@@ -385,6 +387,14 @@ def asked_once(port, n):
 LIMIT = 256  # PI_HEALTH_MAX_CONNS
 
 
+def health_check_gets_in(i):
+    """`peerprep-init health` passes with the init at its limit: an idle
+    connection was closed for it, and the log says so."""
+    code, _, err, _ = health_cmd("--url", i.url("/health/live"), "--timeout", "3")
+    assert (code, err) == (0, ""), err
+    assert "closed the oldest idle connection" in i.stderr()
+
+
 def test_connection_limit_cuts_the_oldest_idle(init):
     """300 clients that each asked once and stay idle: every new one past
     256 cuts the oldest idle one instead of being refused, logged once."""
@@ -415,9 +425,7 @@ def test_idle_clients_do_not_lock_out_the_health_check(init):
     conns = []
     try:
         conns = asked_once(init.port, LIMIT)
-        code, out, err, _ = health_cmd("--url", init.url("/health/live"), "--timeout", "3")
-        assert (code, err) == (0, ""), err
-        assert "closed the oldest idle connection" in init.stderr()
+        health_check_gets_in(init)
     finally:
         for s in conns:
             s.close()
@@ -449,6 +457,31 @@ def test_connection_limit_refuses_when_none_is_idle(init):
     finally:
         for s in conns:
             s.close()
+
+
+def test_connection_limit_fits_rlimit_nofile(nginx):
+    """With RLIMIT_NOFILE 240 the init has ~220 descriptors free once it
+    listens, and keeps 192 for itself (lookups, template walk, config
+    test): the limit drops to what is left, logged. Run out of descriptors
+    instead, libuv accepted and closed every connection, silently."""
+    i = Init(nginx.addr, nofile=240)
+    conns = []
+    try:
+        # Past the descriptors: each new connection cuts the oldest idle one.
+        conns = asked_once(i.port, 250)
+        m = re.search(r'health connection limit lowered to fit RLIMIT_NOFILE" limit=(\d+)',
+                      i.stderr())
+        assert m, i.stderr()[-3000:]
+        limit = int(m.group(1))
+        assert 1 <= limit < 60, limit
+        wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 250 - limit, 10,
+                 what="the oldest connections cut")
+        assert not any(closed_by_peer(s) for s in conns[250 - limit:])
+        health_check_gets_in(i)
+    finally:
+        for s in conns:
+            s.close()
+        i.close()
 
 
 def test_first_request_head_is_due_within_2s(init):
