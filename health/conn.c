@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "health/server_impl.h"
 
@@ -31,9 +32,37 @@ void pi_health_conn_close(struct pi_health_conn *c)
 	if (c->state == PI_CONN_CLOSED)
 		return;
 	c->state = PI_CONN_CLOSED;
+	c->srv->nconns--; /* uv_close closes the descriptor at once */
 	pi_health_ring_del(&c->timed);
 	pi_health_ring_del(&c->wait);
 	uv_close((uv_handle_t *)&c->tcp, conn_on_closed);
+}
+
+/* Whether the kernel still holds output the client has not acknowledged.
+ * Closing then, any byte the client sends afterwards (a stray CRLF, which
+ * HTTP allows after a request) would make the kernel reset the connection
+ * and drop that output. */
+static int conn_unacked(struct pi_health_conn *c)
+{
+	uv_os_fd_t fd;
+	int n = 0;
+
+	return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &n) == 0 && n > 0;
+}
+
+void pi_health_conn_cut(struct pi_health_conn *c)
+{
+	static const struct linger reset = {1, 0};
+	uv_os_fd_t fd;
+
+	/* Closed the ordinary way, a socket whose client does not read stays
+	 * in the kernel as an orphan holding its unsent output for minutes;
+	 * with SO_LINGER 0 the close resets the connection and drops it.
+	 * (uv_tcp_close_reset refuses a socket that is shutting down.) */
+	if (c->state != PI_CONN_CLOSED && (c->pending || conn_unacked(c)) &&
+	    uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+	pi_health_conn_close(c);
 }
 
 /* The input buffer moves from `small` to PI_HTTP_HEAD_MAX bytes only when
@@ -91,18 +120,6 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
 {
 	if (status < 0)
 		pi_health_conn_close(req->data);
-}
-
-/* Whether the kernel still holds output the client has not acknowledged.
- * Closing then, any byte the client sends afterwards (a stray CRLF, which
- * HTTP allows after a request) would make the kernel reset the connection
- * and drop that output. */
-static int conn_unacked(struct pi_health_conn *c)
-{
-	uv_os_fd_t fd;
-	int n = 0;
-
-	return uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &n) == 0 && n > 0;
 }
 
 /* The closing response is out. With nothing left unread and all of it
@@ -298,6 +315,11 @@ static int conn_answer_one(struct pi_health_conn *c)
 		c->last = c->linger = 1;
 		return 0;
 	}
+	if (!c->served) {
+		/* The short deadline of a first head is over: now the idle one. */
+		c->served = 1;
+		pi_health_srv_deadline(s, c, PI_HEALTH_IDLE_MS);
+	}
 	enum pi_health_route rt = pi_health_route(s, &req);
 	if (rt != PI_ROUTE_HEALTH)
 		pi_health_fixed_answer(s, rt, &a);
@@ -316,12 +338,15 @@ static int conn_answer_one(struct pi_health_conn *c)
 }
 
 /* Gathers, in order, the answers to the complete requests in the input
- * until one must wait or the batch is full. */
+ * until one must wait or the batch is full: of pieces, or of bytes, since
+ * what the socket does not take is copied (48 large reports would be
+ * megabytes per connection). */
 static void conn_answer(struct pi_health_conn *c)
 {
 	while (c->state == PI_CONN_OPEN && !c->pending && !c->last &&
 	       pi_health_ring_empty(&c->wait) && c->in_len > 0 &&
-	       c->srv->n_batch + 3 <= PI_HEALTH_BATCH_IOVS && conn_answer_one(c))
+	       c->srv->n_batch + 3 <= PI_HEALTH_BATCH_IOVS &&
+	       c->srv->batch_bytes < PI_HEALTH_SNDBUF && conn_answer_one(c))
 		;
 }
 
@@ -370,7 +395,7 @@ int pi_health_conn_open(struct pi_health_server *s, struct pi_health_conn *c)
 	c->in_cap = sizeof(c->small);
 	c->in_len = c->scanned = 0;
 	c->state = PI_CONN_OPEN;
-	c->reading = c->last = c->eof = c->nodelay = c->linger = 0;
+	c->reading = c->last = c->eof = c->nodelay = c->linger = c->served = 0;
 	pi_health_ring_init(&c->timed);
 	pi_health_ring_init(&c->wait);
 	return 0;
@@ -378,6 +403,21 @@ int pi_health_conn_open(struct pi_health_server *s, struct pi_health_conn *c)
 
 void pi_health_conn_start(struct pi_health_conn *c)
 {
-	pi_health_srv_deadline(c->srv, c, PI_HEALTH_IDLE_MS);
+	int sndbuf = PI_HEALTH_SNDBUF;
+	uv_os_fd_t fd;
+
+	/* Left to itself the kernel grows the send buffer of a client that
+	 * pipelines without reading to tcp_wmem's maximum (4 MiB); capped, the
+	 * socket stops taking answers early, a batch it did not take waits in
+	 * `pending`, and nothing more is read or answered until it is out. */
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	pi_health_srv_deadline(c->srv, c, PI_HEALTH_FIRST_MS);
 	conn_update_read(c);
+}
+
+int pi_health_conn_idle(const struct pi_health_conn *c)
+{
+	return c->state == PI_CONN_OPEN && c->in_len == 0 && !c->pending && !c->last &&
+	       pi_health_ring_empty(&c->wait);
 }

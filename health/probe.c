@@ -155,22 +155,36 @@ static int pr_status_line(const char *p, size_t head_len)
 	return lf && lf > p && lf[-1] == '\r' ? code : -1;
 }
 
+/* The next header line of the head from *p on named `name` (lower case,
+ * with its colon): its value, with *eol set to the line's LF; NULL when no
+ * further line has that name. Start with *p at the status line. */
+static const char *pr_next_header(const char **p, const char *end, const char *name,
+				  const char **eol)
+{
+	size_t nlen = strlen(name);
+	const char *line = memchr(*p, '\n', (size_t)(end - *p));
+
+	while (line && ++line < end) {
+		const char *lf = memchr(line, '\n', (size_t)(end - line));
+		*p = lf ? lf : end;
+		if (lf && (size_t)(lf - line) >= nlen && strncasecmp(line, name, nlen) == 0) {
+			*eol = lf;
+			return line + nlen;
+		}
+		line = lf;
+	}
+	*p = end;
+	return NULL;
+}
+
 /* The Content-Length of the head (-1 without one), or -2 when it is not
  * 1*DIGIT or given twice with different values. */
 static long long pr_content_length(const char *head, size_t len)
 {
-	static const char name[] = "content-length:";
 	long long found = -1;
-	const char *p = memchr(head, '\n', len), *end = head + len;
+	const char *p = head, *end = head + len, *v, *eol;
 
-	while (p && ++p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol || (size_t)(eol - p) < sizeof(name) - 1 ||
-		    strncasecmp(p, name, sizeof(name) - 1) != 0) {
-			p = eol;
-			continue;
-		}
-		const char *v = p + sizeof(name) - 1;
+	while ((v = pr_next_header(&p, end, "content-length:", &eol))) {
 		long long n = 0;
 		int digits = 0;
 		while (v < eol && (*v == ' ' || *v == '\t'))
@@ -182,7 +196,6 @@ static long long pr_content_length(const char *head, size_t len)
 		if (!digits || v != eol || (found >= 0 && found != n))
 			return -2;
 		found = n;
-		p = eol;
 	}
 	return found;
 }
@@ -198,6 +211,14 @@ static int pr_take_head(struct pr_reply *r, char *why, size_t whylen)
 	r->body = r->len - r->head_len;
 	if ((r->status = pr_status_line(r->buf, r->head_len)) < 0) {
 		snprintf(why, whylen, "malformed status line");
+		return -1;
+	}
+	/* The init never sends a chunked answer, and one read to the close
+	 * could not tell a cut body from a whole one. */
+	const char *p = r->buf, *eol;
+	if (r->status == 200 &&
+	    pr_next_header(&p, r->buf + r->head_len, "transfer-encoding:", &eol)) {
+		snprintf(why, whylen, "Transfer-Encoding in a 200 answer");
 		return -1;
 	}
 	if ((r->content_length = pr_content_length(r->buf, r->head_len)) == -2) {

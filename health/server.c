@@ -4,17 +4,20 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "health/addr.h"
 #include "health/server_impl.h"
 
 #define SRV_BACKLOG   128
-#define SRV_SPARE_MAX 32 /* closed connection structs kept for reuse */
+#define SRV_SPARE_MAX 32    /* closed connection structs kept for reuse */
+#define SRV_FD_SCAN   65536 /* descriptors checked for being free, at most */
 
 void pi_health_ring_init(struct pi_health_ring *r)
 {
@@ -77,7 +80,7 @@ static void srv_on_handle_closed(uv_handle_t *h)
 	pi_health_srv_unref(h->data);
 }
 
-/* ---- deadlines: both lists are in deadline order, since every deadline
+/* ---- deadlines: the lists are in deadline order, since every deadline
  * on one list is "now + the same delay" when set ---- */
 
 static void srv_on_conn_timer(uv_timer_t *t);
@@ -92,11 +95,18 @@ static void srv_arm(struct pi_health_server *s, uint64_t due)
 	uv_timer_start(&s->conn_timer, srv_on_conn_timer, due > now ? due - now : 0, 0);
 }
 
+static struct pi_health_ring *srv_list_of(struct pi_health_server *s, struct pi_health_conn *c)
+{
+	if (c->state == PI_CONN_LINGER)
+		return &s->lingering;
+	return c->served ? &s->open : &s->fresh;
+}
+
 void pi_health_srv_deadline(struct pi_health_server *s, struct pi_health_conn *c, uint64_t ms)
 {
 	pi_health_ring_del(&c->timed);
 	c->deadline = uv_now(s->loop) + ms;
-	pi_health_ring_push(c->state == PI_CONN_LINGER ? &s->lingering : &s->open, &c->timed);
+	pi_health_ring_push(srv_list_of(s, c), &c->timed);
 	srv_arm(s, c->deadline);
 }
 
@@ -108,7 +118,7 @@ static uint64_t srv_expire(struct pi_health_ring *l, uint64_t now)
 		struct pi_health_conn *c = srv_conn_of(l->next);
 		if (c->deadline > now)
 			return c->deadline;
-		pi_health_conn_close(c);
+		pi_health_conn_cut(c);
 	}
 	return 0;
 }
@@ -116,14 +126,28 @@ static uint64_t srv_expire(struct pi_health_ring *l, uint64_t now)
 static void srv_on_conn_timer(uv_timer_t *t)
 {
 	struct pi_health_server *s = t->data;
-	uint64_t now = uv_now(s->loop);
-	uint64_t a = srv_expire(&s->open, now), b = srv_expire(&s->lingering, now);
+	uint64_t now = uv_now(s->loop), next = 0;
+	uint64_t due[] = {srv_expire(&s->fresh, now), srv_expire(&s->open, now),
+			  srv_expire(&s->lingering, now)};
 
 	s->timer_due = 0;
-	if (a && (!b || a < b))
-		srv_arm(s, a);
-	else if (b)
-		srv_arm(s, b);
+	for (size_t i = 0; i < sizeof(due) / sizeof(due[0]); i++)
+		if (due[i] && (!next || due[i] < next))
+			next = due[i];
+	if (next)
+		srv_arm(s, next);
+}
+
+/* Logs msg at most once a minute; *at holds when it last did. */
+static void srv_log_rarely(struct pi_health_server *s, uint64_t *at, const char *msg,
+			   const char *key, const char *value)
+{
+	uint64_t now = uv_now(s->loop);
+
+	if (*at != 0 && now - *at < 60000)
+		return;
+	*at = now ? now : 1;
+	pi_health_srv_log(s, PI_HEALTH_LOG_WARN, msg, key, value);
 }
 
 /* ---- accepting ---- */
@@ -133,7 +157,6 @@ static void srv_on_connection(uv_stream_t *listener, int status);
 
 void pi_health_srv_release(struct pi_health_server *s, struct pi_health_conn *c)
 {
-	s->nconns--;
 	if (s->nspare < SRV_SPARE_MAX && !s->stopped) {
 		pi_health_ring_push(&s->spare, &c->timed);
 		s->nspare++;
@@ -199,14 +222,47 @@ static void srv_on_reject_closed(uv_handle_t *h)
 	pi_health_srv_unref(s);
 }
 
-/* Takes the connection libuv holds: as a connection while under the limit,
- * else accepted into a reject handle and closed. With every reject handle
- * still closing, it stays pending: libuv stops watching the listener until
- * a close callback accepts it. */
+/* The oldest idle connection of l, or NULL. */
+static struct pi_health_conn *srv_oldest_idle(struct pi_health_ring *l)
+{
+	for (struct pi_health_ring *r = l->next; r != l; r = r->next)
+		if (pi_health_conn_idle(srv_conn_of(r)))
+			return srv_conn_of(r);
+	return NULL;
+}
+
+/* At the limit, room for a new connection: the oldest idle one is cut,
+ * preferring one that never sent a request, so that idle clients cannot
+ * lock the health check out. 1 when one was cut. */
+static int srv_make_room(struct pi_health_server *s)
+{
+	struct pi_health_conn *c = srv_oldest_idle(&s->fresh);
+	char limit[16];
+
+	if (!c)
+		c = srv_oldest_idle(&s->open);
+	snprintf(limit, sizeof(limit), "%d", s->max_conns);
+	if (!c) {
+		srv_log_rarely(s, &s->refuse_logged_at,
+			       "health connection limit reached, none idle: refused a connection",
+			       "limit", limit);
+		return 0;
+	}
+	srv_log_rarely(s, &s->evict_logged_at,
+		       "health connection limit reached: closed the oldest idle connection",
+		       "limit", limit);
+	pi_health_conn_cut(c);
+	return 1;
+}
+
+/* Takes the connection libuv holds: as a connection while under the limit
+ * or when an idle one makes room, else accepted into a reject handle and
+ * closed. With every reject handle still closing, it stays pending: libuv
+ * stops watching the listener until a close callback accepts it. */
 static void srv_accept_next(struct pi_health_server *s)
 {
 	s->accept_pending = 0;
-	if (s->nconns < PI_HEALTH_MAX_CONNS && srv_conn_accept(s) == 0)
+	if ((s->nconns < s->max_conns || srv_make_room(s)) && srv_conn_accept(s) == 0)
 		return;
 	for (size_t i = 0; i < sizeof(s->rejects) / sizeof(s->rejects[0]); i++) {
 		if (s->reject_busy[i])
@@ -229,19 +285,35 @@ static void srv_on_connection(uv_stream_t *listener, int status)
 	struct pi_health_server *s = listener->data;
 
 	if (status < 0) {
-		/* EMFILE and the like repeat for every connection; say it once a minute. */
-		uint64_t now = uv_now(s->loop);
-		if (s->accept_error_at == 0 || now - s->accept_error_at >= 60000) {
-			s->accept_error_at = now ? now : 1;
-			pi_health_srv_log(s, PI_HEALTH_LOG_WARN, "health listener cannot accept",
-					  "error", uv_strerror(status));
-		}
+		/* EMFILE and the like repeat for every connection. */
+		srv_log_rarely(s, &s->accept_error_at, "health listener cannot accept", "error",
+			       uv_strerror(status));
 		return;
 	}
 	srv_accept_next(s);
 }
 
 /* ---- start and stop ---- */
+
+/* How many connections the descriptors allow: those RLIMIT_NOFILE leaves
+ * free now, less the reserve, at most PI_HEALTH_MAX_CONNS and at least 1.
+ * Run out of descriptors, libuv 1.50 never reports EMFILE: it accepts and
+ * closes each connection with a spare one, silently; our limit comes first
+ * and is logged. Counted with F_GETFD, which opens nothing (a concurrent
+ * lookup must not meet a descriptor taken for the count). */
+static int srv_fd_limit(int reserve)
+{
+	long want = PI_HEALTH_MAX_CONNS + (long)reserve, room = 0, end;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= (rlim_t)SRV_FD_SCAN + want)
+		return PI_HEALTH_MAX_CONNS;
+	end = (long)rl.rlim_cur;
+	for (long fd = 0; fd < end && room < want; fd++)
+		room += fcntl((int)fd, F_GETFD) < 0 && errno == EBADF;
+	room -= reserve;
+	return room < 1 ? 1 : room > PI_HEALTH_MAX_CONNS ? PI_HEALTH_MAX_CONNS : (int)room;
+}
 
 __attribute__((format(printf, 4, 5))) static int srv_fail(char *err, size_t errlen, int code,
 							  const char *fmt, ...)
@@ -297,6 +369,7 @@ static int srv_configure(const struct pi_health_server_opts *o, struct pi_health
 	s->view = o->view;
 	s->log = o->log;
 	s->log_data = o->log_data;
+	pi_health_ring_init(&s->fresh);
 	pi_health_ring_init(&s->open);
 	pi_health_ring_init(&s->lingering);
 	pi_health_ring_init(&s->waiters);
@@ -341,6 +414,14 @@ int pi_health_server_start(uv_loop_t *loop, const struct pi_health_server_opts *
 	uv_timer_init(loop, &s->conn_timer);
 	s->probe_timer.data = s->conn_timer.data = s;
 	s->handles += 2;
+	if ((s->max_conns = srv_fd_limit(o->fd_reserve > 0 ? o->fd_reserve : 0)) <
+	    PI_HEALTH_MAX_CONNS) {
+		char limit[16];
+		snprintf(limit, sizeof(limit), "%d", s->max_conns);
+		pi_health_srv_log(s, PI_HEALTH_LOG_WARN,
+				  "health connection limit lowered to fit RLIMIT_NOFILE", "limit",
+				  limit);
+	}
 	pi_health_srv_log(s, PI_HEALTH_LOG_DEBUG, "health endpoint listening", "listen", o->listen);
 	*out = s;
 	return 0;
@@ -358,10 +439,12 @@ int pi_health_server_port(const struct pi_health_server *s)
 void pi_health_server_stop(struct pi_health_server *s)
 {
 	s->stopped = 1;
+	while (!pi_health_ring_empty(&s->fresh))
+		pi_health_conn_cut(srv_conn_of(s->fresh.next));
 	while (!pi_health_ring_empty(&s->open))
-		pi_health_conn_close(srv_conn_of(s->open.next));
+		pi_health_conn_cut(srv_conn_of(s->open.next));
 	while (!pi_health_ring_empty(&s->lingering))
-		pi_health_conn_close(srv_conn_of(s->lingering.next));
+		pi_health_conn_cut(srv_conn_of(s->lingering.next));
 	pi_health_probe_stop(s);
 	uv_close((uv_handle_t *)&s->conn_timer, srv_on_handle_closed);
 	uv_close((uv_handle_t *)&s->probe_timer, srv_on_handle_closed);

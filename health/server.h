@@ -7,14 +7,21 @@
  * answers 200 while a child runs, else 503; other paths 404, other methods
  * 405, malformed 400, a head over 8 KiB 431 (both then close). A request
  * with a body is answered and the connection then closed. A connection is
- * closed after 10 s without completing a request head (counted from accept
- * or from the previous response, not reset by each byte) or with a response
- * it does not read. At most 256 connections; further ones are accepted and
- * closed at once. After a closing response that leaves input unread (a
- * body, pipelined bytes, a malformed head), or part of it not yet
- * acknowledged by the client, the server half-closes and drains what the
- * client still sends for up to 2 s, so the client reads the answer instead
- * of a reset.
+ * closed when its first request head is not whole 2 s after accept, or a
+ * later one 10 s after the previous head or its response (not reset by
+ * each byte), or with a response it does not read for that long. At most
+ * 256 connections (fewer when RLIMIT_NOFILE leaves fewer descriptors
+ * beyond o->fd_reserve once the listener is up): a further one closes the
+ * oldest idle connection (no request in progress; one that never sent a
+ * request first), or when none is idle is accepted and closed at once;
+ * both logged once a minute. After a closing response that leaves input
+ * unread (a body, pipelined bytes, a malformed head), or part of it not
+ * yet acknowledged by the client, the server half-closes and drains what
+ * the client still sends for up to 2 s, so the client reads the answer
+ * instead of a reset. Each connection's send buffer is capped (64 KiB
+ * SO_SNDBUF): while the socket does not take the answers, nothing more is
+ * answered or read. A connection cut (a deadline, a stop) with output
+ * still queued is reset, so the kernel does not keep it as an orphan.
  *
  * The nginx probe: when `probe` is set, a /health request needs a TCP
  * connect to it no older than 1 s. With an older result the request waits
@@ -61,6 +68,10 @@ struct pi_health_server_opts {
 	const char *probe;   /* "HOST:PORT" nginx listens on, or "" for none */
 	const char *version; /* reported as "version" */
 	const struct pi_health_view *view;
+	/* Descriptors the caller keeps free for itself: the connection limit
+	 * is lowered below PI_HEALTH_MAX_CONNS when RLIMIT_NOFILE leaves fewer
+	 * than that beyond these, so the limit comes before EMFILE. */
+	int fd_reserve;
 	pi_health_log_cb *log; /* NULL: nothing is logged */
 	void *log_data;	       /* passed to log */
 };

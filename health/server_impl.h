@@ -19,11 +19,14 @@
 #include "health/report.h"
 #include "health/server.h"
 
-#define PI_HEALTH_IDLE_MS    10000 /* to complete a request head, from accept or the last response */
-#define PI_HEALTH_LINGER_MS  2000  /* draining after a closing response */
+#define PI_HEALTH_FIRST_MS 2000 /* to send the first request head, from accept */
+#define PI_HEALTH_IDLE_MS                                                                          \
+	10000 /* to complete a request head, from the previous one or its response */
+#define PI_HEALTH_LINGER_MS  2000 /* draining after a closing response */
 #define PI_HEALTH_MAX_CONNS  256
-#define PI_HEALTH_IN_SMALL   256 /* input bytes held in the connection itself */
-#define PI_HEALTH_BATCH_IOVS 48	 /* output pieces gathered before one write */
+#define PI_HEALTH_SNDBUF     (64 << 10) /* SO_SNDBUF of a connection (the kernel doubles it) */
+#define PI_HEALTH_IN_SMALL   256	/* input bytes held in the connection itself */
+#define PI_HEALTH_BATCH_IOVS 48		/* output pieces gathered before one write */
 
 /* A circular doubly-linked list, as libuv's queue: O(1) removal from
  * whichever list a connection is on when it closes. */
@@ -50,7 +53,7 @@ struct pi_health_conn {
 	uv_tcp_t tcp;
 	uv_shutdown_t sreq;
 	struct pi_health_server *srv;
-	struct pi_health_ring timed;	   /* on srv->open or srv->lingering, by deadline */
+	struct pi_health_ring timed;	   /* on srv->fresh, open or lingering, by deadline */
 	struct pi_health_ring wait;	   /* on srv->waiters while a request waits for the probe */
 	uint64_t deadline;		   /* loop time when the connection is cut */
 	struct pi_health_pending *pending; /* output being written by uv_write */
@@ -58,6 +61,7 @@ struct pi_health_conn {
 	uint32_t in_len, in_cap, scanned;
 	uint8_t state, reading, last, eof, nodelay;
 	uint8_t linger; /* the closing response leaves input unread: drain */
+	uint8_t served; /* a whole request head came: on srv->open, not srv->fresh */
 	char small[PI_HEALTH_IN_SMALL];
 };
 
@@ -74,7 +78,7 @@ struct pi_health_answer {
 struct pi_health_server {
 	uv_loop_t *loop;
 	uv_tcp_t listener;
-	uv_timer_t conn_timer; /* the earliest deadline of srv->open and srv->lingering */
+	uv_timer_t conn_timer; /* the earliest deadline of the three deadline lists */
 	uint64_t timer_due;    /* 0 while conn_timer is stopped */
 	uv_timer_t probe_timer;
 	uv_tcp_t probe_tcp;
@@ -85,12 +89,17 @@ struct pi_health_server {
 	const struct pi_health_view *view;
 	pi_health_log_cb *log;
 	void *log_data;
-	struct pi_health_ring open, lingering, waiters, spare;
-	int nconns, nspare;
+	/* Deadline lists: connections yet to send a whole head (fresh), the
+	 * others (open), those draining after a closing answer (lingering). */
+	struct pi_health_ring fresh, open, lingering, waiters, spare;
+	int nconns;    /* connections not closing: their descriptors are open */
+	int max_conns; /* PI_HEALTH_MAX_CONNS, or what RLIMIT_NOFILE leaves */
+	int nspare;
 	int handles; /* open handles and connections; freed at 0 once stopped */
 	int stopped, oom_logged;
 	int has_probe, probe_state, probe_have, probe_result;
-	uint64_t probe_at, accept_error_at;
+	uint64_t probe_at;
+	uint64_t accept_error_at, evict_logged_at, refuse_logged_at; /* once a minute */
 	struct sockaddr_storage probe_addr;
 	char path[256], live[262], probe[64], version[64];
 	struct pi_health_report report;
@@ -109,7 +118,7 @@ struct pi_health_server {
 void pi_health_srv_unref(struct pi_health_server *s);
 void pi_health_srv_log(struct pi_health_server *s, int level, const char *msg, const char *key,
 		       const char *value);
-/* Puts c on its deadline list (open or lingering) at `ms` from now. */
+/* Puts c on its deadline list (fresh, open or lingering) at `ms` from now. */
 void pi_health_srv_deadline(struct pi_health_server *s, struct pi_health_conn *c, uint64_t ms);
 /* A closed connection's struct: kept for the next accept, or freed. */
 void pi_health_srv_release(struct pi_health_server *s, struct pi_health_conn *c);
@@ -122,6 +131,12 @@ void pi_health_conn_start(struct pi_health_conn *c);
 /* Answers what the input holds and writes it. */
 void pi_health_conn_process(struct pi_health_conn *c);
 void pi_health_conn_close(struct pi_health_conn *c);
+/* Closes c as a cut (a deadline, the limit, a stop): with a reset when
+ * output is still queued, so the kernel drops it at once. */
+void pi_health_conn_cut(struct pi_health_conn *c);
+/* 1 when c is open with nothing in progress: no partial head, no request
+ * waiting, no output queued. */
+int pi_health_conn_idle(const struct pi_health_conn *c);
 
 /* route.c */
 enum pi_health_route { PI_ROUTE_HEALTH, PI_ROUTE_LIVE, PI_ROUTE_NOT_FOUND, PI_ROUTE_METHOD };

@@ -7,6 +7,7 @@
 #include "init/health_log.h"
 #include "init/log.h"
 #include "init/proc.h"
+#include "init/resolver.h"
 #include "init/sup.h"
 
 #include <errno.h>
@@ -22,6 +23,11 @@
 #define SUP_LEFTOVER_GRACE_MS 2000 /* after the child exits */
 #define SUP_CLOSE_ROUNDS      8	   /* loop turns that close callbacks get at exit */
 #define SUP_LOOP_FDS	      4	   /* epoll, io_uring, libuv's signal pipe */
+/* Descriptors /health's connections leave to the rest of the init: a
+ * socket and a file (resolv.conf, hosts) for each lookup in flight, a
+ * folder per level of a template walk, and 32 for the probe of nginx, a
+ * config test's pipes and /dev/null, a render's files and a reload's. */
+#define SUP_HEALTH_FD_RESERVE (2 * PI_RESOLVER_MAX_THREADS + PI_TEMPLATES_DEPTH_MAX + 32)
 
 void pi_supervise_template_opts(const struct pi_config *cfg, char *const *envp,
 				struct pi_templates_opts *o)
@@ -257,6 +263,7 @@ static int sup_start_health(struct sup *s)
 	    .probe = cfg->health_probe,
 	    .version = PI_VERSION,
 	    .view = &s->view,
+	    .fd_reserve = SUP_HEALTH_FD_RESERVE,
 	    .log = pi_init_health_log,
 	};
 	char why[256];
@@ -275,7 +282,7 @@ static int sup_start_health(struct sup *s)
 	if (sup_fds_available(1 + (*cfg->health_probe != '\0')) < 0) {
 		PI_LOG(PI_ERROR, "cannot serve health", PI_STR("listen", cfg->health_listen),
 		       PI_STR("error", "too many open files: no descriptor left to accept a "
-					"connection (RLIMIT_NOFILE)"));
+				       "connection (RLIMIT_NOFILE)"));
 		pi_health_server_stop(s->health);
 		s->health = NULL;
 		return -1;

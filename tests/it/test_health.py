@@ -56,7 +56,7 @@ def http(port, path="/health", method="GET", timeout=3.0):
 
 
 class Init:
-    def __init__(self, probe, extra_env=None):
+    def __init__(self, probe, extra_env=None, nofile=None):
         self.tmp = tempfile.TemporaryDirectory()
         self.port = free_port()
         env = dict(os.environ)
@@ -73,7 +73,9 @@ class Init:
         env.update(extra_env or {})
         self.env = env
         self.log = open(os.path.join(self.tmp.name, "stderr"), "w+")
-        self.proc = subprocess.Popen([BINARY, "--", "sleep", "1000"], env=env,
+        # nofile: RLIMIT_NOFILE of the init, through prlimit(1), which execs it.
+        limit = ["prlimit", "--nofile=%d:%d" % (nofile, nofile)] if nofile else []
+        self.proc = subprocess.Popen(limit + [BINARY, "--", "sleep", "1000"], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
         # The ASan build starts several times slower, a loaded machine more.
@@ -287,43 +289,6 @@ def test_health_command_timeout():
     assert 0.4 < took < 3
 
 
-def test_slow_client_cut_while_others_answered(init):
-    slow = socket.create_connection(("127.0.0.1", init.port))
-    head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
-    t0 = time.monotonic()
-    cut_at = None
-    answered = asked = 0
-    sent = 0
-    slow.settimeout(0.25)
-    while time.monotonic() - t0 < 15 and cut_at is None:
-        try:
-            slow.send(head[sent:sent + 1])
-            sent += 1
-        except OSError:
-            cut_at = time.monotonic() - t0
-            break
-        try:
-            if slow.recv(1024) == b"":
-                cut_at = time.monotonic() - t0
-        except socket.timeout:
-            pass
-        except OSError:
-            cut_at = time.monotonic() - t0
-        asked += 1
-        start = time.monotonic()
-        # Answered while the slow client holds its connection: a server it
-        # blocked would hold these until the cut, 10 s; 3 s is a loaded
-        # machine's room.
-        if http(init.port, "/health/live", timeout=3)[0] == 200 and \
-                time.monotonic() - start < 3:
-            answered += 1
-    slow.close()
-    # Cut at 10 s; seen within a poll (0.25 s and a request) after it, with
-    # a loaded machine's slack. A cut that each byte postpones never comes.
-    assert cut_at is not None and 9.5 <= cut_at <= 12.5, cut_at
-    assert answered == asked
-
-
 def try_status(port, path):
     try:
         return http(port, path, timeout=1)[0]
@@ -365,35 +330,182 @@ def keepalive_live(s):
         return None
 
 
-def test_connection_limit(init):
+def test_slow_client_cut_while_others_answered(init):
+    """A client that had an answer and then dribbles its next head is cut
+    10 s after that answer, however often it sends."""
+    slow = socket.create_connection(("127.0.0.1", init.port), timeout=3)
+    assert keepalive_live(slow) == 200
+    head = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+    t0 = time.monotonic()
+    cut_at = None
+    answered = asked = 0
+    sent = 0
+    slow.settimeout(0.25)
+    while time.monotonic() - t0 < 15 and cut_at is None:
+        try:
+            slow.send(head[sent:sent + 1])
+            sent += 1
+        except OSError:
+            cut_at = time.monotonic() - t0
+            break
+        try:
+            if slow.recv(1024) == b"":
+                cut_at = time.monotonic() - t0
+        except socket.timeout:
+            pass
+        except OSError:
+            cut_at = time.monotonic() - t0
+        asked += 1
+        start = time.monotonic()
+        # Answered while the slow client holds its connection: a server it
+        # blocked would hold these until the cut, 10 s; 3 s is a loaded
+        # machine's room.
+        if http(init.port, "/health/live", timeout=3)[0] == 200 and \
+                time.monotonic() - start < 3:
+            answered += 1
+    slow.close()
+    # Cut at 10 s; seen within a poll (0.25 s and a request) after it, with
+    # a loaded machine's slack. A cut that each byte postpones never comes.
+    assert cut_at is not None and 9.5 <= cut_at <= 12.5, cut_at
+    assert answered == asked
+
+
+def asked_once(port, n):
+    """n keep-alive connections, each answered once and left idle."""
+    conns = []
+    for _ in range(n):
+        # Past the listen backlog (128) a SYN waits for a retry (1 s,
+        # then 3 s) until the init has accepted: room for a slow init.
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conns.append(s)
+        assert keepalive_live(s) == 200, "connection %d got no answer" % len(conns)
+    for s in conns:
+        s.setblocking(False)
+    return conns
+
+
+LIMIT = 256  # PI_HEALTH_MAX_CONNS
+
+
+def health_check_gets_in(i):
+    """`peerprep-init health` passes with the init at its limit: an idle
+    connection was closed for it, and the log says so."""
+    code, _, err, _ = health_cmd("--url", i.url("/health/live"), "--timeout", "3")
+    assert (code, err) == (0, ""), err
+    assert "closed the oldest idle connection" in i.stderr()
+
+
+def test_connection_limit_cuts_the_oldest_idle(init):
+    """300 clients that each asked once and stay idle: every new one past
+    256 cuts the oldest idle one instead of being refused, logged once."""
     conns = []
     try:
-        for _ in range(300):
-            # Past the listen backlog (128) a SYN waits for a retry (1 s,
-            # then 3 s) until the init has accepted: room for a slow init.
-            s = socket.create_connection(("127.0.0.1", init.port), timeout=10)
-            s.setblocking(False)
-            conns.append(s)
-        wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 44, 15,
-                 what="44 connections closed")
-        closed = [s for s in conns if closed_by_peer(s)]
-        held = [s for s in conns if s not in closed]
-        assert len(closed) == 44 and len(held) == 256
-        # Every one of the 256 is served: a 45th the server closed (now or
-        # while these run) answers with EOF or a reset, not a 200.
+        conns = asked_once(init.port, 300)
+        old, held = conns[:300 - LIMIT], conns[300 - LIMIT:]
+        wait_for(lambda: all(closed_by_peer(s) for s in old), 10,
+                 what="the 44 oldest connections cut")
+        assert not any(closed_by_peer(s) for s in held)
+        # Each held one (idle 10 s after its answer) is still served.
         for n, s in enumerate(held):
             s.setblocking(True)
             s.settimeout(5)
             assert keepalive_live(s) == 200, "held connection %d got no answer" % n
-        for s in held[1:50]:
-            s.close()
-        # The server may still be at the limit until it has seen those go.
-        status = wait_for(lambda: try_status(init.port, "/health/live"), 10,
-                          what="a new connection answered")
-        assert status == 200
+        log = init.stderr()
+        assert log.count("health connection limit reached") == 1, log[-3000:]
+        assert "closed the oldest idle connection" in log
     finally:
         for s in conns:
             s.close()
+
+
+def test_idle_clients_do_not_lock_out_the_health_check(init):
+    """256 clients that asked once and hold their connections (one request
+    per 9 s would hold them forever): the container's health check still
+    gets its answer. It was accepted and reset, and nothing was logged."""
+    conns = []
+    try:
+        conns = asked_once(init.port, LIMIT)
+        health_check_gets_in(init)
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_connection_limit_refuses_when_none_is_idle(init):
+    """256 clients, each in the middle of a request head: a new connection
+    is refused (none can be cut for it), logged once a minute."""
+    conns = []
+    try:
+        conns = asked_once(init.port, LIMIT)
+        for s in conns:
+            s.setblocking(True)
+            s.sendall(b"GET /health/live HTTP/1.1\r\n")
+            s.setblocking(False)
+        refused = 0
+        for _ in range(3):
+            # Accepted and closed (EOF or reset), before any request.
+            with socket.create_connection(("127.0.0.1", init.port), timeout=10) as extra:
+                extra.settimeout(5)
+                try:
+                    refused += extra.recv(1) == b""
+                except ConnectionResetError:
+                    refused += 1
+        assert refused == 3
+        assert not any(closed_by_peer(s) for s in conns)
+        log = init.stderr()
+        assert log.count("none idle: refused a connection") == 1, log[-3000:]
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_connection_limit_fits_rlimit_nofile(nginx):
+    """With RLIMIT_NOFILE 240 the init has ~220 descriptors free once it
+    listens, and keeps 192 for itself (lookups, template walk, config
+    test): the limit drops to what is left, logged. Run out of descriptors
+    instead, libuv accepted and closed every connection, silently."""
+    i = Init(nginx.addr, nofile=240)
+    conns = []
+    try:
+        # Past the descriptors: each new connection cuts the oldest idle one.
+        conns = asked_once(i.port, 250)
+        m = re.search(r'health connection limit lowered to fit RLIMIT_NOFILE" limit=(\d+)',
+                      i.stderr())
+        assert m, i.stderr()[-3000:]
+        limit = int(m.group(1))
+        assert 1 <= limit < 60, limit
+        wait_for(lambda: sum(closed_by_peer(s) for s in conns) >= 250 - limit, 10,
+                 what="the oldest connections cut")
+        assert not any(closed_by_peer(s) for s in conns[250 - limit:])
+        health_check_gets_in(i)
+    finally:
+        for s in conns:
+            s.close()
+        i.close()
+
+
+def test_first_request_head_is_due_within_2s(init):
+    """A client must send its first whole head within 2 s of connecting
+    (idle ones held each slot for 10 s); one that does is then held to the
+    10 s idle deadline after its answer."""
+    silent = socket.create_connection(("127.0.0.1", init.port), timeout=10)
+    late = socket.create_connection(("127.0.0.1", init.port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        time.sleep(0.5)  # well within 2 s, with a loaded machine's room
+        assert keepalive_live(late) == 200
+        silent.settimeout(6)
+        try:
+            assert silent.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        cut = time.monotonic() - t0
+        # 2 s, and a loaded machine's slack; the old deadline was 10 s.
+        assert 1.8 <= cut <= 4, cut
+        assert keepalive_live(late) == 200, "an answered client is held past 2 s"
+    finally:
+        silent.close()
+        late.close()
 
 
 def test_sigterm_turns_503_while_child_runs(nginx):
@@ -421,13 +533,14 @@ def test_sigterm_turns_503_while_child_runs(nginx):
 
 
 def test_closing_answer_still_queued_survives_a_late_byte(init):
-    """The client reads slowly (a 4 KiB receive buffer) and pipelines 400
+    """The client reads slowly (a 4 KiB receive buffer) and pipelines 150
     keep-alive requests and a closing one, then sends a CRLF (which HTTP
     allows after a request) once the server is done with its side. Most of
-    the answers are still in the server's send queue then: closing the
-    socket there would make the kernel answer that byte with a reset and
-    drop them. Every answer must arrive."""
-    n = 400
+    the answers (54 KB, which the init's capped send buffer takes whole)
+    are still in the server's send queue then: closing the socket there
+    would make the kernel answer that byte with a reset and drop them.
+    Every answer must arrive."""
+    n = 150
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(("127.0.0.1", init.port))
@@ -450,6 +563,61 @@ def test_closing_answer_still_queued_survives_a_late_byte(init):
         data += d
     s.close()
     assert data.count(b"HTTP/1.1 200 ") == n + 1, len(data)
+
+
+def server_side(port, local):
+    """The init's side of the connection from local port `local`, from
+    `ss`: (state, Send-Q bytes, send buffer bytes), or None once the kernel
+    holds no such socket (not even as an orphan)."""
+    out = subprocess.run(["ss", "-tnmH", "state", "all", "( sport = :%d and dport = :%d )"
+                          % (port, local)], capture_output=True, text=True).stdout
+    m = re.search(r"^(\S+)\s+\d+\s+(\d+)\s.*?tb(\d+)", out, re.S | re.M)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def test_client_that_never_reads_holds_bounded_kernel_memory_and_no_orphan(init):
+    """A client pipelines thousands of requests and reads nothing. The
+    kernel grew the init's send buffer to tcp_wmem's maximum (4 MiB on
+    loopback) and kept that output after the 10 s cut as an orphan, for
+    minutes. Now the buffer is capped, the init stops answering (and
+    reading) while its answers are not taken, and the cut resets the
+    connection, dropping them."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", init.port))
+    local = s.getsockname()[1]
+    # Answered once: the init has accepted it (a socket still in the
+    # listen queue has the kernel's default buffer).
+    s.settimeout(10)
+    assert keepalive_live(s) == 200
+    s.setblocking(False)
+    # 20000 requests ask for 2.6 MB of answers; sent until the init stops
+    # taking them (a second without progress) or 5 s.
+    data = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 20000
+    sent, t0, progress = 0, time.monotonic(), time.monotonic()
+    while sent < len(data) and time.monotonic() - t0 < 5 and time.monotonic() - progress < 1:
+        try:
+            sent += s.send(data[sent:sent + 65536])
+            progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    try:
+        # Sampled for a second once the client is done: what the init's side holds.
+        most_queued = most_buf = 0
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            side = server_side(init.port, local)
+            assert side is not None and side[0] == "ESTAB", side
+            most_queued, most_buf = max(most_queued, side[1]), max(most_buf, side[2])
+            time.sleep(0.05)
+        # SO_SNDBUF 64 KiB, which the kernel doubles.
+        assert most_buf <= 256 << 10, "send buffer %d bytes" % most_buf
+        assert most_queued <= 256 << 10, "%d bytes queued for a client that reads nothing" % most_queued
+        # Cut 10 s after the last answer it took whole; gone from the kernel at once.
+        wait_for(lambda: server_side(init.port, local) is None, 15,
+                 what="the init's socket gone after the idle cut (no orphan)")
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("args", [
@@ -542,6 +710,11 @@ class OneAnswer:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", False,
      "malformed Content-Length"),
     (b"", False, "closed without a response"),
+    # A chunked body cut before its last chunk: read to the close it looked whole.
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", False,
+     "Transfer-Encoding in a 200 answer"),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     False, "Transfer-Encoding in a 200 answer"),
 ])
 def test_health_command_judges_strictly(answer, hold, why):
     srv = OneAnswer(answer, hold)
