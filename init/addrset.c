@@ -107,20 +107,6 @@ int pi_addrset_subset(const struct pi_addrset *x, const struct pi_addrset *y)
 	return 1;
 }
 
-int pi_addrset_meet(const struct pi_addrset *x, const struct pi_addrset *y)
-{
-	for (size_t i = 0, j = 0; i < x->n && j < y->n;) {
-		int c = strcmp(x->a[i], y->a[j]);
-		if (c == 0)
-			return 1;
-		if (c < 0)
-			i++;
-		else
-			j++;
-	}
-	return 0;
-}
-
 int pi_addrset_copy(struct pi_addrset *dst, const struct pi_addrset *src)
 {
 	struct pi_addrset c = {0};

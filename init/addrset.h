@@ -36,9 +36,6 @@ int pi_addrset_equal(const struct pi_addrset *x, const struct pi_addrset *y);
 /* 1 when every address of the finished set x is in the finished set y. */
 int pi_addrset_subset(const struct pi_addrset *x, const struct pi_addrset *y);
 
-/* 1 when the finished sets x and y have an address in common. */
-int pi_addrset_meet(const struct pi_addrset *x, const struct pi_addrset *y);
-
 /* Makes dst a copy of src (dst's old content freed). Returns 0 or -ENOMEM
  * (dst unchanged then). */
 int pi_addrset_copy(struct pi_addrset *dst, const struct pi_addrset *src);

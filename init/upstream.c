@@ -32,11 +32,6 @@ struct ups_host {
 	int fails;	/* failed lookups in a row */
 	int adopt;	/* added at a reload: nginx loaded its first set */
 	int applied_known;
-	/* A recheck's changed set, while a second lookup says whether the
-	 * nameserver gives the same again or another part (varying). */
-	int second;
-	int varies; /* logged once: answers are changing parts of the set */
-	struct pi_addrset first;
 	uint64_t backoff, due; /* a wait's next retry, in uv_now time */
 	time_t checked;
 	char error[192];
@@ -290,62 +285,6 @@ static struct ups_host *ups_find(struct pi_upstreams *u, uint64_t id)
 	return NULL;
 }
 
-/* A recheck found a set other than the current one: asks again before
- * believing it. Returns 1 when the second lookup runs. */
-static int ups_ask_again(struct pi_upstreams *u, struct ups_host *h, struct pi_lookup_result *r)
-{
-	if (r->gai != 0 || u->mode != M_RECHECK || !h->in_round || h->second ||
-	    h->current.n == 0 || pi_addrset_equal(&r->set, &h->current) ||
-	    pi_resolver_start(u->resolver, h->id, h->name) < 0)
-		return 0;
-	h->busy = 1;
-	h->second = 1;
-	pi_addrset_move(&h->first, &r->set);
-	return 1;
-}
-
-/* The second answer after a change. The same set: a change. Another:
- * the nameserver gives a changing part of a larger set each time (Cloud
- * Map's multivalue answer: 8 at random when more tasks are healthy; its
- * weighted answer: one): each part is no change, or nginx would reload at every
- * recheck to no end (its own lookup at the reload takes another part).
- * Only when none of the addresses nginx runs with is in either answer
- * (the whole set replaced: a redeploy) do the two together become the
- * current set. Returns 0 or EAI_MEMORY. */
-static int ups_judge_second(struct ups_host *h, struct pi_lookup_result *r)
-{
-	int rc = 0;
-
-	h->second = 0;
-	if (r->gai != 0) {
-		/* The second lookup failed: the first answer stands. */
-		r->gai = 0;
-		r->missing = 0;
-		pi_addrset_move(&r->set, &h->first);
-		return 0;
-	}
-	/* Once a host's answers are known to vary, two that happen to be
-	 * the same part are no change either. */
-	if (h->varies || !pi_addrset_equal(&r->set, &h->first)) {
-		if (!h->varies) {
-			h->varies = 1;
-			PI_LOG(PI_WARN,
-			       "upstream host answers with a changing part of its addresses; "
-			       "nginx is reloaded only when none of the ones it runs with is "
-			       "answered any more",
-			       PI_STR("var", h->var), PI_STR("host", h->value));
-		}
-		if (pi_addrset_add_family(&r->set, &h->first, AF_INET) < 0 ||
-		    pi_addrset_add_family(&r->set, &h->first, AF_INET6) < 0)
-			rc = EAI_MEMORY;
-		else if (h->applied_known && pi_addrset_meet(&r->set, &h->applied) &&
-			 pi_addrset_copy(&r->set, &h->current) < 0)
-			rc = EAI_MEMORY;
-	}
-	pi_addrset_free(&h->first);
-	return rc;
-}
-
 static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
 {
 	struct pi_upstreams *u = data;
@@ -365,10 +304,6 @@ static void ups_on_lookup(void *data, uint64_t id, struct pi_lookup_result *r)
 	 * would be one, and a reload); new addresses are. */
 	if (r->gai == 0 && r->maybe_cut && pi_addrset_subset(&r->set, &h->current) &&
 	    pi_addrset_copy(&r->set, &h->current) < 0)
-		r->gai = EAI_MEMORY;
-	if (ups_ask_again(u, h, r))
-		return;
-	if (h->second && ups_judge_second(h, r) != 0)
 		r->gai = EAI_MEMORY;
 	if (r->gai == 0)
 		ups_resolved(u, h, &r->set);
@@ -429,7 +364,6 @@ static void ups_host_free(struct ups_host *h)
 	if (!h)
 		return;
 	pi_addrset_free(&h->current);
-	pi_addrset_free(&h->first);
 	pi_addrset_free(&h->applied);
 	free(h);
 }

