@@ -75,9 +75,9 @@ static void resolver_lookup(struct resolver_job *j)
 			j->res.gai = EAI_NONAME;
 		freeaddrinfo(res);
 	}
-	j->res.maybe_cut = j->res.gai == 0 && j->res.set.n >= RESOLVER_MAYBE_CUT;
 	if (j->res.gai == EAI_MEMORY || pi_ns_read_conf("/etc/resolv.conf", &rc) < 0)
-		return;
+		return; /* no nameserver to ask for more than getaddrinfo gave */
+	j->res.maybe_cut = j->res.gai == 0 && j->res.set.n >= RESOLVER_MAYBE_CUT;
 	if (j->res.gai == 0) {
 		/* Many addresses: the answer may have been cut to what 512
 		 * bytes hold; ask for the whole set. A whole answer wins. */
@@ -88,7 +88,10 @@ static void resolver_lookup(struct resolver_job *j)
 		    pi_ns_lookup(&rc, j->name, RESOLVER_ASK_MS, &whole, &missing, ignored,
 				 sizeof(ignored)) <= 0)
 			return;
-		if (!missing) {
+		/* A family the whole answer left unknown (unanswered, or an
+		 * error such as a nameserver that always fails AAAA) is
+		 * taken from getaddrinfo's set: the rest is whole. */
+		if (!missing || pi_addrset_add_family(&whole, &j->res.set, missing) == 0) {
 			j->res.maybe_cut = 0;
 			if (whole.n > j->res.set.n)
 				pi_addrset_move(&j->res.set, &whole);

@@ -38,7 +38,7 @@
 #define SUP_YIELD_MS 20
 
 /* nginx's worker and helper processes looked at to confirm a reload. */
-#define SUP_WORKERS_MAX 64
+#define SUP_WORKERS_MAX 1024
 /* How often a reload's confirmation looks for nginx's new workers: at
  * first, and at most (doubling in between). */
 #define SUP_CONFIRM_POLL_MS	20
@@ -83,6 +83,7 @@ struct sup {
 	size_t nworkers;
 	uint64_t confirm_due_ms; /* uv_now */
 	int confirm_kind;
+	int start_waits; /* a reload's start waits for the confirmation */
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */

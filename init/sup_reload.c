@@ -259,6 +259,14 @@ static void sup_reload_start(struct sup *s)
 	int kind = s->reload.kind;
 	char why[128];
 
+	if (uv_is_active((uv_handle_t *)&s->confirm_timer)) {
+		/* The state machine starts a reload asked for during the last
+		 * one's test right after its commit: the last one's new
+		 * workers would confirm this one too. It waits. */
+		s->start_waits = 1;
+		return;
+	}
+
 	PI_LOG(
 	    PI_INFO, "reloading",
 	    PI_STR("reason", kind & PI_RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed"));
@@ -302,7 +310,7 @@ static int sup_was_worker(const struct sup *s, pid_t pid)
  * meanwhile starts now; addresses are judged again at the next recheck. */
 static void sup_confirm_end(struct sup *s, int ok)
 {
-	int deferred = s->settle_kind & PI_RELOAD_RERENDER;
+	int deferred = s->settle_kind;
 
 	uv_timer_stop(&s->confirm_timer);
 	s->settle_kind = 0;
@@ -321,6 +329,16 @@ static void sup_confirm_end(struct sup *s, int ok)
 		if (s->ups)
 			pi_upstreams_applied(s->ups, 0);
 	}
+	if (s->start_waits) {
+		/* Asked for during the last one's config test: its turn. */
+		s->start_waits = 0;
+		sup_reload_start(s);
+	}
+	/* Addresses asked for meanwhile: only if some set is still not the
+	 * one nginx now runs with (rechecks during the wait compared with
+	 * the sets from before it). */
+	if ((deferred & PI_RELOAD_ADDRESSES) && !pi_upstreams_stale(s->ups))
+		deferred &= ~PI_RELOAD_ADDRESSES;
 	if (deferred)
 		sup_reload_request(s, deferred);
 }
@@ -361,17 +379,13 @@ static void on_sup_confirm(uv_timer_t *t)
  * took it with the signal. */
 static void sup_reload_commit(struct sup *s)
 {
-	/* A reload the state machine started right after the last one's
-	 * commit (asked for during its test) is confirmed with it: the
-	 * workers from before the first SIGHUP are the old ones. */
-	int confirming = uv_is_active((uv_handle_t *)&s->confirm_timer);
+	/* Never while another is confirmed: its start waits (sup_reload_start). */
 	size_t n = 0;
 
-	if (confirming)
-		n = s->nworkers;
-	else if (s->cmd_is_nginx && s->child > 0)
+	if (s->cmd_is_nginx && s->child > 0)
 		n = pi_proc_children(s->child, s->workers, SUP_WORKERS_MAX);
 	s->view.reload_time = time(NULL);
+	pi_upstreams_loading(s->ups);
 	sup_child_signal(s, SIGHUP);
 	if (s->test_tpl) {
 		pi_templates_settle(s->test_tpl);
@@ -387,7 +401,7 @@ static void sup_reload_commit(struct sup *s)
 		return;
 	}
 	s->nworkers = n;
-	s->confirm_kind = s->reload.kind | (confirming ? s->confirm_kind : 0);
+	s->confirm_kind = s->reload.kind;
 	s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
 	uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS, SUP_CONFIRM_POLL_MS);
 }
@@ -507,5 +521,6 @@ void sup_reload_close(struct sup *s)
 {
 	/* Stopping: nginx's workers are ending, no new one will confirm. */
 	uv_timer_stop(&s->confirm_timer);
+	s->start_waits = 0;
 	sup_reload_apply(s, pi_reload_close(&s->reload));
 }

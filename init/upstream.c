@@ -32,10 +32,11 @@ struct ups_host {
 	int fails;	/* failed lookups in a row */
 	int adopt;	/* added at a reload: nginx loaded its first set */
 	int applied_known;
+	int loading_known; /* loading holds the set nginx was sent a reload with */
 	uint64_t backoff, due; /* a wait's next retry, in uv_now time */
 	time_t checked;
 	char error[192];
-	struct pi_addrset current, applied;
+	struct pi_addrset current, applied, loading;
 };
 
 struct pi_upstreams {
@@ -364,6 +365,7 @@ static void ups_host_free(struct ups_host *h)
 	if (!h)
 		return;
 	pi_addrset_free(&h->current);
+	pi_addrset_free(&h->loading);
 	pi_addrset_free(&h->applied);
 	free(h);
 }
@@ -601,18 +603,39 @@ int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams
 	return uv_timer_start(&u->every, ups_on_every, every_ms, every_ms);
 }
 
+void pi_upstreams_loading(struct pi_upstreams *u)
+{
+	for (size_t i = 0; u && i < u->n; i++) {
+		struct ups_host *h = u->hosts[i];
+		h->loading_known =
+		    h->current.n > 0 && pi_addrset_copy(&h->loading, &h->current) == 0;
+	}
+}
+
 void pi_upstreams_applied(struct pi_upstreams *u, int ok)
 {
 	if (!u)
 		return;
 	u->rejected = !ok;
-	for (size_t i = 0; ok && i < u->n; i++) {
+	for (size_t i = 0; i < u->n; i++) {
 		struct ups_host *h = u->hosts[i];
-		/* A host not resolving now keeps the set nginx had. */
-		if (h->current.n > 0 && pi_addrset_copy(&h->applied, &h->current) == 0)
+		/* The sets the reload was sent with, not ones seen since; a
+		 * host not resolving then or now keeps the set nginx had. */
+		const struct pi_addrset *set = h->loading_known ? &h->loading : &h->current;
+		if (ok && set->n > 0 && pi_addrset_copy(&h->applied, set) == 0)
 			h->applied_known = 1;
+		h->loading_known = 0;
+		pi_addrset_free(&h->loading);
 	}
 	ups_publish_all(u);
+}
+
+int pi_upstreams_stale(const struct pi_upstreams *u)
+{
+	for (size_t i = 0; u && i < u->n; i++)
+		if (ups_stale(u->hosts[i]))
+			return 1;
+	return 0;
 }
 
 const struct pi_addrset *pi_upstreams_current(const struct pi_upstreams *u, size_t i)

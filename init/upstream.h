@@ -70,6 +70,13 @@ int pi_upstreams_recheck(struct pi_upstreams *u, uint64_t every_ms, pi_upstreams
  * when the attempt was rejected (the sets stay pending). */
 void pi_upstreams_applied(struct pi_upstreams *u, int ok);
 
+/* A reload is sent now: the sets it is sent with are the ones the next
+ * pi_upstreams_applied(u, 1) marks as loaded (later changes stay stale). */
+void pi_upstreams_loading(struct pi_upstreams *u);
+
+/* 1 when some host's current set is not the one nginx runs with. */
+int pi_upstreams_stale(const struct pi_upstreams *u);
+
 /* Host i's current set (i as in view->upstreams); valid until the next
  * loop iteration. */
 const struct pi_addrset *pi_upstreams_current(const struct pi_upstreams *u, size_t i);

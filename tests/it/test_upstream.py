@@ -913,3 +913,73 @@ def test_start_wait_retries_back_off(logged_bed, logged_setup):
         log = f.read()
     n_a = log.count("query[A] " + name + " ")
     assert 3 <= n_a <= 5, "%d lookups in 2.9 s:\n%s" % (n_a, log[-3000:])
+
+
+def nginxlike_env(tmp_path, **over):
+    """nginx.command: the nginx-like stand-in (tests/it/nginxlike.py), its
+    steps in tmp_path/nginxlike.log; every config test passes."""
+    env = dict(PEERPREP_INIT_NGINX_COMMAND="%s %s" % (
+                   sys.executable, os.path.join(os.path.dirname(__file__), "nginxlike.py")),
+               PEERPREP_INIT_NGINX_TEST="true", PEERPREP_INIT_HEALTH_PROBE="",
+               NGINXLIKE_LOG=str(tmp_path / "nginxlike.log"), NGINXLIKE_HOST="api." + ZONE)
+    env.update({k: str(v) for k, v in over.items()})
+    return env
+
+
+def nginxlike_log(tmp_path):
+    try:
+        return (tmp_path / "nginxlike.log").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_an_address_change_while_nginx_loads_a_reload_is_reloaded_after_it(bed, setup, tmp_path):
+    """nginx resolves at the start of its parse (here .12), and the parse
+    is slow; a recheck meanwhile sees .13. The reload counts once nginx's
+    new workers run, with the sets it was sent with: .13 is still owed and
+    is reloaded after it (it was marked loaded, never reloaded, and
+    /health passed with nginx on .12)."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    go = tmp_path / "go"
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", PEERPREP_INIT_NGINX_TEST_TIMEOUT="20s",
+                 **nginxlike_env(tmp_path, NGINXLIKE_GO=go))
+    init.wait_log("msg=started")
+    bed.set_host("api." + ZONE, "127.0.0.12")
+    wait_for(lambda: "reload 1: parse starts, resolved 127.0.0.12" in nginxlike_log(tmp_path), 15,
+             what="nginx's parse of the first reload")
+    bed.set_host("api." + ZONE, "127.0.0.13")
+    init.wait_log("new=127.0.0.13")
+    assert "reloaded nginx" not in init.text()
+    go.write_text("")
+    wait_for(lambda: "reload 2: parse starts, resolved 127.0.0.13" in nginxlike_log(tmp_path), 15,
+             what="a second reload for .13")
+    wait_for(lambda: init.text().count("reloaded nginx") == 2, 15, what="both reloads counted")
+    up = health(bed)[1]["checks"]["upstream:NGINX_API_HOST"][0]
+    assert up["observedValue"] == ["127.0.0.13"] and "output" not in up, up
+
+
+def test_a_reload_asked_for_during_anothers_test_is_confirmed_on_its_own(bed, setup, tmp_path):
+    """A SIGHUP during reload A's config test is reload B, which the state
+    machine starts as A commits. nginx takes A and rejects B: A's new
+    workers must not count for B (B committed while A was still being
+    confirmed, and the one 'reloaded nginx' covered both)."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    go = tmp_path / "test-go"
+    test = "sh -c 'while [ ! -e %s ]; do sleep 0.01; done'" % go
+    init = setup(PEERPREP_INIT_NGINX_TEST_TIMEOUT="3s",
+                 **nginxlike_env(tmp_path, NGINXLIKE_PARSE_S="1", NGINXLIKE_REJECT_FROM="2",
+                                 PEERPREP_INIT_NGINX_TEST=test))
+    init.wait_log("msg=started")
+    wait_for(lambda: "started" in nginxlike_log(tmp_path), 10, what="the stand-in")
+    init.proc.send_signal(signal.SIGHUP)  # A: waits for nginx's first second, then its test
+    init.wait_log("msg=reloading")
+    init.proc.send_signal(signal.SIGHUP)  # B: during A's test
+    init.wait_log("reload pending: one is in flight")
+    go.write_text("")  # every test passes from now on
+    # nginx takes A (reload 1), rejects B (reload 2): no new worker for B.
+    wait_for(lambda: "reload 2: rejected" in nginxlike_log(tmp_path), 15, what="nginx rejecting B")
+    init.wait_log('step="nginx\'s own reload"', 10)
+    text = init.text()
+    assert text.count("reloaded nginx") == 1, text
+    status, doc = health(bed)
+    assert doc["status"] == "warn", doc
