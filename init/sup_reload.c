@@ -264,6 +264,7 @@ static void sup_reload_start(struct sup *s)
 		 * one's test right after its commit: the last one's new
 		 * workers would confirm this one too. It waits. */
 		s->start_waits = 1;
+		PI_LOG(PI_INFO, "reload waits until nginx has taken the last one");
 		return;
 	}
 
@@ -350,7 +351,10 @@ static void on_sup_confirm(uv_timer_t *t)
 	size_t n;
 
 	if (s->child <= 0) {
-		uv_timer_stop(t);
+		/* Not reached today: the child's end closes the machine in the
+		 * same call. Closing here keeps a waiting start from holding
+		 * it busy for ever if that changes. */
+		sup_reload_close(s);
 		return;
 	}
 	n = pi_proc_children(s->child, now, SUP_WORKERS_MAX);
@@ -387,6 +391,18 @@ static void sup_reload_commit(struct sup *s)
 	s->view.reload_time = time(NULL);
 	pi_upstreams_loading(s->ups);
 	sup_child_signal(s, SIGHUP);
+	if (n == 0 || n > SUP_WORKERS_MAX) {
+		sup_reload_taken(s);
+	} else {
+		s->nworkers = n;
+		s->confirm_kind = s->reload.kind;
+		s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
+		uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS,
+			       SUP_CONFIRM_POLL_MS);
+	}
+	/* Last: the sync can end a recheck round (a host it removes held it)
+	 * and so ask for a reload, which must find this one's confirmation
+	 * running and wait for it. */
 	if (s->test_tpl) {
 		pi_templates_settle(s->test_tpl);
 		pi_templates_free(s->tpl);
@@ -396,14 +412,6 @@ static void sup_reload_commit(struct sup *s)
 		if (s->ups && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
 			PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
 	}
-	if (n == 0 || n > SUP_WORKERS_MAX) {
-		sup_reload_taken(s);
-		return;
-	}
-	s->nworkers = n;
-	s->confirm_kind = s->reload.kind;
-	s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
-	uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS, SUP_CONFIRM_POLL_MS);
 }
 
 /* What /health says is short and never quotes the test's output: nginx
@@ -496,6 +504,8 @@ void sup_reload_request(struct sup *s, int kind)
 	}
 	if (uv_is_active((uv_handle_t *)&s->confirm_timer)) {
 		/* The last reload is not confirmed yet (sup_confirm_end). */
+		if (!s->settle_kind)
+			PI_LOG(PI_INFO, "reload waits until nginx has taken the last one");
 		s->settle_kind |= kind;
 		return;
 	}

@@ -30,9 +30,9 @@ def spawn():
 
 
 def main():
-    workers = spawn()
     hups = [0]
     signal.signal(signal.SIGHUP, lambda s, f: hups.__setitem__(0, hups[0] + 1))
+    workers = spawn()
 
     def end(s, f):
         for w in workers:
@@ -44,8 +44,8 @@ def main():
     log("started")
     done = 0
     while True:
-        while not hups[0]:
-            signal.pause()
+        while not hups[0]:  # polled: a pause() could miss one between check and call
+            time.sleep(0.01)
         hups[0] = 0
         done += 1
         addrs = ""
