@@ -291,6 +291,11 @@ static void sup_reload_taken(struct sup *s)
 {
 	if (s->ups)
 		pi_upstreams_applied(s->ups, 1);
+	/* nginx runs the files the committed templates rendered: their host
+	 * variables are the ones watched now (not before: a set nginx
+	 * rejected leaves it on the old hosts, and so the watch). */
+	if (s->ups && s->tpl && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
+		PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
 	s->view.reload_ok = 1;
 	s->view.reload_error[0] = '\0';
 	s->rejected_kind = 0;
@@ -391,6 +396,15 @@ static void sup_reload_commit(struct sup *s)
 	s->view.reload_time = time(NULL);
 	pi_upstreams_loading(s->ups);
 	sup_child_signal(s, SIGHUP);
+	if (s->test_tpl) { /* the files on disk: what a later rollback keeps */
+		pi_templates_settle(s->test_tpl);
+		pi_templates_free(s->tpl);
+		s->tpl = s->test_tpl;
+		s->test_tpl = NULL;
+	}
+	/* The watched hosts follow in sup_reload_taken; its sync can end a
+	 * recheck round (a host it removes held it) and so ask for a reload,
+	 * which then finds this one taken or waits for its confirmation. */
 	if (n == 0 || n > SUP_WORKERS_MAX) {
 		sup_reload_taken(s);
 	} else {
@@ -399,18 +413,6 @@ static void sup_reload_commit(struct sup *s)
 		s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
 		uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS,
 			       SUP_CONFIRM_POLL_MS);
-	}
-	/* Last: the sync can end a recheck round (a host it removes held it)
-	 * and so ask for a reload, which must find this one's confirmation
-	 * running and wait for it. */
-	if (s->test_tpl) {
-		pi_templates_settle(s->test_tpl);
-		pi_templates_free(s->tpl);
-		s->tpl = s->test_tpl;
-		s->test_tpl = NULL;
-		/* The new templates' host variables are the ones watched. */
-		if (s->ups && pi_upstreams_sync(s->ups, s->tpl, 1) < 0)
-			PI_LOG(PI_ERROR, "cannot update the upstream hosts: out of memory");
 	}
 }
 

@@ -983,3 +983,30 @@ def test_a_reload_asked_for_during_anothers_test_is_confirmed_on_its_own(bed, se
     assert text.count("reloaded nginx") == 1, text
     status, doc = health(bed)
     assert doc["status"] == "warn", doc
+
+
+def test_hosts_of_templates_nginx_rejected_are_not_watched(bed, setup, tmp_path):
+    """A SIGHUP's templates swap host variable OLD for NEW, the config test
+    passes, nginx's own parse rejects the reload: nginx still proxies to
+    OLD's host, so OLD stays watched (and on /health) and NEW is not (the
+    watch followed the templates at the SIGHUP: a move of OLD's host was
+    never followed, and NEW's first answer counted as loaded)."""
+    bed.set_host("api." + ZONE, "127.0.0.11")
+    bed.set_host("other." + ZONE, "127.0.0.12")
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_OLD_HOST:-api.%s}" % ZONE))
+    init = setup(PEERPREP_INIT_UPSTREAMS_RECHECK="300ms", PEERPREP_INIT_NGINX_TEST_TIMEOUT="2s",
+                 NGINX_API_HOST=None, **nginxlike_env(tmp_path, NGINXLIKE_REJECT_FROM="1"))
+    init.wait_log("msg=started")
+    wait_for(lambda: "started" in nginxlike_log(tmp_path), 10, what="the stand-in")
+    (tmp_path / "templates" / "api.conf.template").write_text(
+        TEMPLATE.replace("${NGINX_API_HOST}", "${NGINX_NEW_HOST:-other.%s}" % ZONE))
+    init.proc.send_signal(signal.SIGHUP)
+    init.wait_log('step="nginx\'s own reload"', 15)
+    text = init.text()
+    assert "upstream host added" not in text and "upstream host removed" not in text, text
+    checks = health(bed)[1]["checks"]
+    assert "upstream:NGINX_OLD_HOST" in checks and "upstream:NGINX_NEW_HOST" not in checks, checks
+    # OLD's host is still followed.
+    bed.set_host("api." + ZONE, "127.0.0.13")
+    init.wait_log("new=127.0.0.13")
