@@ -1,20 +1,32 @@
 #include "init/reload.h"
 
-/* Ends the transaction in flight; starts the pending one if any. */
-static int reload_verdict(struct pi_reload *r, enum pi_reload_why why)
+/* The transaction in flight is over: starts the pending one if any. */
+static int reload_next(struct pi_reload *r)
 {
-	int act;
+	int kind = r->pending;
 
 	r->busy = 0;
+	r->confirming = 0;
+	r->pending = 0;
+	return kind && !r->closed ? pi_reload_request(r, kind) : 0;
+}
+
+/* The test's verdict. A commit stays in flight until it is confirmed. */
+static int reload_verdict(struct pi_reload *r, enum pi_reload_why why)
+{
 	r->why = why;
 	r->why_code = r->test_code;
-	act = why == PI_RELOAD_OK ? PI_RELOAD_DO_COMMIT : PI_RELOAD_DO_ROLLBACK;
-	if (r->pending && !r->closed) {
-		int kind = r->pending;
-		r->pending = 0;
-		act |= pi_reload_request(r, kind);
+	if (why == PI_RELOAD_OK) {
+		r->confirming = 1;
+		return PI_RELOAD_DO_COMMIT;
 	}
-	return act;
+	return PI_RELOAD_DO_ROLLBACK | reload_next(r);
+}
+
+/* A transaction is in flight and has no verdict yet. */
+static int reload_open(const struct pi_reload *r)
+{
+	return r->busy && !r->confirming;
 }
 
 static int reload_test_done(struct pi_reload *r)
@@ -33,6 +45,7 @@ int pi_reload_request(struct pi_reload *r, int kind)
 		return 0;
 	}
 	r->busy = 1;
+	r->confirming = 0;
 	r->kind = kind;
 	r->test_exited = 0;
 	r->test_code = 0;
@@ -42,7 +55,7 @@ int pi_reload_request(struct pi_reload *r, int kind)
 
 int pi_reload_prepare_failed(struct pi_reload *r)
 {
-	if (!r->busy)
+	if (!reload_open(r))
 		return 0;
 	/* A failed re-render must not take an address change merged into it
 	 * down with it: nginx still needs the new addresses, with the files it
@@ -55,7 +68,7 @@ int pi_reload_prepare_failed(struct pi_reload *r)
 
 int pi_reload_test_exited(struct pi_reload *r, int code)
 {
-	if (!r->busy || r->test_exited)
+	if (!reload_open(r) || r->test_exited)
 		return 0;
 	r->test_exited = 1;
 	r->test_code = code;
@@ -64,7 +77,7 @@ int pi_reload_test_exited(struct pi_reload *r, int code)
 
 int pi_reload_pipe_closed(struct pi_reload *r)
 {
-	if (!r->busy || r->pipe_closed)
+	if (!reload_open(r) || r->pipe_closed)
 		return 0;
 	r->pipe_closed = 1;
 	return reload_test_done(r);
@@ -72,12 +85,28 @@ int pi_reload_pipe_closed(struct pi_reload *r)
 
 int pi_reload_timeout(struct pi_reload *r)
 {
-	return r->busy ? PI_RELOAD_DO_KILL | reload_verdict(r, PI_RELOAD_TIMED_OUT) : 0;
+	return reload_open(r) ? PI_RELOAD_DO_KILL | reload_verdict(r, PI_RELOAD_TIMED_OUT) : 0;
 }
 
 int pi_reload_close(struct pi_reload *r)
 {
 	r->closed = 1;
 	r->pending = 0;
+	if (r->confirming)
+		return reload_next(r); /* its SIGHUP was sent: nothing to undo */
 	return r->busy ? PI_RELOAD_DO_KILL | reload_verdict(r, PI_RELOAD_ABANDONED) : 0;
+}
+
+int pi_reload_confirmed(struct pi_reload *r, int ok)
+{
+	if (!r->confirming)
+		return 0;
+	if (!ok)
+		r->why = PI_RELOAD_NOT_TAKEN;
+	return reload_next(r);
+}
+
+void pi_reload_drop_pending(struct pi_reload *r, int kind)
+{
+	r->pending &= ~kind;
 }

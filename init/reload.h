@@ -7,20 +7,24 @@
  * the new files when its kind has PI_RELOAD_RERENDER), runs the config
  * test, and ends in exactly one verdict: commit (nginx gets SIGHUP, the new
  * files stay) or rollback (the old files come back, nginx is not
- * signalled). Requests that arrive meanwhile are merged into one pending
- * reload that starts after the verdict. */
+ * signalled). A commit stays in flight until the caller says whether
+ * nginx took it (pi_reload_confirmed): its new workers are its proof, and
+ * a reload started sooner would take them for its own. Requests that
+ * arrive meanwhile are merged into one pending reload that starts after
+ * the verdict, or after the confirmation of a commit. */
 #ifndef PI_RELOAD_H
 #define PI_RELOAD_H
 
 enum pi_reload_kind { PI_RELOAD_RERENDER = 1, PI_RELOAD_ADDRESSES = 2 };
 
-/* Why a transaction is rolled back. */
+/* Why a transaction is rolled back (or, NOT_TAKEN, came to nothing). */
 enum pi_reload_why {
 	PI_RELOAD_OK = 0,
 	PI_RELOAD_PREPARE_FAILED, /* render, commit or spawn of the test failed */
 	PI_RELOAD_TEST_FAILED,	  /* the test exited non-zero */
 	PI_RELOAD_TIMED_OUT,	  /* the test ran past its deadline */
 	PI_RELOAD_ABANDONED,	  /* a stop was asked for, or the child exited */
+	PI_RELOAD_NOT_TAKEN,	  /* committed, and nginx kept its running config */
 };
 
 /* What the caller must do, in this order, after a call (bits). */
@@ -39,6 +43,7 @@ struct pi_reload {
 	int test_exited;
 	int test_code; /* the test's exit code once exited */
 	int pipe_closed;
+	int confirming; /* committed; in flight until pi_reload_confirmed */
 	enum pi_reload_why why; /* of the last verdict */
 	int why_code;		/* the test's exit code at the last verdict */
 };
@@ -65,7 +70,16 @@ int pi_reload_pipe_closed(struct pi_reload *r);
 int pi_reload_timeout(struct pi_reload *r);
 
 /* Stopping, or the child is gone: no reload starts again; one in flight
- * ends at once with KILL | ROLLBACK. */
+ * ends at once with KILL | ROLLBACK (a committed one with nothing: its
+ * SIGHUP was sent). */
 int pi_reload_close(struct pi_reload *r);
+
+/* After a commit: whether nginx took it (ok) or kept its running config.
+ * Ends the transaction; returns START when one is pending, else 0. */
+int pi_reload_confirmed(struct pi_reload *r, int ok);
+
+/* Drops kind from the pending reload (asked for while a commit waited for
+ * its confirmation, and settled by it). */
+void pi_reload_drop_pending(struct pi_reload *r, int kind);
 
 #endif

@@ -82,8 +82,6 @@ struct sup {
 	pid_t workers[SUP_WORKERS_MAX]; /* nginx's children before the SIGHUP */
 	size_t nworkers;
 	uint64_t confirm_due_ms; /* uv_now */
-	int confirm_kind;
-	int start_waits; /* a reload's start waits for the confirmation */
 
 	enum sup_state state;
 	pid_t child;		 /* 0 once reaped */

@@ -259,15 +259,6 @@ static void sup_reload_start(struct sup *s)
 	int kind = s->reload.kind;
 	char why[128];
 
-	if (uv_is_active((uv_handle_t *)&s->confirm_timer)) {
-		/* The state machine starts a reload asked for during the last
-		 * one's test right after its commit: the last one's new
-		 * workers would confirm this one too. It waits. */
-		s->start_waits = 1;
-		PI_LOG(PI_INFO, "reload waits until nginx has taken the last one");
-		return;
-	}
-
 	PI_LOG(
 	    PI_INFO, "reloading",
 	    PI_STR("reason", kind & PI_RELOAD_RERENDER ? "SIGHUP" : "upstream addresses changed"));
@@ -312,14 +303,11 @@ static int sup_was_worker(const struct sup *s, pid_t pid)
 
 /* The confirmation ends: nginx took the reload (ok) or kept its running
  * config (its error log says why: a name that stopped resolving between
- * the config test and nginx's own parse, say). A SIGHUP that came
- * meanwhile starts now; addresses are judged again at the next recheck. */
+ * the config test and nginx's own parse, say). Then the reload asked for
+ * meanwhile starts (the state machine kept it pending). */
 static void sup_confirm_end(struct sup *s, int ok)
 {
-	int deferred = s->settle_kind;
-
 	uv_timer_stop(&s->confirm_timer);
-	s->settle_kind = 0;
 	if (ok) {
 		sup_reload_taken(s);
 	} else {
@@ -331,22 +319,16 @@ static void sup_confirm_end(struct sup *s, int ok)
 		snprintf(s->view.reload_error, sizeof(s->view.reload_error),
 			 "nginx did not take the reload; the log has the reason");
 		s->view.reload_ok = 0;
-		s->rejected_kind = s->confirm_kind;
+		s->rejected_kind = s->reload.kind;
 		if (s->ups)
 			pi_upstreams_applied(s->ups, 0);
 	}
-	if (s->start_waits) {
-		/* Asked for during the last one's config test: its turn. */
-		s->start_waits = 0;
-		sup_reload_start(s);
-	}
-	/* Addresses asked for meanwhile: only if some set is still not the
-	 * one nginx now runs with (rechecks during the wait compared with
-	 * the sets from before it). */
-	if ((deferred & PI_RELOAD_ADDRESSES) && !pi_upstreams_stale(s->ups))
-		deferred &= ~PI_RELOAD_ADDRESSES;
-	if (deferred)
-		sup_reload_request(s, deferred);
+	/* Rechecks during the wait compared with the sets from before it:
+	 * addresses asked for then are owed only if some set is still not
+	 * the one nginx now runs with. */
+	if (!pi_upstreams_stale(s->ups))
+		pi_reload_drop_pending(&s->reload, PI_RELOAD_ADDRESSES);
+	sup_reload_apply(s, pi_reload_confirmed(&s->reload, ok));
 }
 
 static void on_sup_confirm(uv_timer_t *t)
@@ -388,7 +370,6 @@ static void on_sup_confirm(uv_timer_t *t)
  * took it with the signal. */
 static void sup_reload_commit(struct sup *s)
 {
-	/* Never while another is confirmed: its start waits (sup_reload_start). */
 	size_t n = 0;
 
 	if (s->cmd_is_nginx && s->child > 0)
@@ -406,10 +387,9 @@ static void sup_reload_commit(struct sup *s)
 	 * recheck round (a host it removes held it) and so ask for a reload,
 	 * which then finds this one taken or waits for its confirmation. */
 	if (n == 0 || n > SUP_WORKERS_MAX) {
-		sup_reload_taken(s);
+		sup_confirm_end(s, 1);
 	} else {
 		s->nworkers = n;
-		s->confirm_kind = s->reload.kind;
 		s->confirm_due_ms = uv_now(s->loop) + sup_confirm_ms(s);
 		uv_timer_start(&s->confirm_timer, on_sup_confirm, SUP_CONFIRM_POLL_MS,
 			       SUP_CONFIRM_POLL_MS);
@@ -504,13 +484,6 @@ void sup_reload_request(struct sup *s, int kind)
 		s->settle_kind |= kind;
 		return;
 	}
-	if (uv_is_active((uv_handle_t *)&s->confirm_timer)) {
-		/* The last reload is not confirmed yet (sup_confirm_end). */
-		if (!s->settle_kind)
-			PI_LOG(PI_INFO, "reload waits until nginx has taken the last one");
-		s->settle_kind |= kind;
-		return;
-	}
 	int act = pi_reload_request(&s->reload, kind);
 	if (!act)
 		PI_LOG(PI_DEBUG, "reload pending: one is in flight");
@@ -520,7 +493,7 @@ void sup_reload_request(struct sup *s, int kind)
 void sup_reload_moot(struct sup *s)
 {
 	if (s->view.reload_ok || s->rejected_kind != PI_RELOAD_ADDRESSES || s->reload.busy ||
-	    s->settle_kind || uv_is_active((uv_handle_t *)&s->confirm_timer))
+	    s->settle_kind)
 		return;
 	s->rejected_kind = 0;
 	s->view.reload_ok = 1;
@@ -533,6 +506,5 @@ void sup_reload_close(struct sup *s)
 {
 	/* Stopping: nginx's workers are ending, no new one will confirm. */
 	uv_timer_stop(&s->confirm_timer);
-	s->start_waits = 0;
 	sup_reload_apply(s, pi_reload_close(&s->reload));
 }

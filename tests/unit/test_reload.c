@@ -20,7 +20,9 @@ static void test_commit_needs_exit_and_eof(void)
 	is_int(pi_reload_request(&r, PI_RELOAD_RERENDER), START, "idle: a request starts");
 	is_int(pi_reload_test_exited(&r, 0), 0, "exit alone: no verdict (output still coming)");
 	is_int(pi_reload_pipe_closed(&r), COMMIT, "exit 0 and end of file: commit");
-	ok(!r.busy, "idle after the verdict");
+	ok(r.busy && r.confirming, "committed: in flight until confirmed");
+	is_int(pi_reload_confirmed(&r, 1), 0, "confirmed, nothing pending: nothing to do");
+	ok(!r.busy, "idle after the verdict and its confirmation");
 
 	is_int(pi_reload_request(&r, PI_RELOAD_RERENDER), START, "next request starts");
 	is_int(pi_reload_pipe_closed(&r), 0, "end of file alone: no verdict");
@@ -94,7 +96,8 @@ static void test_prepare_failure(void)
 	pi_reload_request(&m, PI_RELOAD_ADDRESSES);
 	pi_reload_request(&m, PI_RELOAD_RERENDER);
 	pi_reload_test_exited(&m, 0);
-	is_int(pi_reload_pipe_closed(&m), COMMIT | START, "merged reload starts");
+	is_int(pi_reload_pipe_closed(&m), COMMIT, "commit: the merged reload waits");
+	is_int(pi_reload_confirmed(&m, 1), START, "merged reload starts once confirmed");
 	is_int(m.kind, PI_RELOAD_RERENDER | PI_RELOAD_ADDRESSES, "of both kinds");
 	is_int(pi_reload_prepare_failed(&m), ROLLBACK | START,
 	       "its render fails: the address change is not dropped");
@@ -103,9 +106,41 @@ static void test_prepare_failure(void)
 	ok(!m.busy && !m.pending, "idle");
 }
 
+static void test_confirmation(void)
+{
+	struct pi_reload r = {0};
+
+	is_int(pi_reload_confirmed(&r, 1), 0, "no commit: a confirmation is ignored");
+	pi_reload_request(&r, PI_RELOAD_RERENDER);
+	is_int(pi_reload_confirmed(&r, 1), 0, "before the verdict: ignored");
+	pi_reload_test_exited(&r, 0);
+	is_int(pi_reload_pipe_closed(&r), COMMIT, "commit");
+	is_int(pi_reload_request(&r, PI_RELOAD_ADDRESSES), 0, "asked for while confirmed: pending");
+	is_int(pi_reload_request(&r, PI_RELOAD_RERENDER), 0, "... merged");
+	is_int(pi_reload_timeout(&r), 0, "a late test deadline is ignored");
+	is_int(pi_reload_prepare_failed(&r), 0, "so is a late failure");
+	is_int(pi_reload_test_exited(&r, 1), 0, "and a late exit");
+	pi_reload_drop_pending(&r, PI_RELOAD_ADDRESSES);
+	is_int(r.pending, PI_RELOAD_RERENDER, "addresses settled by the confirmation dropped");
+	is_int(pi_reload_confirmed(&r, 0), START, "not taken: the pending one starts");
+	is_int(r.why, PI_RELOAD_NOT_TAKEN, "why: nginx did not take it");
+	is_int(r.kind, PI_RELOAD_RERENDER, "of the kind left");
+	is_int(pi_reload_confirmed(&r, 1), 0, "confirming twice: ignored");
+
+	struct pi_reload c = {0};
+	pi_reload_request(&c, PI_RELOAD_RERENDER);
+	pi_reload_test_exited(&c, 0);
+	pi_reload_pipe_closed(&c);
+	pi_reload_request(&c, PI_RELOAD_ADDRESSES);
+	is_int(pi_reload_close(&c), 0, "closing while confirmed: nothing to undo (SIGHUP sent)");
+	ok(!c.busy && !c.confirming && !c.pending && c.closed, "idle, closed, nothing pending");
+	is_int(pi_reload_confirmed(&c, 1), 0, "a confirmation after the close is ignored");
+}
+
 /* Any sequence of events: each START is followed by exactly one verdict
- * before the next START, KILL only comes with a verdict, and the machine
- * is busy exactly between a START and its verdict. */
+ * before the next START, KILL only comes with a verdict, a COMMIT stays in
+ * flight until its confirmation (or the close), and the machine is busy
+ * exactly between a START and the end of its transaction. */
 static void test_random_sequences(void)
 {
 	unsigned seed = 12345;
@@ -113,11 +148,11 @@ static void test_random_sequences(void)
 
 	for (int run = 0; run < 2000 && !bad; run++) {
 		struct pi_reload r = {0};
-		int open = 0;
+		int open = 0, committed = 0;
 		for (int step = 0; step < 40 && !bad; step++) {
 			int act;
 			seed = seed * 1103515245u + 12345u;
-			switch ((seed >> 16) % 7) {
+			switch ((seed >> 16) % 8) {
 			case 0:
 				act = pi_reload_request(&r, 1 + (int)((seed >> 8) & 1));
 				break;
@@ -135,26 +170,41 @@ static void test_random_sequences(void)
 				break;
 			case 5:
 				act = (seed >> 20) % 8 == 0 ? pi_reload_close(&r) : 0;
+				if ((seed >> 20) % 8 == 0 && committed) {
+					bad |= act != 0;
+					open = committed = 0;
+				}
+				break;
+			case 6:
+				act = pi_reload_confirmed(&r, (int)((seed >> 4) & 1));
+				if (committed)
+					open = committed = 0;
+				else
+					bad |= act != 0;
 				break;
 			default:
 				act = pi_reload_request(&r, PI_RELOAD_RERENDER);
 				break;
 			}
 			int verdicts = !!(act & COMMIT) + !!(act & ROLLBACK);
-			if (verdicts > 1 || (verdicts && !open) || ((act & KILL) && !verdicts))
+			if (verdicts > 1 || (verdicts && (!open || committed)) ||
+			    ((act & KILL) && !verdicts) || ((act & COMMIT) && (act & START)))
 				bad = 1;
-			if (verdicts)
+			if (act & ROLLBACK)
 				open = 0;
+			if (act & COMMIT)
+				committed = 1;
 			if (act & START) {
 				if (open || r.closed)
 					bad = 1;
 				open = 1;
 			}
-			if (open != r.busy)
+			if (open != r.busy || committed != r.confirming)
 				bad = 1;
 		}
 	}
-	ok(!bad, "2000 random sequences: one verdict per transaction, busy exactly while open");
+	ok(!bad, "2000 random sequences: one verdict per transaction, a commit in flight until "
+		 "confirmed, busy exactly while open");
 }
 
 int main(void)
@@ -164,6 +214,7 @@ int main(void)
 	test_deadline();
 	test_close();
 	test_prepare_failure();
+	test_confirmation();
 	test_random_sequences();
 	return done_testing();
 }
