@@ -947,56 +947,49 @@ class Bed:
         self._write_hosts()
         self._reload_dns(name, ips, wait)
 
+    def _flag(self, name, value):
+        """Write the bed responder's flag file name holding value, whole
+        (renamed into place), or remove it when value is None."""
+        flag = os.path.join(self.dir, name)
+        if value is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(flag)
+            return
+        with open(flag + ".tmp", "w") as f:
+            f.write(str(value))
+        os.rename(flag + ".tmp", flag)
+
+    def _lines(self, name):
+        """The lines the bed responder has logged to the file name."""
+        try:
+            with open(os.path.join(self.dir, name)) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
     def drop_aaaa(self, on, rcode=None):
         """With dns_delay_ms > 0 (the bed's own responder): leave every AAAA
         question unanswered while on, or answer it with the error rcode
         (2 SERVFAIL, 5 REFUSED) and no records."""
-        flag = os.path.join(self.dir, "drop-aaaa")
-        if on:
-            tmp = flag + ".tmp"
-            with open(tmp, "w") as f:
-                f.write("" if rcode is None else str(rcode))
-            os.rename(tmp, flag)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(flag)
+        self._flag("drop-aaaa", ("" if rcode is None else rcode) if on else None)
 
     def dropped_aaaa(self):
         """How many AAAA questions went unanswered so far."""
-        try:
-            with open(os.path.join(self.dir, "dropped-aaaa")) as f:
-                return sum(1 for _ in f)
-        except FileNotFoundError:
-            return 0
+        return len(self._lines("dropped-aaaa"))
 
     def cut_answers(self, n):
         """With dns_delay_ms > 0: answer plain questions with n records at
         random, flagged as truncated, and drop EDNS0 questions (None: whole
         answers again)."""
-        flag = os.path.join(self.dir, "cut-answers")
-        if n is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(flag)
-            return
-        with open(flag + ".tmp", "w") as f:
-            f.write(str(n))
-        os.rename(flag + ".tmp", flag)
+        self._flag("cut-answers", n)
 
     def cut_given(self):
         """How many cut answers were given so far."""
-        try:
-            with open(os.path.join(self.dir, "cut-answers-given")) as f:
-                return sum(1 for _ in f)
-        except FileNotFoundError:
-            return 0
+        return len(self._lines("cut-answers-given"))
 
     def dropped_aaaa_span(self):
         """Seconds from the first AAAA question dropped to the last."""
-        try:
-            with open(os.path.join(self.dir, "dropped-aaaa")) as f:
-                times = [float(line.split()[0]) for line in f]
-        except FileNotFoundError:
-            return 0.0
+        times = [float(line.split()[0]) for line in self._lines("dropped-aaaa")]
         return times[-1] - times[0] if times else 0.0
 
     def remove_host(self, name, wait=True):
