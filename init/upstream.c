@@ -152,13 +152,13 @@ static void ups_round_end(struct pi_upstreams *u)
 		return;
 	}
 	u->mode = M_IDLE;
-	if (!stale && u->rejected) {
+	if (!stale && !u->rejected)
+		return;
+	if (!stale) {
 		/* The sets came back to the ones nginx runs with: the
 		 * rejected reload is not needed any more. */
 		u->rejected = 0;
 		ups_publish_all(u);
-	} else if (!stale) {
-		return;
 	}
 	if (u->change_cb)
 		u->change_cb(u, stale, u->data);
